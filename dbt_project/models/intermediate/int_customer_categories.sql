@@ -1,0 +1,43 @@
+-- Per customer and product category: completed purchases, spend, recency and share of the
+-- customer's purchases (category mix; the input for next-category propensity).
+
+with purchases as (
+
+    select * from {{ ref('stg_orders') }}
+    where status = 'completed'
+      and product_category is not null
+
+),
+
+by_category as (
+
+    select
+        customer_id,
+        product_category,
+        count(*) as n_orders,
+        sum(amount) as spend,
+        max(ordered_at) as last_ordered_at
+
+    from purchases
+    group by customer_id, product_category
+
+),
+
+final as (
+
+    select
+        customer_id,
+        product_category,
+        n_orders,
+        spend,
+        last_ordered_at,
+        n_orders * 1.0 / sum(n_orders) over (partition by customer_id) as order_share,
+        row_number() over (
+            partition by customer_id order by n_orders desc, last_ordered_at desc, product_category
+        ) as category_rank
+
+    from by_category
+
+)
+
+select * from final

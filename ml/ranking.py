@@ -1,0 +1,28 @@
+"""Potential rank (1..N, no gaps, deterministic) and priority tiers from rank percentiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# upper rank-percentile bound of each tier: A = top 10 %, B = next 20 %, C = next 30 %, D = the rest
+DEFAULT_TIER_BOUNDS = {"A": 0.10, "B": 0.30, "C": 0.60, "D": 1.0}
+
+
+def potential_rank(score: pd.Series, clv: pd.Series, customer_id: pd.Series) -> pd.Series:
+    """1 = highest score; ties broken by higher CLV, then by customer_id (ascending)."""
+    order = np.lexsort((customer_id.astype(str).to_numpy(), -clv.to_numpy(dtype=float), -score.to_numpy(dtype=float)))
+    rank = np.empty(len(score), dtype=np.int64)
+    rank[order] = np.arange(1, len(score) + 1)
+    return pd.Series(rank, index=score.index)
+
+
+def priority_tier(rank: pd.Series, bounds: dict[str, float] = DEFAULT_TIER_BOUNDS) -> pd.Series:
+    """Tier by rank percentile: the first tier whose bound is >= rank / N."""
+    if not bounds or abs(max(bounds.values()) - 1.0) > 1e-9:
+        raise ValueError("tier bounds must end at 1.0 so that every customer gets a tier")
+    names = list(bounds)
+    edges = np.array([bounds[n] for n in names])
+    pct = rank.to_numpy(dtype=float) / max(len(rank), 1)
+    idx = np.searchsorted(edges, pct - 1e-12, side="left")
+    return pd.Series(np.array(names, dtype=object)[idx], index=rank.index)

@@ -1,0 +1,83 @@
+"""The publish asset: runs only after every upstream asset and blocking check of the run passed."""
+
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from data_quality.contract import ENTITIES
+from orchestration.assets.scoring import CUSTOMER_SCORES
+from orchestration.publication import publish
+from orchestration.run_log import RunRecord
+from orchestration.settings import PipelineSettings
+
+PUBLICATION = dg.AssetKey(["serving", "publication"])
+
+
+def run_facts(context: dg.AssetExecutionContext) -> dict:
+    """Stage timings and check counts of this run so far, from the Dagster event log."""
+    instance, run_id = context.instance, context.run_id
+    stage_seconds = {}
+    for stat in instance.get_run_step_stats(run_id):
+        if stat.start_time and stat.end_time:
+            stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 3)
+    passed = failed = 0
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
+    for rec in records.records:
+        evaluation = rec.event_log_entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            passed += 1
+        else:
+            failed += 1
+    run = instance.get_run_by_id(run_id)
+    started = instance.get_run_record_by_id(run_id).start_time if run else None
+    return {
+        "stage_seconds": stage_seconds,
+        "checks_passed": passed,
+        "checks_failed": failed,
+        "started_at": datetime.utcfromtimestamp(started) if started else None,
+    }
+
+
+@dg.asset(
+    key=PUBLICATION,
+    deps=[CUSTOMER_SCORES],
+    group_name="publish",
+    kinds={"duckdb"},
+    description="The serving database (customer_scores, model_performance, pipeline_runs), replaced atomically.",
+)
+def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    facts = run_facts(context)
+    with settings.warehouse() as con:
+        as_of = settings.resolve_as_of(con)
+        rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchone()[0] for name in ENTITIES}
+        model_versions = json.loads(
+            con.execute("select any_value(model_versions) from scores.customer_scores").fetchone()[0] or "{}"
+        )
+        rows_out = con.execute("select count(*) from scores.customer_scores").fetchone()[0]
+        record = RunRecord(
+            run_id=context.run_id,
+            as_of_date=as_of.isoformat(),
+            started_at=facts["started_at"],
+            status="success",
+            published=True,
+            source_dir=str(Path(settings.source_dir).resolve()),
+            parameters={k: v for k, v in settings.model_dump().items()},
+            rows_in=rows_in,
+            rows_out=rows_out,
+            checks_passed=facts["checks_passed"],
+            checks_failed=facts["checks_failed"],
+            model_versions=model_versions,
+            stage_seconds=facts["stage_seconds"],
+        )
+        counts = publish(con, Path(settings.serving_path), record)
+    context.log.info(f"published {counts} to {settings.serving_path}")
+    return dg.MaterializeResult(
+        metadata={
+            "serving_path": dg.MetadataValue.path(str(Path(settings.serving_path).resolve())),
+            "tables": dg.MetadataValue.json(counts),
+            "as_of_date": as_of.isoformat(),
+        }
+    )

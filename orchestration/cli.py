@@ -1,0 +1,240 @@
+"""``crm-potential``: generate sample data, run the nightly job, and look after the dbt project.
+
+Every run goes through Dagster (a real run, recorded in ``$DAGSTER_HOME``, default ``./.dagster``),
+so the CLI, the schedule and the UI run exactly the same graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from orchestration.settings import ENV_VARS, PROJECT_ROOT, PipelineSettings, SettingsError
+
+EPILOG_RUN = """
+Every option can also be set with an environment variable (in brackets) or, from the Dagster UI, as
+run config under resources.settings.config. Exit status: 0 published, 1 the run failed (nothing was
+published; the previous serving database is untouched), 2 bad arguments.
+
+examples:
+  crm-potential run                                   # the sample data, as of its latest order date
+  crm-potential run --source /exports/crm --as-of 2026-06-30
+"""
+
+
+def _dagster_home() -> Path:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # keep the local instance light: no telemetry, run storage in sqlite under DAGSTER_HOME
+        config.write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def _settings_from_args(args: argparse.Namespace) -> PipelineSettings:
+    overrides = {
+        "source_dir": str(Path(args.source).resolve()) if args.source else None,
+        "as_of_date": args.as_of,
+        "warehouse_path": str(Path(args.warehouse).resolve()) if args.warehouse else None,
+        "serving_path": str(Path(args.serving).resolve()) if args.serving else None,
+        "churn_horizon_days": args.churn_horizon_days,
+        "clv_horizon_days": args.clv_horizon_days,
+    }
+    try:
+        return PipelineSettings.from_env(**overrides)
+    except (SettingsError, ValueError) as exc:
+        raise SystemExit(_usage_error(str(exc)))
+
+
+def _usage_error(message: str) -> int:
+    print(f"crm-potential: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _failure_messages(result) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.event_specific_data
+            err = getattr(data, "error", None)
+            while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
+                err = err.cause
+            text = err.message.strip() if err else "step failed"
+            user = getattr(data, "user_failure_data", None)
+            if user is not None and user.description:
+                text = user.description
+            messages.append(f"{event.step_key}: {text}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            ev = event.event_specific_data
+            messages.append(f"check {ev.check_name} on {ev.asset_key.to_user_string()} failed: {ev.description}")
+    return messages
+
+
+def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> None:
+    import duckdb
+
+    with duckdb.connect(settings.serving_path, read_only=True) as con:
+        top = con.execute(
+            """select potential_rank, customer_id, potential_score, priority_tier, round(clv, 2),
+                      round(churn_probability, 3), rfm_segment, next_best_action
+               from customer_scores order by potential_rank limit 10"""
+        ).fetchall()
+        n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchone()
+        stages = con.execute("select stage_seconds from pipeline_runs where run_id = ?", [run_id]).fetchone()
+    print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
+    print(f"  serving database : {settings.serving_path}")
+    print(f"  warehouse        : {settings.warehouse_path}")
+    print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
+    print("\nTop 10 customers by potential:")
+    header = ("rank", "customer_id", "score", "tier", "clv", "churn", "rfm_segment", "next_best_action")
+    rows = [header] + [tuple(str(v) for v in row) for row in top]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    if stages and stages[0]:
+        import json
+
+        print("\nStage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in json.loads(stages[0]).items()))
+
+
+def _record_failure(settings: PipelineSettings, run_id: str, messages: list[str], started: datetime) -> None:
+    """Note the failed run in the warehouse's pipeline_runs (published with the next good run)."""
+    from orchestration import run_log
+    from orchestration.publication import ensure_ops_tables
+
+    try:
+        with settings.warehouse() as con:
+            ensure_ops_tables(con)
+            run_log.insert(
+                con,
+                run_log.RunRecord(
+                    run_id=run_id,
+                    as_of_date=settings.as_of_date or None,
+                    started_at=started,
+                    status="failed",
+                    published=False,
+                    source_dir=settings.source_dir,
+                    parameters=settings.model_dump(),
+                    message=" | ".join(messages)[:4000],
+                ),
+            )
+    except Exception as exc:  # the warehouse itself may be the problem; the run's failure is what matters
+        print(f"(could not record the failed run in pipeline_runs: {exc})", file=sys.stderr)
+
+
+def run_pipeline(settings: PipelineSettings, *, log_level: str = "INFO", quiet: bool = False):
+    """Run the nightly job in-process through Dagster; returns the ExecuteInProcessResult."""
+    _dagster_home()
+    from dagster import DagsterInstance
+
+    from orchestration.definitions import defs
+    from orchestration.jobs import NIGHTLY_JOB_NAME
+
+    run_config = {
+        "resources": {"settings": {"config": settings.model_dump()}},
+        "loggers": {"console": {"config": {"log_level": "WARNING" if quiet else log_level}}},
+    }
+    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
+    with DagsterInstance.get() as instance:
+        return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings_from_args(args)
+    if not Path(settings.source_dir).is_dir():
+        return _usage_error(
+            f"source folder {settings.source_dir} does not exist (run `make sample` for the bundled sample)"
+        )
+    print(f"crm-potential: running the nightly job on {settings.source_dir}", flush=True)
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    result = run_pipeline(settings, log_level=args.log_level, quiet=args.quiet)
+    seconds = time.perf_counter() - t0
+    if result.success:
+        _print_summary(settings, result.run_id, seconds)
+        return 0
+    messages = _failure_messages(result) or ["the run failed; see the Dagster logs above"]
+    _record_failure(settings, result.run_id, messages, started)
+    print(f"\nRun {result.run_id} FAILED after {seconds:.1f}s; nothing was published.", file=sys.stderr)
+    for msg in messages:
+        print(f"  - {msg}", file=sys.stderr)
+    print(f"The serving database {settings.serving_path} is unchanged.", file=sys.stderr)
+    return 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ml.sample_data import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from orchestration.dbt_project import ensure_manifest
+
+    print(ensure_manifest(force=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-potential",
+        description="Customer-potential scoring for CRM data: ingest, dbt, scores, quality gates, publish.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole nightly job through Dagster and publish the serving database",
+        description="Run the whole nightly job (ingest -> dbt -> scores -> checks -> publish) through Dagster.",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--source", metavar="DIR", help=f"source folder ({ENV_VARS['source_dir']}; default data/sample)")
+    run.add_argument(
+        "--as-of", metavar="DATE",
+        help=f"YYYY-MM-DD; the run sees data up to the end of this date ({ENV_VARS['as_of_date']}; "
+        "default: the latest order date, capped at today)",
+    )
+    run.add_argument("--warehouse", metavar="PATH", help=f"DuckDB file to build in ({ENV_VARS['warehouse_path']}; default data/warehouse.duckdb)")
+    run.add_argument("--serving", metavar="PATH", help=f"DuckDB file BI tools read ({ENV_VARS['serving_path']}; default beside the warehouse)")
+    run.add_argument("--churn-horizon-days", type=int, metavar="N", help=f"churn window ({ENV_VARS['churn_horizon_days']}; default 90)")
+    run.add_argument("--clv-horizon-days", type=int, metavar="N", help=f"CLV window ({ENV_VARS['clv_horizon_days']}; default 365)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster console log level (default INFO)")
+    run.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
+    run.set_defaults(func=cmd_run)
+
+    gen = sub.add_parser(
+        "generate",
+        help="write synthetic CRM files with known truths (the sample and benchmark data)",
+        description="Write customers, orders, interactions and campaigns files that follow the data contract.",
+    )
+    from ml.sample_data import add_arguments
+
+    add_arguments(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    man = sub.add_parser("manifest", help="(re)build the dbt manifest that Dagster loads")
+    man.set_defaults(func=cmd_manifest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The dbt project as Dagster sees it, and a manifest that is always there and fresh."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtProject
+
+from orchestration.settings import PROJECT_ROOT
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (the virtualenv's), else whatever is on PATH."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else "dbt"
+
+
+def _newest_source_mtime() -> float:
+    paths = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    for folder in ("models", "macros", "tests"):
+        paths.extend(p for p in (DBT_PROJECT_DIR / folder).rglob("*") if p.is_file())
+    return max(p.stat().st_mtime for p in paths)
+
+
+def ensure_manifest(force: bool = False) -> Path:
+    """Run ``dbt parse`` when the manifest is missing or older than any model, macro or test file."""
+    manifest = dbt_project.manifest_path
+    if force or not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime():
+        cmd = [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+               "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(dbt_project.target_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
+        if proc.returncode != 0 or not manifest.exists():
+            raise RuntimeError(f"dbt parse failed:\n{proc.stdout}\n{proc.stderr}")
+    return manifest

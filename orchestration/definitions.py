@@ -1,0 +1,26 @@
+"""Dagster definitions: what ``dagster dev``, the schedule and ``crm-potential run`` all load."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from orchestration.assets.dbt import dbt_models
+from orchestration.assets.ingest import ingest_assets
+from orchestration.assets.publish import publication
+from orchestration.assets.scoring import customer_scores
+from orchestration.checks import asset_checks
+from orchestration.dbt_project import dbt_executable, dbt_project
+from orchestration.jobs import nightly_job, nightly_schedule
+from orchestration.settings import PipelineSettings
+
+defs = dg.Definitions(
+    assets=[*ingest_assets, dbt_models, customer_scores, publication],
+    asset_checks=asset_checks,
+    jobs=[nightly_job],
+    schedules=[nightly_schedule],
+    resources={
+        "settings": PipelineSettings.from_env(),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+    },
+)

@@ -1,0 +1,26 @@
+"""The nightly job (the whole graph, one DuckDB writer at a time) and its schedule."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+NIGHTLY_JOB_NAME = "nightly"
+
+# in-process: DuckDB allows one writer, and dbt runs as a subprocess between the Python steps
+nightly_job = dg.define_asset_job(
+    NIGHTLY_JOB_NAME,
+    selection=dg.AssetSelection.all(),
+    executor_def=dg.in_process_executor,
+    description="Ingest -> dbt (staging, intermediate, marts, tests) -> scores -> checks -> publish.",
+)
+
+nightly_schedule = dg.ScheduleDefinition(
+    name="nightly_schedule",
+    job=nightly_job,
+    cron_schedule=os.environ.get("CRM_SCHEDULE_CRON", "0 2 * * *"),
+    execution_timezone=os.environ.get("CRM_SCHEDULE_TIMEZONE", "UTC"),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night at 02:00 (CRM_SCHEDULE_CRON, CRM_SCHEDULE_TIMEZONE).",
+)
