@@ -7,6 +7,8 @@ so the CLI, the schedule and the UI run exactly the same graph.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
@@ -24,6 +26,27 @@ examples:
   crm-potential run                                   # the sample data, as of its latest order date
   crm-potential run --source /exports/crm --as-of 2026-06-30
 """
+
+
+class _ProgressFilter(io.TextIOBase):
+    """Keeps the console readable: passes dbt's model, failure and summary lines, drops per-test chatter."""
+
+    KEEP = (" OK created", "ERROR", "FAIL", "WARN", "Done.", "Finished running", "Completed successfully")
+
+    def __init__(self, target):
+        self._target = target
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            if any(key in line for key in self.KEEP):
+                self._target.write("  dbt | " + line.strip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
 
 
 def _dagster_home() -> Path:
@@ -140,7 +163,8 @@ def run_pipeline(settings: PipelineSettings, *, log_level: str = "INFO", quiet: 
         "loggers": {"console": {"config": {"log_level": "WARNING" if quiet else log_level}}},
     }
     job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
-    with DagsterInstance.get() as instance:
+    stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(_ProgressFilter(sys.stdout))
+    with DagsterInstance.get() as instance, stdout:
         return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
 
 
@@ -205,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serving", metavar="PATH", help=f"DuckDB file BI tools read ({ENV_VARS['serving_path']}; default beside the warehouse)")
     run.add_argument("--churn-horizon-days", type=int, metavar="N", help=f"churn window ({ENV_VARS['churn_horizon_days']}; default 90)")
     run.add_argument("--clv-horizon-days", type=int, metavar="N", help=f"CLV window ({ENV_VARS['clv_horizon_days']}; default 365)")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster console log level (default INFO)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster console log level (default INFO; DEBUG also shows every dbt line)")
     run.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
     run.set_defaults(func=cmd_run)
 

@@ -1,3 +1,4 @@
+{{ config(meta={"dagster": {"ref": {"name": "customer_features"}}}) }}
 -- customer_features has exactly the customers of dim_customers.
 select 'count mismatch' as problem
 from (select count(*) as n from {{ ref('dim_customers') }}) c

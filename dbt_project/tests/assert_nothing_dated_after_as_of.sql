@@ -1,3 +1,4 @@
+{{ config(meta={"dagster": {"ref": {"name": "customer_features"}}}) }}
 -- No row that reaches the marts may be dated after the end of the as-of date.
 with dated as (
     select 'fct_orders' as model, max(ordered_at) as latest from {{ ref('fct_orders') }}
