@@ -16,9 +16,10 @@ The generative story (time unit: days; the history ends at ``end_date``)
    (referral customers buy most often, social least), and the dropout probability is
    ``p ~ Beta(a, b * k_c)`` with ``k_c`` in ``CHANNEL_LOYALTY_MULTIPLIER`` (a larger ``k_c`` means fewer
    dropouts). ``FIRST_PURCHASE_SHARE`` of customers make a first purchase ``Exp(mean=7 days)`` after
-   sign-up; the rest stay leads. After every purchase (the first included) the customer drops out with
-   probability ``p``; while alive, repeat purchases arrive as a Poisson process with rate ``lambda``.
-   A customer who dropped out did so at their last purchase (``death_at`` in the truth file).
+   sign-up; the rest stay leads. After every repeat purchase the customer drops out with probability
+   ``p`` (as in BG/NBD, not after the first one); while alive, repeat purchases arrive as a Poisson
+   process with rate ``lambda``. A customer who dropped out did so at their last purchase (``death_at``
+   in the truth file).
    ``simulate_btyd`` is this step alone, exposed so tests can simulate from known parameters.
 3. **Spend: Gamma-Gamma.** Each customer has ``nu ~ Gamma(shape=q, rate=gamma * s_i)`` and every completed
    order's amount is ``Gamma(shape=p_spend, rate=nu)``; the customer's mean spend is ``p_spend / nu``.
@@ -115,17 +116,17 @@ def simulate_btyd(
     """Repeat purchases of a BG/NBD process for customers with known ``lam`` and ``p``.
 
     Customer ``i`` made their first purchase at day 0 and is observed for ``window_days[i]`` days.
-    After every purchase they drop out with probability ``p[i]``; alive, they buy at Poisson rate
+    After every repeat purchase they drop out with probability ``p[i]``; alive, they buy at Poisson rate
     ``lam[i]``. Exact and vectorised: the number of purchases they would make if immortal is
     ``Poisson(lam * window)``, their arrival times are sorted uniforms on the window, and dropping out
-    after ``K ~ Geometric(p) - 1`` repeat purchases keeps the first ``K`` of them. The first ``k``
+    after ``K ~ Geometric(p)`` (1, 2, ...) repeat purchases keeps the first ``K`` of them. The first ``k``
     of ``n`` sorted uniforms are ``S_j / (S_k + G)`` with ``S`` the cumulative sum of ``k`` unit
     exponentials and ``G ~ Gamma(n + 1 - k)``, so only kept purchases are ever drawn.
     """
     n = lam.shape[0]
     window_days = np.broadcast_to(np.asarray(window_days, dtype=float), (n,))
     n_immortal = rng.poisson(lam * window_days)
-    k_alive = rng.geometric(p) - 1  # repeat purchases before dropping out
+    k_alive = rng.geometric(p)  # repeat purchases made before dropping out (>= 1, as in BG/NBD)
     n_repeat = np.minimum(n_immortal, k_alive)
     total = int(n_repeat.sum())
     owner = np.repeat(np.arange(n), n_repeat)
@@ -200,8 +201,6 @@ def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, in
     sample = simulate_btyd(rng, lam, p_drop, window)
     sample.n_repeat[~buys] = 0
     death_back = np.where(np.isfinite(sample.death_day), first_back - sample.death_day, -np.inf)
-    # a customer who never buys has no purchase process; a first-only buyer who drops at once
-    # has death_day == 0 -> death at the first purchase
     dropped = buys & np.isfinite(sample.death_day)
 
     # 3. spend ----------------------------------------------------------------------------
@@ -255,8 +254,9 @@ def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, in
     parts_owner, parts_back, parts_type, parts_channel, parts_resolved, parts_sat, parts_nps, parts_campaign = (
         [], [], [], [], [], [], [], []
     )
+    parts_sentiment = []
 
-    def add(owner, back, itype, channel_code, resolved=None, sat=None, nps=None, campaign=None):
+    def add(owner, back, itype, channel_code, resolved=None, sat=None, nps=None, campaign=None, sentiment=None):
         m = owner.size
         parts_owner.append(owner)
         parts_back.append(back)
@@ -266,6 +266,7 @@ def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, in
         parts_sat.append(np.full(m, -1, np.int8) if sat is None else sat.astype(np.int8))
         parts_nps.append(np.full(m, -1, np.int8) if nps is None else nps.astype(np.int8))
         parts_campaign.append(np.full(m, -1, np.int32) if campaign is None else campaign.astype(np.int32))
+        parts_sentiment.append(np.full(m, np.nan) if sentiment is None else np.clip(sentiment, -1, 1))
 
     def events(rate_alive, rate_dead):
         """Poisson events while alive (first purchase -> dropout) and after dropout."""
@@ -298,19 +299,21 @@ def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, in
     add(o, b, 0, rng.choice([1, 2, 0], o.size, p=[0.5, 0.3, 0.2]), resolved=rng.random(o.size) < 0.85)
     # background complaints
     o, b, _ = events(np.full(n, 0.1 / 365), np.full(n, 0.1 / 365))
-    add(o, b, 1, rng.choice([1, 0, 2], o.size, p=[0.5, 0.3, 0.2]), resolved=rng.random(o.size) < 0.80)
+    add(o, b, 1, rng.choice([1, 0, 2], o.size, p=[0.5, 0.3, 0.2]), resolved=rng.random(o.size) < 0.80,
+        sentiment=rng.normal(-0.4, 0.3, o.size))
     # complaints that announce dropout
     warn = dropped & (rng.random(n) < 0.45)
     k = np.where(warn, 1 + (rng.random(n) < 0.4), 0)
     o = np.repeat(np.arange(n), k)
     b = (death_back[o] + rng.uniform(0, 40, o.size)).clip(max=start_back[o])
-    add(o, b, 1, rng.choice([1, 0, 2], o.size, p=[0.5, 0.3, 0.2]), resolved=rng.random(o.size) < 0.35)
+    add(o, b, 1, rng.choice([1, 0, 2], o.size, p=[0.5, 0.3, 0.2]), resolved=rng.random(o.size) < 0.35,
+        sentiment=rng.normal(-0.6, 0.25, o.size))
     # surveys
     o, b, _ = events(np.full(n, 0.5 / 365), np.full(n, 0.5 / 365))
     unhappy = dropped[o] & (b - death_back[o] < 90) & (b >= death_back[o])
     sat = np.clip(np.round(rng.normal(np.where(unhappy, 2.6, 4.1), 0.8)), 1, 5)
     nps = np.clip(np.round(rng.normal(np.where(unhappy, 4.0, 8.0), 1.6)), 0, 10)
-    add(o, b, 6, 0, sat=sat, nps=nps)
+    add(o, b, 6, 0, sat=sat, nps=nps, sentiment=(sat - 3) / 2 + rng.normal(0, 0.15, o.size))
 
     i_owner = np.concatenate(parts_owner)
     i_back = np.concatenate(parts_back)
@@ -326,6 +329,7 @@ def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, in
             "resolved": np.concatenate(parts_resolved)[i_perm],
             "sat": np.concatenate(parts_sat)[i_perm],
             "nps": np.concatenate(parts_nps)[i_perm],
+            "sentiment": np.round(np.concatenate(parts_sentiment)[i_perm], 2),
         }
     )
 
@@ -463,7 +467,8 @@ def _write(out, config, end, customers, orders, interactions, campaigns, truth) 
                CASE WHEN campaign >= 0 THEN 'CMP-' || lpad(CAST(campaign + 1 AS VARCHAR), 4, '0') END AS campaign_id,
                CASE resolved WHEN 1 THEN 'true' WHEN 0 THEN 'false' END AS resolved,
                CASE WHEN sat >= 0 THEN sat END AS satisfaction_score,
-               CASE WHEN nps >= 0 THEN nps END AS nps_score
+               CASE WHEN nps >= 0 THEN nps END AS nps_score,
+               CASE WHEN NOT isnan(sentiment) THEN sentiment END AS sentiment
         FROM i ORDER BY iid
     """
     campaigns_sql = f"""

@@ -15,7 +15,6 @@ from typing import Iterator
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 from pydantic import Field, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -103,10 +102,17 @@ class PipelineSettings(dg.ConfigurableResource):
 
     @contextmanager
     def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived read-write connection to the warehouse (close it before dbt runs)."""
+        """A short-lived read-write connection to the warehouse, closed even when the body raises.
+
+        DuckDB allows one writing process per file and dbt runs as a subprocess, so no connection may
+        outlive the step that opened it (dagster-duckdb's resource leaks its connection on errors).
+        """
         Path(self.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-        with DuckDBResource(database=self.warehouse_path).get_connection() as con:
+        con = duckdb.connect(self.warehouse_path)
+        try:
             yield con
+        finally:
+            con.close()
 
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> date:
         """The run's as-of date: the configured one, else the latest order date (capped at today)."""

@@ -1,0 +1,180 @@
+"""The whole nightly job, run for real through Dagster (``crm-potential run`` in-process) on generated data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from data_quality.contract import CUSTOMERS, ORDERS
+from ml.interim_scores import SCORE_COLUMNS
+from orchestration.cli import main
+from tests.conftest import run_args
+
+pytestmark = pytest.mark.slow
+CONTRACT_SCORE_COLUMNS = [
+    "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
+    "expected_spend", "clv", "clv_model", "potential_score", "potential_rank", "priority_tier", "rfm_segment",
+    "lifecycle_stage", "value_segment", "next_best_action", "next_category", "top_reasons", "model_versions",
+]
+
+
+def _table(db: Path, sql: str) -> pd.DataFrame:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.sql(sql).to_arrow_table().to_pandas()
+
+
+def _scores_without_run_id(db: Path) -> pd.DataFrame:
+    return _table(db, "select * exclude (run_id) from customer_scores order by customer_id")
+
+
+@pytest.fixture(scope="module")
+def published(small_sample, tmp_path_factory):
+    work = tmp_path_factory.mktemp("published")
+    assert main(run_args(small_sample, work)) == 0
+    first = _scores_without_run_id(work / "serving.duckdb")
+    assert main(run_args(small_sample, work)) == 0
+    return work, first
+
+
+def test_published_scores_follow_the_contract(published, small_sample):
+    work, _ = published
+    serving = work / "serving.duckdb"
+    scores = _table(serving, "select * from customer_scores")
+    for column in CONTRACT_SCORE_COLUMNS:
+        assert column in scores.columns
+    assert list(scores.columns) == SCORE_COLUMNS
+    known = duckdb.execute(
+        f"select count(distinct customer_id) from read_csv('{small_sample}/customers.csv', all_varchar=true)"
+    ).fetchone()[0]
+    assert len(scores) == known and scores.customer_id.is_unique
+    assert sorted(scores.potential_rank) == list(range(1, len(scores) + 1))
+    for col in ("churn_probability", "p_alive"):
+        assert scores[col].between(0, 1).all()
+    assert (scores.clv >= 0).all() and scores.potential_score.between(0, 100).all()
+    assert str(scores.as_of_date.iloc[0]) == "2026-09-30"  # latest order date of the sample
+    assert set(scores.priority_tier) == {"A", "B", "C", "D"}
+
+
+def test_run_is_recorded_and_repeat_runs_are_identical(published):
+    work, first = published
+    serving = work / "serving.duckdb"
+    runs = _table(serving, "select * from pipeline_runs order by finished_at")
+    assert len(runs) == 2 and runs.published.all() and (runs.status == "success").all()
+    last = runs.iloc[-1]
+    assert json.loads(last.rows_in)["customers"] > json.loads(last.rows_in)["campaigns"] > 0
+    assert last.rows_out == len(first) and last.checks_failed == 0 and last.checks_passed > 50
+    assert "dbt_models" in json.loads(last.stage_seconds)
+    scores_run = _table(serving, "select distinct run_id from customer_scores").run_id.tolist()
+    assert scores_run == [last.run_id]
+    pd.testing.assert_frame_equal(first, _scores_without_run_id(serving))
+    assert _table(serving, "select count(*) n from model_performance").n.iloc[0] == 0
+
+
+def _truncate(src: Path, dst: Path, as_of: str) -> None:
+    """Copy of the source with every row dated after the as-of date removed."""
+    dst.mkdir()
+    end = f"timestamp '{as_of}' + interval 1 day"
+    filters = {
+        "customers": f"cast(created_at as timestamp) < {end}",
+        "orders": f"cast(ordered_at as timestamp) < {end}",
+        "interactions": f"cast(occurred_at as timestamp) < {end}",
+        "campaigns": f"cast(started_at as timestamp) < {end}",
+    }
+    for name, where in filters.items():
+        duckdb.execute(
+            f"copy (select * from read_csv('{src}/{name}.csv', all_varchar=true) where {where}) "
+            f"to '{dst}/{name}.csv' (header)"
+        )
+
+
+def _add_late_rows(folder: Path) -> None:
+    """Rows dated after 2026-06-30 that must not move any feature as of that date."""
+    con = duckdb.connect()
+    customers = f"read_csv('{folder}/customers.csv', all_varchar=true)"
+    late_records = con.execute(
+        f"select * replace ('ZZ' as country, '2026-10-15 00:00:00' as updated_at, 'false' as marketing_consent) "
+        f"from {customers} using sample 10 percent (reservoir, 1)"
+    ).to_arrow_table()
+    orders = f"read_csv('{folder}/orders.csv', all_varchar=true)"
+    late_orders = con.execute(
+        f"""select 'LATE-' || row_number() over () as order_id, customer_id, '2026-07-01 10:00:00' as ordered_at,
+                   '99999' as amount, 'completed' as status, 'EUR' as currency, 'books' as product_category,
+                   '1' as quantity, 'online' as sales_channel
+            from (select distinct customer_id from {orders}) limit 300"""
+    ).to_arrow_table()
+    con.register("late_records", late_records)
+    con.register("late_orders", late_orders)
+    con.execute(f"copy (select * from {customers} union all by name select * from late_records) to '{folder}/customers2.csv' (header)")
+    con.execute(f"copy (select * from {orders} union all by name select * from late_orders) to '{folder}/orders2.csv' (header)")
+    (folder / "customers2.csv").replace(folder / "customers.csv")
+    (folder / "orders2.csv").replace(folder / "orders.csv")
+
+
+def test_nothing_after_the_as_of_date_influences_features_or_scores(small_sample, tmp_path):
+    as_of = "2026-06-30"
+    truncated, full = tmp_path / "truncated", tmp_path / "full"
+    _truncate(small_sample, truncated, as_of)
+    shutil.copytree(small_sample, full)
+    _add_late_rows(full)
+    results = {}
+    for name, source in (("truncated", truncated), ("full", full)):
+        work = tmp_path / f"work_{name}"
+        assert main(run_args(source, work, "--as-of", as_of)) == 0
+        features = _table(work / "warehouse.duckdb", "select * from marts.customer_features order by customer_id")
+        results[name] = (features, _scores_without_run_id(work / "serving.duckdb"))
+    pd.testing.assert_frame_equal(results["truncated"][0], results["full"][0])
+    pd.testing.assert_frame_equal(results["truncated"][1], results["full"][1])
+    assert str(results["full"][0].as_of_date.iloc[0]) == as_of
+    assert results["full"][0].last_purchase_date.max().isoformat() <= as_of
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_minimal_source_runs_and_contract_breaks_stop_before_publishing(small_sample, tmp_path, capsys):
+    minimal = tmp_path / "minimal"
+    minimal.mkdir()
+    for entity in (CUSTOMERS, ORDERS):
+        cols = ", ".join(entity.required_columns)
+        duckdb.execute(
+            f"copy (select {cols} from read_csv('{small_sample}/{entity.name}.csv', all_varchar=true)) "
+            f"to '{minimal}/{entity.name}.csv' (header)"
+        )
+    work = tmp_path / "work"
+    assert main(run_args(minimal, work)) == 0
+    serving = work / "serving.duckdb"
+    scores = _table(serving, "select * from customer_scores")
+    assert scores.potential_rank.max() == len(scores) > 1000
+    assert scores.churn_probability.between(0, 1).all()
+    before = _digest(serving)
+    capsys.readouterr()
+
+    broken = tmp_path / "broken"
+    shutil.copytree(minimal, broken)
+    duckdb.execute(
+        f"copy (select order_id, customer_id, ordered_at from read_csv('{minimal}/orders.csv', all_varchar=true)) "
+        f"to '{broken}/orders.csv' (header)"
+    )
+    assert main(run_args(broken, work)) == 1
+    err = capsys.readouterr().err
+    assert "required column(s) amount missing" in err and "orders.csv" in err
+    assert "nothing was published" in err
+    assert _digest(serving) == before
+
+    (broken / "orders.csv").unlink()
+    assert main(run_args(broken, work)) == 1
+    err = capsys.readouterr().err
+    assert "orders: required source file not found" in err
+    assert _digest(serving) == before
+    runs = _table(serving, "select status from pipeline_runs")
+    assert runs.status.tolist() == ["success"]  # failures wait in the warehouse until the next good run
+    with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
+        statuses = sorted(r[0] for r in con.execute("select status from ops.pipeline_runs").fetchall())
+    assert statuses == ["failed", "failed", "success"]
