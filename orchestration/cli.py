@@ -101,7 +101,7 @@ def _failure_messages(result) -> list[str]:
 def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> None:
     import duckdb
 
-    with duckdb.connect(settings.serving_path, read_only=True) as con:
+    with duckdb.connect(str(settings.serving_file), read_only=True) as con:
         top = con.execute(
             """select potential_rank, customer_id, potential_score, priority_tier, round(clv, 2),
                       round(churn_probability, 3), rfm_segment, next_best_action
@@ -110,7 +110,7 @@ def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> N
         n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchone()
         stages = con.execute("select stage_seconds from pipeline_runs where run_id = ?", [run_id]).fetchone()
     print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
-    print(f"  serving database : {settings.serving_path}")
+    print(f"  serving database : {settings.serving_file}")
     print(f"  warehouse        : {settings.warehouse_path}")
     print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
     print("\nTop 10 customers by potential:")
@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nRun {result.run_id} FAILED after {seconds:.1f}s; nothing was published.", file=sys.stderr)
     for msg in messages:
         print(f"  - {msg}", file=sys.stderr)
-    print(f"The serving database {settings.serving_path} is unchanged.", file=sys.stderr)
+    print(f"The serving database {settings.serving_file} is unchanged.", file=sys.stderr)
     return 1
 
 

@@ -42,22 +42,63 @@ class SettingsError(ValueError):
     """A run parameter is unusable; the message says which and how to fix it."""
 
 
-class PipelineSettings(dg.ConfigurableResource):
-    """Parameters of one nightly run (see the data contract's 'The run's parameters')."""
+_NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float}
 
-    source_dir: str = Field(description="Folder with the source files (customers, orders, ...).")
+
+def env_values() -> dict:
+    """The ``CRM_*`` environment variables that are set, as typed field values."""
+    values: dict = {}
+    for name, env in ENV_VARS.items():
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            continue
+        try:
+            values[name] = _NUMERIC.get(name, str)(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{env}={raw!r} is not a number") from exc
+    return values
+
+
+def _default(name: str, fallback):
+    """Field default: the environment at definition-load time, else ``fallback``."""
+    try:
+        return env_values().get(name, fallback)
+    except SettingsError:
+        return fallback  # reported with a clear message by from_env() when the CLI starts
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Parameters of one nightly run (see the data contract's 'The run's parameters').
+
+    Every field has a default, so Dagster run config may override any subset of them.
+    """
+
+    source_dir: str = Field(
+        default=_default("source_dir", str(data_dir() / "sample")),
+        description="Folder with the source files (customers, orders, ...).",
+    )
     as_of_date: str = Field(
-        default="",
+        default=_default("as_of_date", ""),
         description="YYYY-MM-DD. The run sees data up to the end of this date. Empty: the latest order "
         "date in the source, but never later than today.",
     )
-    warehouse_path: str = Field(description="DuckDB file the pipeline builds in.")
-    serving_path: str = Field(description="DuckDB file that BI tools and analysts read.")
-    churn_horizon_days: int = Field(default=90, description="Churn prediction window in days.")
-    clv_horizon_days: int = Field(default=365, description="CLV prediction window in days.")
-    annual_discount_rate: float = Field(default=0.10, description="Annual discount rate for CLV.")
-    reporting_currency: str = Field(default="EUR", description="Currency of order amounts.")
-    dbt_threads: int = Field(default=1, description="dbt threads (DuckDB has one writer; 1 is right).")
+    warehouse_path: str = Field(
+        default=_default("warehouse_path", str(data_dir() / "warehouse.duckdb")),
+        description="DuckDB file the pipeline builds in.",
+    )
+    serving_path: str = Field(
+        default=_default("serving_path", ""),
+        description="DuckDB file that BI tools and analysts read. Empty: serving.duckdb beside the warehouse.",
+    )
+    churn_horizon_days: int = Field(default=_default("churn_horizon_days", 90), description="Churn window in days.")
+    clv_horizon_days: int = Field(default=_default("clv_horizon_days", 365), description="CLV window in days.")
+    annual_discount_rate: float = Field(
+        default=_default("annual_discount_rate", 0.10), description="Annual discount rate for CLV."
+    )
+    reporting_currency: str = Field(default=_default("reporting_currency", "EUR"), description="Currency of amounts.")
+    dbt_threads: int = Field(
+        default=_default("dbt_threads", 1), description="dbt threads (DuckDB has one writer; 1 is right)."
+    )
 
     @field_validator("as_of_date")
     @classmethod
@@ -79,26 +120,18 @@ class PipelineSettings(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
-        """Settings from ``CRM_*`` environment variables, then ``overrides``, then defaults."""
-        values: dict = {
-            "source_dir": str(data_dir() / "sample"),
-            "warehouse_path": str(data_dir() / "warehouse.duckdb"),
-        }
-        for name, env in ENV_VARS.items():
-            if os.environ.get(env):
-                values[name] = os.environ[env]
+        """Settings from ``overrides``, then ``CRM_*`` environment variables (read now), then defaults."""
+        values = env_values()
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "serving_path" not in values:
-            values["serving_path"] = str(Path(values["warehouse_path"]).with_name("serving.duckdb"))
-        field_types = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int,
-                       "annual_discount_rate": float}
-        for name, typ in field_types.items():
-            if name in values:
-                try:
-                    values[name] = typ(values[name])
-                except ValueError as exc:
-                    raise SettingsError(f"{ENV_VARS[name]}={values[name]!r} is not a number") from exc
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise SettingsError(str(exc)) from exc
+
+    @property
+    def serving_file(self) -> Path:
+        """The serving database: ``serving_path``, or ``serving.duckdb`` beside the warehouse."""
+        return Path(self.serving_path) if self.serving_path else Path(self.warehouse_path).with_name("serving.duckdb")
 
     @contextmanager
     def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -72,11 +72,11 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             model_versions=model_versions,
             stage_seconds=facts["stage_seconds"],
         )
-        counts = publish(con, Path(settings.serving_path), record)
-    context.log.info(f"published {counts} to {settings.serving_path}")
+        counts = publish(con, settings.serving_file, record)
+    context.log.info(f"published {counts} to {settings.serving_file}")
     return dg.MaterializeResult(
         metadata={
-            "serving_path": dg.MetadataValue.path(str(Path(settings.serving_path).resolve())),
+            "serving_path": dg.MetadataValue.path(str(settings.serving_file.resolve())),
             "tables": dg.MetadataValue.json(counts),
             "as_of_date": as_of.isoformat(),
         }

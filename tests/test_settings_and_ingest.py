@@ -1,0 +1,69 @@
+"""Run parameters from env vars, CLI flags and Dagster run config; ingest assets in a real Dagster run."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pytest
+
+from orchestration.assets.ingest import ingest_assets
+from orchestration.cli import build_parser, main
+from orchestration.settings import PipelineSettings, SettingsError
+
+
+def test_env_vars_then_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("CRM_SOURCE_DIR", "/data/crm")
+    monkeypatch.setenv("CRM_CHURN_HORIZON_DAYS", "60")
+    monkeypatch.setenv("CRM_WAREHOUSE", str(tmp_path / "w.duckdb"))
+    s = PipelineSettings.from_env(clv_horizon_days=180)
+    assert (s.source_dir, s.churn_horizon_days, s.clv_horizon_days) == ("/data/crm", 60, 180)
+    assert s.serving_file == tmp_path / "serving.duckdb"  # beside the warehouse by default
+    assert PipelineSettings.from_env(churn_horizon_days=30).churn_horizon_days == 30
+
+
+def test_bad_values_are_clear_errors(monkeypatch):
+    monkeypatch.setenv("CRM_CLV_HORIZON_DAYS", "a year")
+    with pytest.raises(SettingsError, match="CRM_CLV_HORIZON_DAYS='a year' is not a number"):
+        PipelineSettings.from_env()
+    monkeypatch.delenv("CRM_CLV_HORIZON_DAYS")
+    with pytest.raises(SettingsError, match="as_of_date must be YYYY-MM-DD"):
+        PipelineSettings.from_env(as_of_date="30/06/2026")
+
+
+def test_cli_rejects_bad_as_of_with_exit_2(capsys, tmp_path):
+    assert main(["run", "--source", str(tmp_path), "--as-of", "yesterday"]) == 2
+    assert "as_of_date must be YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_help_explains_every_parameter():
+    text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    for flag in ("--source", "--as-of", "--warehouse", "--serving", "--churn-horizon-days", "--clv-horizon-days",
+                 "CRM_SOURCE_DIR", "CRM_AS_OF_DATE", "run config"):
+        assert flag in text
+
+
+def test_ingest_assets_with_partial_run_config(small_sample, tmp_path):
+    # run config replaces the resource's configured values; fields it leaves out take their defaults
+    run_config = {"source_dir": str(small_sample), "warehouse_path": str(tmp_path / "w.duckdb")}
+    result = dg.materialize(
+        ingest_assets,
+        resources={"settings": PipelineSettings.from_env(source_dir="/does/not/exist")},
+        run_config={"resources": {"settings": {"config": run_config}}},
+    )
+    assert result.success
+    counts = {
+        m.asset_key.to_user_string(): m.metadata["dagster/row_count"].value
+        for m in result.asset_materializations_for_node("raw__orders") + result.asset_materializations_for_node("raw__customers")
+    }
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert counts["raw/orders"] == con.execute("select count(*) from raw.orders").fetchone()[0] > 0
+        assert counts["raw/customers"] == con.execute("select count(*) from raw.customers").fetchone()[0] > 0
+
+
+def test_ingest_failure_names_the_problem(tmp_path):
+    settings = PipelineSettings.from_env(source_dir=str(tmp_path), warehouse_path=str(tmp_path / "w.duckdb"))
+    result = dg.materialize(ingest_assets, resources={"settings": settings}, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    texts = " ".join(e.event_specific_data.user_failure_data.description for e in failures)
+    assert "customers: required source file not found" in texts
