@@ -46,7 +46,7 @@ bench: $(STAMP)  ## benchmark the nightly job (writes bench/results.md)
 	$(BIN)/python bench/run_bench.py
 
 docs: $(STAMP)  ## build the dbt docs site into dbt_project/target
-	$(BIN)/crm-potential dbt-docs
+	$(BIN)/crm-potential docs
 
 clean:  ## remove generated data, Dagster home and dbt artefacts (keeps .venv)
 	rm -rf data .dagster dbt_project/target dbt_project/logs

@@ -205,6 +205,27 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    """dbt docs (models, columns, tests, lineage) from the last built warehouse."""
+    import json
+    import subprocess
+
+    from orchestration.dbt_project import DBT_PROJECT_DIR, dbt_executable
+
+    settings = _settings_from_args(args)
+    if not Path(settings.warehouse_path).exists():
+        return _usage_error(f"no warehouse at {settings.warehouse_path}; run `crm-potential run` (or `make run`) first")
+    dbt_vars = settings.dbt_vars(datetime.now().date(), "docs")
+    proc = subprocess.run(
+        [dbt_executable(), "docs", "generate", "--vars", json.dumps(dbt_vars), "--project-dir", str(DBT_PROJECT_DIR),
+         "--profiles-dir", str(DBT_PROJECT_DIR)],
+        cwd=DBT_PROJECT_DIR,
+    )
+    if proc.returncode == 0:
+        print(f"dbt docs: {DBT_PROJECT_DIR / 'target' / 'index.html'} (serve with: cd dbt_project && dbt docs serve)")
+    return proc.returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-potential",
@@ -245,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     man = sub.add_parser("manifest", help="(re)build the dbt manifest that Dagster loads")
     man.set_defaults(func=cmd_manifest)
+
+    docs = sub.add_parser("docs", help="build the dbt docs site (dbt_project/target/index.html) from the warehouse")
+    docs.add_argument("--warehouse", metavar="PATH", help="warehouse to document (default data/warehouse.duckdb)")
+    docs.set_defaults(func=cmd_docs, source=None, as_of=None, serving=None, churn_horizon_days=None, clv_horizon_days=None)
     return parser
 
 
