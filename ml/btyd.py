@@ -61,7 +61,7 @@ class BgNbdParams:
 
 @dataclass
 class _BgData:
-    """Unique (x, t_x, T) rows with weights, and the unique values of each column."""
+    """Unique (x, t_x, T) rows with weights, indexed into the unique values of each column."""
 
     w: np.ndarray
     x: np.ndarray
@@ -71,7 +71,9 @@ class _BgData:
     iT: np.ndarray
     utx: np.ndarray
     itx: np.ndarray
-    repeat: np.ndarray  # x > 0
+    w_by_x: np.ndarray  # total weight per unique x
+    T_row: np.ndarray  # T per row (scaled at fit time)
+    tx_row: np.ndarray  # t_x per row (scaled at fit time)
 
 
 def _validate_summary(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,57 +91,96 @@ def _validate_summary(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, t_x, T
 
 
+def _unique_rows(x: np.ndarray, t_x: np.ndarray, T: np.ndarray):
+    """Unique (x, t_x, T) rows, inverse and counts. Integer data (days) take a fast 1-D key."""
+    if all(np.all(v == np.round(v)) for v in (x, t_x, T)) and max(x.max(), T.max()) < 2**20:
+        key = (x.astype(np.int64) << 42) | (t_x.astype(np.int64) << 21) | T.astype(np.int64)
+        ukey, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        uniq = np.column_stack([ukey >> 42, (ukey >> 21) & (2**21 - 1), ukey & (2**21 - 1)]).astype(float)
+        return uniq, inverse.ravel(), counts
+    uniq, inverse, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_inverse=True, return_counts=True)
+    return uniq, inverse.ravel(), counts
+
+
 def _compress(x, t_x, T, weights=None) -> tuple[_BgData, np.ndarray]:
-    rows = np.column_stack([x, t_x, T])
-    uniq, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+    uniq, inverse, counts = _unique_rows(x, t_x, T)
     if weights is not None:
-        counts = np.bincount(inverse.ravel(), weights=np.asarray(weights, float), minlength=len(uniq))
+        counts = np.bincount(inverse, weights=np.asarray(weights, float), minlength=len(uniq))
+    w = counts.astype(float)
     ux, ix = np.unique(uniq[:, 0], return_inverse=True)
     utx, itx = np.unique(uniq[:, 1], return_inverse=True)
     uT, iT = np.unique(uniq[:, 2], return_inverse=True)
-    data = _BgData(counts.astype(float), uniq[:, 0], ux, ix, uT, iT, utx, itx, uniq[:, 0] > 0)
-    return data, inverse.ravel()
+    w_by_x = np.bincount(ix, weights=w, minlength=len(ux))
+    data = _BgData(w, uniq[:, 0], ux, ix, uT, iT, utx, itx, w_by_x, uniq[:, 2], uniq[:, 1])
+    return data, inverse
 
 
-def _bgnbd_nll_grad(log_params: np.ndarray, d: _BgData, scale: float, penalizer: float):
+def _scaled(d: _BgData, scale: float) -> _BgData:
+    """The same rows with time divided by ``scale`` (for conditioning)."""
+    return _BgData(d.w, d.x, d.ux, d.ix, d.uT / scale, d.iT, d.utx / scale, d.itx, d.w_by_x,
+                   d.T_row / scale, d.tx_row / scale)
+
+
+def _bgnbd_nll_grad(log_params: np.ndarray, d: _BgData, penalizer: float):
+    """Mean negative log-likelihood and its gradient in log-parameters.
+
+    Terms that depend on x alone are computed per unique x and summed with per-x weights
+    (``np.bincount``); only the terms that mix x with T or t_x are evaluated per row.
+    """
     r, alpha, a, b = np.exp(log_params)
     ux = d.ux
-    # per unique x
-    g_rx = gammaln(r + ux)
+    pos = ux > 0
+    bx1 = np.where(pos, b + ux - 1, 1.0)
     lb_a_bx = betaln(a, b + ux)
-    lb_a1_bx1 = np.where(ux > 0, betaln(a + 1, np.maximum(b + ux - 1, 1e-300)), -np.inf)
-    dg_rx = digamma(r + ux)
-    dg_abx = digamma(a + b + ux)
-    dg_bx = digamma(b + ux)
-    dg_bx1 = np.where(ux > 0, digamma(np.maximum(b + ux - 1, 1e-300)), 0.0)
-    # per unique T and t_x (scaled time)
-    ln_aT = np.log(alpha + d.uT / scale)
-    ln_atx = np.log(alpha + d.utx / scale)
-    inv_aT = 1.0 / (alpha + d.uT / scale)
-    inv_atx = 1.0 / (alpha + d.utx / scale)
+    lb_a1_bx1 = np.where(pos, betaln(a + 1, bx1), -np.inf)
+    ln_aT = np.log(alpha + d.uT)
+    ln_atx = np.log(alpha + d.utx)
 
-    x, ix, iT, itx = d.x, d.ix, d.iT, d.itx
-    rx = r + x
-    A = lb_a_bx[ix] - rx * ln_aT[iT]
-    B = lb_a1_bx1[ix] - rx * ln_atx[itx]
-    lse = np.logaddexp(A, B)
-    wA = np.exp(A - lse)
-    wB = 1.0 - wA
-    common = g_rx[ix] - gammaln(r) + r * np.log(alpha) - betaln(a, b)
-    ll = common + lse
-
-    d_r = dg_rx[ix] - digamma(r) + np.log(alpha) - (wA * ln_aT[iT] + wB * ln_atx[itx])
-    d_alpha = r / alpha - rx * (wA * inv_aT[iT] + wB * inv_atx[itx])
-    dg_a, dg_ab = digamma(a), digamma(a + b)
-    d_a = -(dg_a - dg_ab) + wA * (dg_a - dg_abx[ix]) + wB * (digamma(a + 1) - dg_abx[ix])
-    d_b = -(digamma(b) - dg_ab) + wA * (dg_bx[ix] - dg_abx[ix]) + wB * (dg_bx1[ix] - dg_abx[ix])
-
+    rx = r + d.x
+    g_aT, g_atx = ln_aT[d.iT], ln_atx[d.itx]
+    A = lb_a_bx[d.ix] - rx * g_aT
+    e = np.exp(lb_a1_bx1[d.ix] - rx * g_atx - A)  # exp(B - A); 0 for x = 0
+    lse = A + np.log1p(e)
+    wA = 1.0 / (1.0 + e)  # posterior weight of "still active"
     w = d.w
     total = w.sum()
-    nll = -(w @ ll) / total + penalizer * np.sum(np.exp(log_params) ** 2)
-    grad = -np.array([w @ d_r * r, w @ d_alpha * alpha, w @ d_a * a, w @ d_b * b]) / total
-    grad += penalizer * 2 * np.exp(log_params) ** 2
+    wwA = w * wA
+    wA_by_x = np.bincount(d.ix, weights=wwA, minlength=len(ux))
+    wB_by_x = d.w_by_x - wA_by_x
+
+    ll = (d.w_by_x @ gammaln(r + ux)) + total * (-gammaln(r) + r * np.log(alpha) - betaln(a, b)) + (w @ lse)
+    # d/dr and d/dalpha need the row-level mix of T and t_x
+    ln_mix = g_atx + wA * (g_aT - g_atx)  # wA ln(alpha+T) + wB ln(alpha+t_x)
+    inv_mix = wA / (alpha + d.T_row) + (1 - wA) / (alpha + d.tx_row)
+    d_r = d.w_by_x @ digamma(r + ux) + total * (np.log(alpha) - digamma(r)) - w @ ln_mix
+    d_alpha = total * r / alpha - (w * rx) @ inv_mix
+    dg_abx = digamma(a + b + ux)
+    dg_a, dg_ab = digamma(a), digamma(a + b)
+    d_a = total * (dg_ab - dg_a) + wA_by_x @ (dg_a - dg_abx) + wB_by_x @ (digamma(a + 1) - dg_abx)
+    d_b = (
+        total * (dg_ab - digamma(b))
+        + wA_by_x @ (digamma(b + ux) - dg_abx)
+        + wB_by_x @ np.where(pos, digamma(bx1) - dg_abx, 0.0)
+    )
+    theta = np.exp(log_params)
+    nll = -ll / total + penalizer * np.sum(theta**2)
+    grad = -np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b]) / total + penalizer * 2 * theta**2
     return nll, grad
+
+
+def _minimize(fun, *args, n_params: int, starts):
+    """L-BFGS-B in log-parameter space; a second start only when the first does not converge."""
+    best = None
+    for start in starts:
+        res = minimize(
+            fun, start, args=args, jac=True, method="L-BFGS-B",
+            bounds=[(-15, 15)] * n_params, options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14},
+        )
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            best = res
+        if best is not None and best.success:
+            break
+    return best
 
 
 def _fit_facts(x: np.ndarray, weights: np.ndarray | None = None) -> str:
@@ -168,14 +209,9 @@ def fit_bgnbd(
         )
     data, _ = _compress(x, t_x, T, weights)
     scale = float(np.average(data.uT[data.iT], weights=data.w)) or 1.0  # work in units of the mean T
-    best = None
-    for start in (np.zeros(4), np.log([0.5, 1.0, 1.0, 5.0])):
-        res = minimize(
-            _bgnbd_nll_grad, start, args=(data, scale, penalizer), jac=True, method="L-BFGS-B",
-            bounds=[(-15, 15)] * 4, options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14},
-        )
-        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-            best = res
+    best = _minimize(
+        _bgnbd_nll_grad, _scaled(data, scale), penalizer, n_params=4, starts=(np.zeros(4), np.log([0.5, 1.0, 1.0, 5.0]))
+    )
     if best is None or not best.success and np.max(np.abs(best.jac)) > 1e-4:
         msg = best.message if best is not None else "non-finite likelihood"
         raise BtydFitError(f"BG/NBD fit did not converge ({msg}); data: {_fit_facts(x, weights)}")
@@ -282,20 +318,38 @@ class GammaGammaParams:
         return self.p * self.gamma / (self.q - 1)
 
 
-def _gg_nll_grad(log_params, x, m, w, scale):
+@dataclass
+class _GgData:
+    x: np.ndarray  # per row (repeat buyers with positive spend)
+    mx: np.ndarray  # m * x / scale per row
+    w: np.ndarray
+    ux: np.ndarray
+    ix: np.ndarray
+    w_by_x: np.ndarray
+    const_wxlnm: float  # sum w x ln(m/scale)
+    const_wlnm: float  # sum w ln(m/scale)
+    wx_by_x: np.ndarray
+
+
+def _gg_nll_grad(log_params, d: _GgData):
     p, q, g = np.exp(log_params)
-    px = p * x
-    ln_m = np.log(m / scale)
-    ln_gmx = np.log(g + m / scale * x)
-    ll = gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(g) + (px - 1) * ln_m + px * np.log(x) - (px + q) * ln_gmx
-    dg_pxq = digamma(px + q)
-    d_p = x * (dg_pxq - digamma(px) + ln_m + np.log(x) - ln_gmx)
-    d_q = dg_pxq - digamma(q) + np.log(g) - ln_gmx
-    d_g = q / g - (px + q) / (g + m / scale * x)
-    total = w.sum()
-    nll = -(w @ ll) / total
-    grad = -np.array([w @ d_p * p, w @ d_q * q, w @ d_g * g]) / total
-    return nll, grad
+    ux = d.ux
+    pux = p * ux
+    ln_gmx = np.log(g + d.mx)
+    total = d.w.sum()
+    w_ln = d.w @ ln_gmx
+    wx_ln = (d.w * d.x) @ ln_gmx
+    ll = (
+        d.w_by_x @ (gammaln(pux + q) - gammaln(pux) + pux * np.log(ux))
+        + total * (-gammaln(q) + q * np.log(g))
+        + p * d.const_wxlnm - d.const_wlnm
+        - p * wx_ln - q * w_ln
+    )
+    dg_pxq = digamma(pux + q)
+    d_p = d.wx_by_x @ (dg_pxq - digamma(pux) + np.log(ux)) + d.const_wxlnm - wx_ln
+    d_q = d.w_by_x @ dg_pxq + total * (np.log(g) - digamma(q)) - w_ln
+    d_g = total * q / g - (d.w * (p * d.x + q)) @ (1.0 / (g + d.mx))
+    return -ll / total, -np.array([d_p * p, d_q * q, d_g * g]) / total
 
 
 def fit_gamma_gamma(frequency, monetary_value, *, weights=None) -> GammaGammaParams:
@@ -312,19 +366,17 @@ def fit_gamma_gamma(frequency, monetary_value, *, weights=None) -> GammaGammaPar
             f"({int(repeat.sum())} repeat buyers, {nonpositive} with zero or negative spend); need at least "
             f"{MIN_REPEAT_BUYERS}."
         )
-    rows = np.column_stack([x[use], m[use]])
-    uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
-    wu = np.bincount(inverse.ravel(), weights=w[use], minlength=len(uniq))
-    ux, um = uniq[:, 0], uniq[:, 1]
-    scale = float(np.average(um, weights=wu))  # spend in units of its mean, for conditioning
-    best = None
-    for start in (np.zeros(3), np.log([2.0, 2.0, 1.0])):
-        res = minimize(
-            _gg_nll_grad, start, args=(ux, um, wu, scale), jac=True, method="L-BFGS-B",
-            bounds=[(-15, 15)] * 3, options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14},
-        )
-        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-            best = res
+    xu, mu, wu = x[use], m[use], w[use]
+    scale = float(np.average(mu, weights=wu))  # spend in units of its mean, for conditioning
+    ux, ix = np.unique(xu, return_inverse=True)
+    ln_m = np.log(mu / scale)
+    data = _GgData(
+        x=xu, mx=mu / scale * xu, w=wu, ux=ux, ix=ix,
+        w_by_x=np.bincount(ix, weights=wu, minlength=len(ux)),
+        const_wxlnm=float((wu * xu) @ ln_m), const_wlnm=float(wu @ ln_m),
+        wx_by_x=np.bincount(ix, weights=wu * xu, minlength=len(ux)),
+    )
+    best = _minimize(_gg_nll_grad, data, n_params=3, starts=(np.zeros(3), np.log([2.0, 2.0, 1.0])))
     if best is None or (not best.success and np.max(np.abs(best.jac)) > 1e-4):
         raise BtydFitError(f"Gamma-Gamma fit did not converge ({getattr(best, 'message', 'non-finite')})")
     p, q, g_scaled = np.exp(best.x)
