@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -157,9 +157,20 @@ class PipelineSettings(dg.ConfigurableResource):
         today = date.today()
         return min(latest, today) if latest else today
 
+    def cutoffs(self, as_of: date) -> dict[str, date]:
+        """Back-dated cutoffs: models train on ``*_train`` (outcome window ending at ``*_test``) and
+        are back-tested at ``*_test`` (outcome window ending at the as-of date)."""
+        return {
+            "clv_test": as_of - timedelta(days=self.clv_horizon_days),
+            "clv_train": as_of - timedelta(days=2 * self.clv_horizon_days),
+            "churn_test": as_of - timedelta(days=self.churn_horizon_days),
+            "churn_train": as_of - timedelta(days=2 * self.churn_horizon_days),
+        }
+
     def dbt_vars(self, as_of: date, run_id: str) -> dict:
         return {
             "as_of_date": as_of.isoformat(),
+            "feature_cutoffs": sorted({d.isoformat() for d in self.cutoffs(as_of).values()}),
             "run_id": run_id,
             "warehouse_path": str(Path(self.warehouse_path).resolve()),
             "churn_horizon_days": self.churn_horizon_days,

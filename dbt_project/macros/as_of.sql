@@ -1,5 +1,7 @@
-{#- The run's view of time. Every model that reads dated rows filters on as_of_end(): nothing dated
-    after the end of the as-of date can influence any table built from it. -#}
+{#- The run's view of time. Every staging model filters on as_of_end(): nothing dated after the end of
+    the as-of date can influence any table built from it. Features are computed per cutoff date
+    (int_cutoffs: the as-of date and the back-dated cutoffs used for training and back-tests); a
+    cutoff's features only see rows dated before the end of that cutoff (cutoff_end). -#}
 {% macro as_of_date() -%}
     cast('{{ var("as_of_date") }}' as date)
 {%- endmacro %}
@@ -8,12 +10,12 @@
     {{ dbt.dateadd('day', 1, as_of_date()) }}
 {%- endmacro %}
 
-{#- Start of a trailing window of `days` days that ends at the end of the as-of date. -#}
-{% macro window_start(days) -%}
-    {{ dbt.dateadd('day', -1 * (days | int) + 1, as_of_date()) }}
+{#- Start of a trailing window of `days` days that ends with the date in `anchor` (a date column). -#}
+{% macro window_start(days, anchor='cutoff_date') -%}
+    {{ dbt.dateadd('day', -1 * (days | int) + 1, anchor) }}
 {%- endmacro %}
 
-{#- Whole days from `ts` to the end of the as-of date (0 = on the as-of date). -#}
-{% macro days_before_as_of(ts) -%}
-    {{ dbt.datediff(ts, as_of_date(), 'day') }}
+{#- Whole days from `ts` to the date in `anchor` (0 = on that date). -#}
+{% macro days_before(ts, anchor='cutoff_date') -%}
+    {{ dbt.datediff(ts, anchor, 'day') }}
 {%- endmacro %}

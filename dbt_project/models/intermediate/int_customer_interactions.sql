@@ -1,15 +1,27 @@
--- Per customer: interaction counts by type and by channel over trailing windows, ticket status,
--- last survey answers and campaign response, all as of the as-of date.
+-- Per cutoff and customer: interaction counts by type and by channel over trailing windows, ticket
+-- status, last survey answers and campaign response, all as of the cutoff.
 
-with interactions as (
+with cutoffs as (
 
-    select * from {{ ref('stg_interactions') }}
+    select * from {{ ref('int_cutoffs') }}
+
+),
+
+interactions as (
+
+    select
+        cutoffs.cutoff_date,
+        stg_interactions.*
+
+    from {{ ref('stg_interactions') }} as stg_interactions
+    inner join cutoffs on stg_interactions.occurred_at < cutoffs.cutoff_end
 
 ),
 
 counts as (
 
     select
+        cutoff_date,
         customer_id,
         {%- for days in var('feature_windows_days') %}
         {%- for itype in var('interaction_types') %}
@@ -31,17 +43,18 @@ counts as (
         max(occurred_at) as last_interaction_at
 
     from interactions
-    group by customer_id
+    group by cutoff_date, customer_id
 
 ),
 
 surveys as (
 
     select
+        cutoff_date,
         customer_id,
         satisfaction_score,
         nps_score,
-        row_number() over (partition by customer_id order by occurred_at desc, interaction_id desc) as satisfaction_rank_desc
+        row_number() over (partition by cutoff_date, customer_id order by occurred_at desc, interaction_id desc) as satisfaction_rank_desc
 
     from interactions
     where satisfaction_score is not null or nps_score is not null
@@ -50,7 +63,7 @@ surveys as (
 
 last_survey as (
 
-    select customer_id, satisfaction_score as last_satisfaction_score, nps_score as last_nps_score
+    select cutoff_date, customer_id, satisfaction_score as last_satisfaction_score, nps_score as last_nps_score
     from surveys
     where satisfaction_rank_desc = 1
 
@@ -59,13 +72,14 @@ last_survey as (
 campaign_touches as (
 
     select
+        cutoff_date,
         customer_id,
         count(distinct campaign_id) as campaigns_touched,
         count(distinct case when interaction_type = 'campaign_response' then campaign_id end) as campaigns_responded
 
     from interactions
     where campaign_id is not null
-    group by customer_id
+    group by cutoff_date, customer_id
 
 ),
 
@@ -82,8 +96,12 @@ final as (
             as campaign_response_rate
 
     from counts
-    left join last_survey on counts.customer_id = last_survey.customer_id
-    left join campaign_touches on counts.customer_id = campaign_touches.customer_id
+    left join last_survey
+        on counts.cutoff_date = last_survey.cutoff_date
+        and counts.customer_id = last_survey.customer_id
+    left join campaign_touches
+        on counts.cutoff_date = campaign_touches.cutoff_date
+        and counts.customer_id = campaign_touches.customer_id
 
 )
 

@@ -1,9 +1,20 @@
--- Per customer: purchase history summarised as of the as-of date. Purchases are completed orders;
--- the BTYD summary (frequency, recency, T) counts purchase days, as the BG/NBD model expects.
+-- Per cutoff and customer: purchase history summarised as of the cutoff. Purchases are completed
+-- orders; the BTYD summary (frequency, recency, T) counts purchase days, as the BG/NBD model expects.
 
-with orders as (
+with cutoffs as (
 
-    select * from {{ ref('stg_orders') }}
+    select * from {{ ref('int_cutoffs') }}
+
+),
+
+orders as (
+
+    select
+        cutoffs.cutoff_date,
+        stg_orders.*
+
+    from {{ ref('stg_orders') }} as stg_orders
+    inner join cutoffs on stg_orders.ordered_at < cutoffs.cutoff_end
 
 ),
 
@@ -17,26 +28,28 @@ purchases as (
 purchase_days as (
 
     select
+        cutoff_date,
         customer_id,
         order_date,
         sum(amount) as day_spend
 
     from purchases
-    group by customer_id, order_date
+    group by cutoff_date, customer_id, order_date
 
 ),
 
 first_purchase as (
 
-    select customer_id, min(order_date) as first_purchase_date
+    select cutoff_date, customer_id, min(order_date) as first_purchase_date
     from purchase_days
-    group by customer_id
+    group by cutoff_date, customer_id
 
 ),
 
 day_stats as (
 
     select
+        purchase_days.cutoff_date,
         purchase_days.customer_id,
         count(*) as n_purchase_days,
         min(purchase_days.order_date) as first_purchase_date,
@@ -45,14 +58,17 @@ day_stats as (
                  then purchase_days.day_spend end) as repeat_spend_mean
 
     from purchase_days
-    inner join first_purchase on purchase_days.customer_id = first_purchase.customer_id
-    group by purchase_days.customer_id
+    inner join first_purchase
+        on purchase_days.cutoff_date = first_purchase.cutoff_date
+        and purchase_days.customer_id = first_purchase.customer_id
+    group by purchase_days.cutoff_date, purchase_days.customer_id
 
 ),
 
 order_stats as (
 
     select
+        cutoff_date,
         customer_id,
         sum(case when status = 'completed' then 1 else 0 end) as n_orders,
         sum(case when status = 'completed' then amount else 0 end) as monetary_total,
@@ -70,13 +86,14 @@ order_stats as (
         count(distinct case when status = 'completed' then product_category end) as n_categories
 
     from orders
-    group by customer_id
+    group by cutoff_date, customer_id
 
 ),
 
 final as (
 
     select
+        order_stats.cutoff_date,
         order_stats.customer_id,
         order_stats.n_orders,
         coalesce(day_stats.n_purchase_days, 0) as n_purchase_days,
@@ -96,7 +113,9 @@ final as (
         order_stats.n_categories
 
     from order_stats
-    left join day_stats on order_stats.customer_id = day_stats.customer_id
+    left join day_stats
+        on order_stats.cutoff_date = day_stats.cutoff_date
+        and order_stats.customer_id = day_stats.customer_id
 
 )
 

@@ -11,8 +11,7 @@ derived as (
 
     select
         *,
-        {{ dbt.datediff('birth_date', as_of_date(), 'year') }} as age_years,
-        {{ days_before_as_of('created_at') }} as tenure_days
+        {{ days_before('created_at', as_of_date()) }} as tenure_days
 
     from customers
 
@@ -32,15 +31,7 @@ final as (
         city,
         postal_code,
         birth_date,
-        case
-            when age_years is null or age_years < 0 then 'unknown'
-            when age_years < 25 then '18-24'
-            when age_years < 35 then '25-34'
-            when age_years < 45 then '35-44'
-            when age_years < 55 then '45-54'
-            when age_years < 65 then '55-64'
-            else '65+'
-        end as age_band,
+        {{ age_band('birth_date', as_of_date()) }} as age_band,
         gender,
         acquisition_channel,
         company_name,
