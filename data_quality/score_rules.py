@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ml.interim_scores import SCORE_COLUMNS
+from ml.scoring import SCORE_COLUMNS
 
 PROBABILITY_COLUMNS = ("churn_probability", "p_alive")
 NOT_NULL_COLUMNS = (
@@ -37,4 +37,23 @@ def score_violations(con: duckdb.DuckDBPyConnection, scores: str, features: str)
         rules[f"{col} within 0..1"] = f"select count(*) from {scores} where {col} not between 0 and 1 or isnan({col})"
     for col in NOT_NULL_COLUMNS:
         rules[f"{col} not null"] = f"select count(*) from {scores} where {col} is null"
-    return {name: int(con.execute(sql).fetchone()[0]) for name, sql in rules.items()}
+    return {name: int(con.execute(sql).fetchall()[0][0]) for name, sql in rules.items()}
+
+
+VALUE_COLUMNS = ("p_alive", "expected_purchases", "prob_no_purchase_churn_horizon", "expected_spend", "clv")
+
+
+def value_violations(con: duckdb.DuckDBPyConnection, value: str, features: str) -> dict[str, int]:
+    """Rules for the value model's predictions (``scores.customer_value``)."""
+    rules = {
+        "one row per customer of customer_features": f"""
+            select (select count(*) from {features}) <> count(*) or count(distinct customer_id) <> count(*)
+            from {value}""",
+        "probabilities within 0..1": f"""
+            select count(*) from {value}
+            where p_alive not between 0 and 1 or prob_no_purchase_churn_horizon not between 0 and 1""",
+        "clv_model not null": f"select count(*) from {value} where clv_model is null",
+    }
+    for col in VALUE_COLUMNS:
+        rules[f"{col} finite and >= 0"] = f"select count(*) from {value} where {col} is null or isnan({col}) or {col} < 0"
+    return {name: int(con.execute(sql).fetchall()[0][0]) for name, sql in rules.items()}

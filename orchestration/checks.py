@@ -3,15 +3,13 @@
 
 import dagster as dg
 
-from data_quality.score_rules import score_violations
+from data_quality.score_rules import score_violations, value_violations
 from orchestration.assets.scoring import customer_scores
+from orchestration.assets.value_models import customer_value
 from orchestration.settings import PipelineSettings
 
 
-@dg.asset_check(asset=customer_scores, blocking=True, description="customer_scores obeys the published contract.")
-def customer_scores_contract(settings: PipelineSettings) -> dg.AssetCheckResult:
-    with settings.warehouse() as con:
-        violations = score_violations(con, "scores.customer_scores", "marts.customer_features")
+def _result(violations: dict[str, int]) -> dg.AssetCheckResult:
     failed = {rule: n for rule, n in violations.items() if n}
     return dg.AssetCheckResult(
         passed=not failed,
@@ -21,4 +19,16 @@ def customer_scores_contract(settings: PipelineSettings) -> dg.AssetCheckResult:
     )
 
 
-asset_checks = [customer_scores_contract]
+@dg.asset_check(asset=customer_scores, blocking=True, description="customer_scores obeys the published contract.")
+def customer_scores_contract(settings: PipelineSettings) -> dg.AssetCheckResult:
+    with settings.warehouse() as con:
+        return _result(score_violations(con, "scores.customer_scores", "marts.customer_features"))
+
+
+@dg.asset_check(asset=customer_value, blocking=True, description="Value predictions are finite, in range, one per customer.")
+def customer_value_valid(settings: PipelineSettings) -> dg.AssetCheckResult:
+    with settings.warehouse() as con:
+        return _result(value_violations(con, "scores.customer_value", "marts.customer_features"))
+
+
+asset_checks = [customer_scores_contract, customer_value_valid]

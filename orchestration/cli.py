@@ -107,8 +107,8 @@ def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> N
                       round(churn_probability, 3), rfm_segment, next_best_action
                from customer_scores order by potential_rank limit 10"""
         ).fetchall()
-        n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchone()
-        stages = con.execute("select stage_seconds from pipeline_runs where run_id = ?", [run_id]).fetchone()
+        n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchall()[0]
+        stages = con.execute("select stage_seconds from pipeline_runs where run_id = ?", [run_id]).fetchall()[0]
     print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
     print(f"  serving database : {settings.serving_file}")
     print(f"  warehouse        : {settings.warehouse_path}")

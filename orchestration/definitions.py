@@ -9,13 +9,14 @@ from orchestration.assets.dbt import dbt_models
 from orchestration.assets.ingest import ingest_assets
 from orchestration.assets.publish import publication
 from orchestration.assets.scoring import customer_scores
+from orchestration.assets.value_models import customer_value
 from orchestration.checks import asset_checks
 from orchestration.dbt_project import dbt_executable, dbt_project
 from orchestration.jobs import nightly_job, nightly_schedule
 from orchestration.settings import PipelineSettings
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, dbt_models, customer_scores, publication],
+    assets=[*ingest_assets, dbt_models, customer_value, customer_scores, publication],
     asset_checks=asset_checks,
     jobs=[nightly_job],
     schedules=[nightly_schedule],

@@ -61,10 +61,10 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     try:
         for name, sql in PUBLISHED_TABLES.items():
             con.execute(f"create table next_release.main.{name} as {sql}")
-            counts[name] = con.execute(f"select count(*) from next_release.main.{name}").fetchone()[0]
+            counts[name] = con.execute(f"select count(*) from next_release.main.{name}").fetchall()[0][0]
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
-        counts["pipeline_runs"] = con.execute("select count(*) from next_release.main.pipeline_runs").fetchone()[0]
+        counts["pipeline_runs"] = con.execute("select count(*) from next_release.main.pipeline_runs").fetchall()[0][0]
         con.execute("detach next_release")
     except BaseException:
         try:

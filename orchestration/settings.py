@@ -133,6 +133,11 @@ class PipelineSettings(dg.ConfigurableResource):
         """The serving database: ``serving_path``, or ``serving.duckdb`` beside the warehouse."""
         return Path(self.serving_path) if self.serving_path else Path(self.warehouse_path).with_name("serving.duckdb")
 
+    @property
+    def reports_dir(self) -> Path:
+        """Per-run plots and reports: ``reports/`` beside the warehouse."""
+        return Path(self.warehouse_path).resolve().parent / "reports"
+
     @contextmanager
     def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-write connection to the warehouse, closed even when the body raises.
@@ -153,7 +158,7 @@ class PipelineSettings(dg.ConfigurableResource):
             return date.fromisoformat(self.as_of_date)
         latest = con.execute(
             "select max(cast(try_cast(trim(ordered_at) as timestamp) as date)) from raw.orders"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         today = date.today()
         return min(latest, today) if latest else today
 

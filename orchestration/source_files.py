@@ -127,7 +127,7 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
             f"{entity.name}: cannot read {names}: {str(exc).splitlines()[0]}. The contract expects UTF-8 "
             "CSV with a header row and comma delimiter, or Parquet."
         ) from exc
-    rows = con.execute(f"select count(*) from {table}").fetchone()[0]
+    rows = con.execute(f"select count(*) from {table}").fetchall()[0][0]
     ignored = sorted(set(by_name) - set(entity.columns))
     missing_optional = [c for c in entity.optional_columns if c not in by_name]
     return LoadResult(entity.name, [str(p) for p in files], rows, missing_optional, ignored)

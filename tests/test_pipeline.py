@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from data_quality.contract import CUSTOMERS, ORDERS
-from ml.interim_scores import SCORE_COLUMNS
+from ml.scoring import SCORE_COLUMNS
 from orchestration.cli import main
 from tests.conftest import run_args
 
@@ -73,7 +73,27 @@ def test_run_is_recorded_and_repeat_runs_are_identical(published):
     scores_run = _table(serving, "select distinct run_id from customer_scores").run_id.tolist()
     assert scores_run == [last.run_id]
     pd.testing.assert_frame_equal(first, _scores_without_run_id(serving))
-    assert _table(serving, "select count(*) n from model_performance").n.iloc[0] == 0
+    assert json.loads(last.model_versions)["clv"].startswith(("bgnbd_gg@", "hgb_poisson@"))
+
+
+def test_value_champion_beats_naive_baseline_on_held_out_window(published):
+    work, _ = published
+    perf = _table(work / "serving.duckdb", """
+        select * from model_performance where run_id = (select run_id from pipeline_runs order by finished_at desc limit 1)""")
+    metrics = perf.pivot_table(index="model_name", columns="metric", values="value")
+    assert {"bgnbd_gg", "hgb_poisson", "naive_last_year"} <= set(metrics.index)
+    champions = perf.loc[perf.is_champion, "model_name"].unique()
+    assert len(champions) == 1 and champions[0] in ("bgnbd_gg", "hgb_poisson")
+    champion = metrics.loc[champions[0]]
+    assert champion.normalised_gini > metrics.loc["naive_last_year"].normalised_gini
+    assert abs(champion.total_ratio - 1) <= 0.10
+    # the held-out window ends at the as-of date and starts one CLV horizon earlier; training ends there
+    row = perf[perf.model_name == "hgb_poisson"].iloc[0]
+    assert str(row.test_window_end) == "2026-09-30" and str(row.test_window_start) == "2025-09-30"
+    assert str(row.train_window_end) == "2025-09-30" and str(row.train_window_start) == "2024-09-30"
+    scores = _table(work / "serving.duckdb", "select clv_model, clv, expected_spend from customer_scores")
+    assert scores.clv_model.str.startswith(champions[0]).all()
+    assert (scores.clv <= scores.expected_spend + 1e-9).all()  # discounted
 
 
 def _truncate(src: Path, dst: Path, as_of: str) -> None:
@@ -97,12 +117,12 @@ def _add_late_rows(folder: Path) -> None:
     """Rows dated after 2026-06-30 that must not move any feature as of that date."""
     con = duckdb.connect()
     customers = f"read_csv('{folder}/customers.csv', all_varchar=true)"
-    late_records = con.execute(
+    late_records = con.sql(
         f"select * replace ('ZZ' as country, '2026-10-15 00:00:00' as updated_at, 'false' as marketing_consent) "
         f"from {customers} using sample 10 percent (reservoir, 1)"
     ).to_arrow_table()
     orders = f"read_csv('{folder}/orders.csv', all_varchar=true)"
-    late_orders = con.execute(
+    late_orders = con.sql(
         f"""select 'LATE-' || row_number() over () as order_id, customer_id, '2026-07-01 10:00:00' as ordered_at,
                    '99999' as amount, 'completed' as status, 'EUR' as currency, 'books' as product_category,
                    '1' as quantity, 'online' as sales_channel

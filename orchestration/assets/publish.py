@@ -52,11 +52,11 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
     facts = run_facts(context)
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)
-        rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchone()[0] for name in ENTITIES}
+        rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchall()[0][0] for name in ENTITIES}
         model_versions = json.loads(
-            con.execute("select any_value(model_versions) from scores.customer_scores").fetchone()[0] or "{}"
+            con.execute("select any_value(model_versions) from scores.customer_scores").fetchall()[0][0] or "{}"
         )
-        rows_out = con.execute("select count(*) from scores.customer_scores").fetchone()[0]
+        rows_out = con.execute("select count(*) from scores.customer_scores").fetchall()[0][0]
         record = RunRecord(
             run_id=context.run_id,
             as_of_date=as_of.isoformat(),

@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from ml.interim_scores import INTERIM_MODEL_VERSION, score_customers
+from ml.scoring import score_customers
+from orchestration.assets.value_models import CUSTOMER_VALUE
 from orchestration.settings import PipelineSettings
 
 CUSTOMER_FEATURES = dg.AssetKey(["marts", "customer_features"])
@@ -12,23 +13,17 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
 
 @dg.asset(
     key=CUSTOMER_SCORES,
-    deps=[CUSTOMER_FEATURES],
+    deps=[CUSTOMER_FEATURES, CUSTOMER_VALUE],
     group_name="scoring",
     kinds={"python", "duckdb"},
     description="One row per customer with every customer_scores column of the data contract "
-    "(interim RFM-and-rate rules until the value and churn models land; see ml/interim_scores.py).",
+    "(interim RFM-and-rate rules until the value and churn models land; see ml.scoring.py).",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     with settings.warehouse() as con:
         features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
-        scores = score_customers(
-            features,
-            run_id=context.run_id,
-            churn_horizon_days=settings.churn_horizon_days,
-            clv_horizon_days=settings.clv_horizon_days,
-            annual_discount_rate=settings.annual_discount_rate,
-            currency=settings.reporting_currency,
-        )
+        value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
+        scores = score_customers(features, value, run_id=context.run_id, currency=settings.reporting_currency)
         con.execute("create schema if not exists scores")
         con.register("scores_df", scores)
         con.execute("create or replace table scores.customer_scores as select * from scores_df")
@@ -37,7 +32,7 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scores),
-            "model": INTERIM_MODEL_VERSION,
+            "clv_model": str(scores["clv_model"].iloc[0]) if len(scores) else "",
             "mean_churn_probability": float(scores["churn_probability"].mean()),
             "total_clv": float(scores["clv"].sum()),
             "tier_counts": dg.MetadataValue.json(scores["priority_tier"].value_counts().sort_index().to_dict()),

@@ -1,18 +1,15 @@
-"""Interim scores: transparent RFM-and-rate rules that fill every ``customer_scores`` column.
+"""customer_scores: the value model's predictions plus ranking, segments, actions and reasons.
 
-Later model work replaces parts of this (BG/NBD + Gamma-Gamma for CLV, a trained churn model, the
-potential score and actions); the table's shape stays. The rules, per customer (time in days):
+Model outputs (``ml/value_models.py``): ``p_alive``, ``expected_purchases``, ``expected_spend`` and
+``clv`` from the back-tested champion; ``churn_probability`` is, until the churn model lands, the BG/NBD
+probability of no purchase within the churn horizon (for leads: the share of leads that did not buy
+in the latest complete churn window).
 
-* purchase rate ``rate = (frequency + 0.5) / (T + 30)`` (smoothed repeat purchases per day since the
-  first purchase); a customer who never bought gets a quarter of the buyers' median rate.
-* ``p_alive = 0.9 e^{-rate * recency} / (0.9 e^{-rate * recency} + 0.1)``: a 90 % prior of being active,
-  updated by how unlikely the silence since the last purchase is for an active customer (1 for leads).
-* ``expected_purchases = p_alive * rate * clv_horizon``; ``expected_spend`` = that times the mean
-  order value (0 without purchases); ``clv`` = ``expected_spend`` discounted at the annual rate,
-  purchases spread evenly over the horizon.
-* ``churn_probability = 1 - p_alive * (1 - e^{-rate * churn_horizon})``: no purchase in the horizon.
+Still interim, transparent rules (replaced by the potential-score work):
+
 * ``potential_score = 100 * (0.6 * clv percentile + 0.25 * (1 - churn_probability) + 0.15 * reachability)``
-  with reachability 1 (marketing consent), 0.5 (unknown) or 0 (no consent).
+  with reachability 1 (marketing consent), 0.5 (unknown) or 0 (no consent);
+* lifecycle stage, value segment, next best action and reasons from the rules below.
 """
 
 from __future__ import annotations
@@ -25,20 +22,13 @@ import pandas as pd
 from ml.ranking import potential_rank, priority_tier
 from ml.segments import rfm_scores, rfm_segment
 
-INTERIM_MODEL_VERSION = "interim-rfm-1"
+RULES_VERSION = "rules-1"
 SCORE_COLUMNS = [
     "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
     "expected_spend", "clv", "clv_model", "potential_score", "potential_rank", "priority_tier",
     "rfm_segment", "lifecycle_stage", "value_segment", "next_best_action", "next_category",
     "top_reasons", "model_versions", "r_score", "f_score", "m_score",
 ]
-
-
-def discount_factor(horizon_days: int, annual_rate: float) -> float:
-    """Mean discount over a horizon with purchases spread evenly (continuous compounding)."""
-    years = horizon_days / 365.25
-    k = np.log1p(annual_rate)
-    return 1.0 if k == 0 else float((1 - np.exp(-k * years)) / (k * years))
 
 
 def lifecycle_stage(f: pd.DataFrame, churn: pd.Series) -> pd.Series:
@@ -113,39 +103,25 @@ def top_reasons(f: pd.DataFrame, churn: pd.Series, currency: str) -> pd.Series:
 
 def score_customers(
     features: pd.DataFrame,
+    value: pd.DataFrame,
     *,
     run_id: str,
-    churn_horizon_days: int,
-    clv_horizon_days: int,
-    annual_discount_rate: float,
     currency: str = "EUR",
 ) -> pd.DataFrame:
     """One row per customer of ``features`` with every ``customer_scores`` column."""
     f = features.sort_values("customer_id").reset_index(drop=True)
-    buyer = f["n_orders"].to_numpy() > 0
-    freq = f["frequency"].to_numpy(dtype=float)
-    t_days = f["btyd_t_days"].to_numpy(dtype=float)
-    rate = np.where(buyer, (freq + 0.5) / (np.nan_to_num(t_days) + 30.0), 0.0)
-    lead_rate = 0.25 * float(np.median(rate[buyer])) if buyer.any() else 0.001
-    rate = np.where(buyer, rate, lead_rate)
-    silence = np.nan_to_num(f["recency_days"].to_numpy(dtype=float))
-    alive_lik = 0.9 * np.exp(-rate * silence)
-    p_alive = np.where(buyer, alive_lik / (alive_lik + 0.1), 1.0)
-    expected_purchases = p_alive * rate * clv_horizon_days
-    mean_value = np.nan_to_num(f["monetary_mean"].to_numpy(dtype=float))
-    expected_spend = expected_purchases * mean_value
-    clv = expected_spend * discount_factor(clv_horizon_days, annual_discount_rate)
-    churn = 1.0 - p_alive * (1.0 - np.exp(-rate * churn_horizon_days))
-
+    v = f[["customer_id"]].merge(value, on="customer_id", how="left", validate="one_to_one")
+    if v.clv.isna().any():
+        raise ValueError(f"{int(v.clv.isna().sum())} customers have no value prediction")
     out = pd.DataFrame({"customer_id": f["customer_id"].astype(str)})
     out["as_of_date"] = f["as_of_date"]
     out["run_id"] = run_id
-    out["churn_probability"] = np.clip(churn, 0, 1)
-    out["p_alive"] = np.clip(p_alive, 0, 1)
-    out["expected_purchases"] = expected_purchases
-    out["expected_spend"] = expected_spend
-    out["clv"] = clv
-    out["clv_model"] = INTERIM_MODEL_VERSION
+    out["churn_probability"] = v["prob_no_purchase_churn_horizon"].clip(0, 1).to_numpy()
+    out["p_alive"] = v["p_alive"].clip(0, 1).to_numpy()
+    out["expected_purchases"] = v["expected_purchases"].to_numpy()
+    out["expected_spend"] = v["expected_spend"].to_numpy()
+    out["clv"] = v["clv"].to_numpy()
+    out["clv_model"] = v["clv_model"].to_numpy()
     consent = f["marketing_consent"]
     reach = np.where(consent.eq(True), 1.0, np.where(consent.eq(False), 0.0, 0.5))
     clv_pct = out["clv"].rank(method="average", pct=True).to_numpy()
@@ -160,6 +136,7 @@ def score_customers(
     popular = f["top_category"].dropna().mode()
     out["next_category"] = f["top_category"].fillna(popular.iloc[0] if len(popular) else "unknown")
     out["top_reasons"] = top_reasons(f, out["churn_probability"], currency)
-    out["model_versions"] = json.dumps({"scores": INTERIM_MODEL_VERSION}, sort_keys=True)
+    versions = {"clv": str(v["clv_model"].iloc[0]) if len(v) else "", "churn": "bgnbd-no-purchase", "scores": RULES_VERSION}
+    out["model_versions"] = json.dumps(versions, sort_keys=True)
     out[["r_score", "f_score", "m_score"]] = rfm
     return out[SCORE_COLUMNS]
