@@ -38,3 +38,35 @@ def value_metrics(actual, predicted) -> dict[str, float]:
         "mae": float(np.mean(np.abs(predicted - actual))),
         "n_customers": float(actual.size),
     }
+
+
+def churn_metrics(y, p, deciles: int = 10) -> dict[str, float]:
+    """ROC AUC, PR AUC, Brier, log loss, top-decile lift and the calibration curve by predicted decile.
+
+    ``calib_dXX_expected`` / ``calib_dXX_observed``: mean predicted and observed churn in decile XX of
+    the predicted probability (01 = lowest risk).
+    """
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    y = np.asarray(y, int)
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    order = np.argsort(-p, kind="stable")
+    top = order[: max(1, len(p) // 10)]
+    out = {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "top_decile_lift": float(y[top].mean() / y.mean()) if y.mean() > 0 else float("nan"),
+        "base_rate": float(y.mean()),
+        "n_customers": float(len(y)),
+    }
+    ranks = np.empty(len(p), int)
+    ranks[np.argsort(p, kind="stable")] = np.arange(len(p))
+    bins = ranks * deciles // len(p)
+    for d in range(deciles):
+        sel = bins == d
+        if sel.any():
+            out[f"calib_d{d + 1:02d}_expected"] = float(p[sel].mean())
+            out[f"calib_d{d + 1:02d}_observed"] = float(y[sel].mean())
+    return out

@@ -78,3 +78,55 @@ def spend_by_decile(backtest: pd.DataFrame, models: list[str], ranking_model: st
     ax.set_title("Predicted vs actual spend by decile (back-test)")
     ax.legend()
     return _save(fig, path)
+
+
+def churn_plots(y: np.ndarray, predictions: dict[str, np.ndarray], importance: dict[str, float],
+                folder: Path) -> dict[str, Path]:
+    """ROC curves, calibration curves, lift chart (back-test window) and feature importance."""
+    from sklearn.metrics import roc_curve
+
+    paths = {}
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, p in predictions.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("Churn ROC (back-test window)")
+    ax.legend()
+    paths["churn_roc"] = _save(fig, folder / "churn_roc.png")
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, p in predictions.items():
+        order = np.argsort(p)
+        bins = np.array_split(order, 10)
+        ax.plot([p[b].mean() for b in bins], [y[b].mean() for b in bins], "o-", label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("predicted churn probability (decile mean)")
+    ax.set_ylabel("observed churn rate")
+    ax.set_title("Churn calibration (back-test window)")
+    ax.legend()
+    paths["churn_calibration"] = _save(fig, folder / "churn_calibration.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    width = 0.8 / len(predictions)
+    for i, (name, p) in enumerate(predictions.items()):
+        order = np.argsort(-p, kind="stable")
+        lift = [y[b].mean() / y.mean() for b in np.array_split(order, 10)]
+        ax.bar(np.arange(1, 11) - 0.4 + width * (i + 0.5), lift, width, label=name)
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("decile of predicted churn (1 = highest risk)")
+    ax.set_ylabel("lift (churn rate / average)")
+    ax.set_title("Churn lift by decile")
+    ax.legend()
+    paths["churn_lift"] = _save(fig, folder / "churn_lift.png")
+
+    top = list(importance.items())[:15][::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    ax.barh([k for k, _ in top], [v for _, v in top])
+    ax.set_xlabel("mean |change in risk score| when set to a typical value")
+    ax.set_title("Churn model: feature importance")
+    paths["churn_feature_importance"] = _save(fig, folder / "churn_feature_importance.png")
+    return paths

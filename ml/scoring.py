@@ -1,15 +1,15 @@
 """customer_scores: the value model's predictions plus ranking, segments, actions and reasons.
 
-Model outputs (``ml/value_models.py``): ``p_alive``, ``expected_purchases``, ``expected_spend`` and
-``clv`` from the back-tested champion; ``churn_probability`` is, until the churn model lands, the BG/NBD
-probability of no purchase within the churn horizon (for leads: the share of leads that did not buy
-in the latest complete churn window).
+Model outputs: ``p_alive``, ``expected_purchases``, ``expected_spend`` and ``clv`` from the back-tested
+value champion (``ml/value_models.py``); ``churn_probability``, ``churn_flag`` and ``top_reasons`` (the
+three features pushing each customer's churn risk up) from the registered churn champion
+(``ml/churn.py``); ``potential_drivers`` names the largest parts of the potential score.
 
 Still interim, transparent rules (replaced by the potential-score work):
 
 * ``potential_score = 100 * (0.6 * clv percentile + 0.25 * (1 - churn_probability) + 0.15 * reachability)``
   with reachability 1 (marketing consent), 0.5 (unknown) or 0 (no consent);
-* lifecycle stage, value segment, next best action and reasons from the rules below.
+* lifecycle stage, value segment and next best action from the rules below.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SCORE_COLUMNS = [
     "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
     "expected_spend", "clv", "clv_model", "potential_score", "potential_rank", "priority_tier",
     "rfm_segment", "lifecycle_stage", "value_segment", "next_best_action", "next_category",
-    "top_reasons", "model_versions", "r_score", "f_score", "m_score",
+    "top_reasons", "model_versions", "churn_flag", "potential_drivers", "r_score", "f_score", "m_score",
 ]
 
 
@@ -70,40 +70,24 @@ def next_best_action(tier: pd.Series, stage: pd.Series, churn: pd.Series, consen
     return pd.Series(np.select(conditions, choices, default="nurture"), index=tier.index, dtype=object)
 
 
-def _int_text(values: pd.Series) -> pd.Series:
-    return values.fillna(0).round().astype("int64").astype(str)
-
-
-def top_reasons(f: pd.DataFrame, churn: pd.Series, currency: str) -> pd.Series:
-    """Up to three plain-word reasons per customer, most important first (vectorised)."""
-    spend_money = f["spend_last_365d"].map("{:,.0f}".format)
-    candidates = [
-        (f["n_orders"] == 0, pd.Series("no purchase yet", index=f.index)),
-        (f["recency_days"].fillna(0) >= 90, "no purchase for " + _int_text(f["recency_days"]) + " days"),
-        (f["unresolved_complaints"] > 0, _int_text(f["unresolved_complaints"]) + " unresolved complaint(s)"),
-        (f["order_trend"] < -0.3, pd.Series("fewer orders than in the previous 90 days", index=f.index)),
-        (f["last_satisfaction_score"].fillna(5) <= 2,
-         "low satisfaction (" + _int_text(f["last_satisfaction_score"]) + "/5)"),
-        (f["order_trend"] > 0.3, pd.Series("more orders than in the previous 90 days", index=f.index)),
-        (f["spend_last_365d"] > f["spend_last_365d"].quantile(0.9),
-         "high spend: " + spend_money + f" {currency} in the last year"),
-        (f["n_orders"] >= 5, "bought " + _int_text(f["n_orders"]) + " times"),
-        (f["n_categories"] >= 3, "buys in " + _int_text(f["n_categories"]) + " categories"),
-        (churn < 0.2, pd.Series("buys regularly", index=f.index)),
-    ]
-    text = pd.Series("", index=f.index, dtype=object)
-    used = np.zeros(len(f), dtype=int)
-    for mask, words in candidates:
-        take = mask.fillna(False).to_numpy(dtype=bool) & (used < 3)
-        sep = np.where(used[take] > 0, "; ", "")
-        text[take] = text[take].to_numpy() + sep + words[take].to_numpy()
-        used += take
-    return text
+def potential_drivers(clv_pct: np.ndarray, churn: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """The potential score's components in plain words, largest contribution first (top 2)."""
+    parts = np.column_stack([0.6 * clv_pct, 0.25 * (1 - churn), 0.15 * reach])
+    words = np.column_stack([
+        np.char.add(np.char.add("expected value in the top ", np.char.mod("%d", np.maximum(1, np.ceil(100 * (1 - clv_pct))).astype(int))), "%"),
+        np.char.add(np.char.add("churn risk ", np.char.mod("%d", np.round(100 * churn).astype(int))), "%"),
+        np.where(reach >= 1, "marketing consent", np.where(reach > 0, "consent unknown", "no marketing consent")),
+    ])
+    order = np.argsort(-parts, axis=1)
+    first = np.take_along_axis(words, order[:, :1], axis=1)[:, 0]
+    second = np.take_along_axis(words, order[:, 1:2], axis=1)[:, 0]
+    return np.char.add(np.char.add(first.astype(str), "; "), second.astype(str)).astype(object)
 
 
 def score_customers(
     features: pd.DataFrame,
     value: pd.DataFrame,
+    churn: pd.DataFrame,
     *,
     run_id: str,
     currency: str = "EUR",
@@ -111,12 +95,16 @@ def score_customers(
     """One row per customer of ``features`` with every ``customer_scores`` column."""
     f = features.sort_values("customer_id").reset_index(drop=True)
     v = f[["customer_id"]].merge(value, on="customer_id", how="left", validate="one_to_one")
-    if v.clv.isna().any():
-        raise ValueError(f"{int(v.clv.isna().sum())} customers have no value prediction")
+    c = f[["customer_id"]].merge(churn, on="customer_id", how="left", validate="one_to_one")
+    if v.clv.isna().any() or c.churn_probability.isna().any():
+        raise ValueError(
+            f"{int(v.clv.isna().sum())} customers have no value prediction, "
+            f"{int(c.churn_probability.isna().sum())} no churn prediction"
+        )
     out = pd.DataFrame({"customer_id": f["customer_id"].astype(str)})
     out["as_of_date"] = f["as_of_date"]
     out["run_id"] = run_id
-    out["churn_probability"] = v["prob_no_purchase_churn_horizon"].clip(0, 1).to_numpy()
+    out["churn_probability"] = c["churn_probability"].clip(0, 1).to_numpy()
     out["p_alive"] = v["p_alive"].clip(0, 1).to_numpy()
     out["expected_purchases"] = v["expected_purchases"].to_numpy()
     out["expected_spend"] = v["expected_spend"].to_numpy()
@@ -135,8 +123,11 @@ def score_customers(
     out["next_best_action"] = next_best_action(out["priority_tier"], out["lifecycle_stage"], out["churn_probability"], consent)
     popular = f["top_category"].dropna().mode()
     out["next_category"] = f["top_category"].fillna(popular.iloc[0] if len(popular) else "unknown")
-    out["top_reasons"] = top_reasons(f, out["churn_probability"], currency)
-    versions = {"clv": str(v["clv_model"].iloc[0]) if len(v) else "", "churn": "bgnbd-no-purchase", "scores": RULES_VERSION}
+    out["top_reasons"] = c["churn_reasons"].to_numpy()
+    versions = {"clv": str(v["clv_model"].iloc[0]) if len(v) else "",
+                "churn": str(c["churn_model"].iloc[0]) if len(c) else "", "scores": RULES_VERSION}
     out["model_versions"] = json.dumps(versions, sort_keys=True)
+    out["churn_flag"] = c["churn_flag"].to_numpy()
+    out["potential_drivers"] = potential_drivers(clv_pct, out["churn_probability"].to_numpy(), reach)
     out[["r_score", "f_score", "m_score"]] = rfm
     return out[SCORE_COLUMNS]

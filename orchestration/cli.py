@@ -67,6 +67,7 @@ def _settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         "serving_path": str(Path(args.serving).resolve()) if args.serving else None,
         "churn_horizon_days": args.churn_horizon_days,
         "clv_horizon_days": args.clv_horizon_days,
+        "model_registry_dir": str(Path(args.models).resolve()) if getattr(args, "models", None) else None,
     }
     try:
         return PipelineSettings.from_env(**overrides)
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serving", metavar="PATH", help=f"DuckDB file BI tools read ({ENV_VARS['serving_path']}; default beside the warehouse)")
     run.add_argument("--churn-horizon-days", type=int, metavar="N", help=f"churn window ({ENV_VARS['churn_horizon_days']}; default 90)")
     run.add_argument("--clv-horizon-days", type=int, metavar="N", help=f"CLV window ({ENV_VARS['clv_horizon_days']}; default 365)")
+    run.add_argument("--models", metavar="DIR", help=f"model registry ({ENV_VARS['model_registry_dir']}; default models/)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster console log level (default INFO; DEBUG also shows every dbt line)")
     run.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
     run.set_defaults(func=cmd_run)

@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from orchestration.assets.dbt import dbt_models
+from orchestration.assets.churn import customer_churn
 from orchestration.assets.ingest import ingest_assets
 from orchestration.assets.publish import publication
 from orchestration.assets.scoring import customer_scores
@@ -16,7 +17,7 @@ from orchestration.jobs import nightly_job, nightly_schedule
 from orchestration.settings import PipelineSettings
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, dbt_models, customer_value, customer_scores, publication],
+    assets=[*ingest_assets, dbt_models, customer_value, customer_churn, customer_scores, publication],
     asset_checks=asset_checks,
     jobs=[nightly_job],
     schedules=[nightly_schedule],

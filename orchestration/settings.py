@@ -30,6 +30,10 @@ ENV_VARS = {
     "annual_discount_rate": "CRM_ANNUAL_DISCOUNT_RATE",
     "reporting_currency": "CRM_REPORTING_CURRENCY",
     "dbt_threads": "CRM_DBT_THREADS",
+    "model_registry_dir": "CRM_MODEL_REGISTRY",
+    "churn_retrain_days": "CRM_CHURN_RETRAIN_DAYS",
+    "churn_min_customers": "CRM_CHURN_MIN_CUSTOMERS",
+    "churn_stacked_cutoffs": "CRM_CHURN_STACKED_CUTOFFS",
 }
 
 
@@ -42,7 +46,8 @@ class SettingsError(ValueError):
     """A run parameter is unusable; the message says which and how to fix it."""
 
 
-_NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float}
+_NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float,
+            "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int}
 
 
 def env_values() -> dict:
@@ -98,6 +103,21 @@ class PipelineSettings(dg.ConfigurableResource):
     reporting_currency: str = Field(default=_default("reporting_currency", "EUR"), description="Currency of amounts.")
     dbt_threads: int = Field(
         default=_default("dbt_threads", 1), description="dbt threads (DuckDB has one writer; 1 is right)."
+    )
+    model_registry_dir: str = Field(
+        default=_default("model_registry_dir", str(PROJECT_ROOT / "models")),
+        description="Model registry folder (versioned artifacts and model cards).",
+    )
+    churn_retrain_days: int = Field(
+        default=_default("churn_retrain_days", 7),
+        description="Retrain the churn model when the champion is this many days older than the as-of date.",
+    )
+    churn_min_customers: int = Field(
+        default=_default("churn_min_customers", 500),
+        description="Fewer customers in the churn training window: fall back to the BG/NBD probability.",
+    )
+    churn_stacked_cutoffs: int = Field(
+        default=_default("churn_stacked_cutoffs", 2), description="Back-dated cutoffs stacked for churn training."
     )
 
     @field_validator("as_of_date")
@@ -165,12 +185,14 @@ class PipelineSettings(dg.ConfigurableResource):
     def cutoffs(self, as_of: date) -> dict[str, date]:
         """Back-dated cutoffs: models train on ``*_train`` (outcome window ending at ``*_test``) and
         are back-tested at ``*_test`` (outcome window ending at the as-of date)."""
-        return {
+        cutoffs = {
             "clv_test": as_of - timedelta(days=self.clv_horizon_days),
             "clv_train": as_of - timedelta(days=2 * self.clv_horizon_days),
             "churn_test": as_of - timedelta(days=self.churn_horizon_days),
-            "churn_train": as_of - timedelta(days=2 * self.churn_horizon_days),
         }
+        for k in range(2, self.churn_stacked_cutoffs + 2):  # churn training cutoffs as_of - k * horizon
+            cutoffs[f"churn_train_{k}"] = as_of - timedelta(days=k * self.churn_horizon_days)
+        return cutoffs
 
     def dbt_vars(self, as_of: date, run_id: str) -> dict:
         return {

@@ -42,5 +42,5 @@ def sample_copy(small_sample, tmp_path) -> Path:
 def run_args(source: Path, work: Path, *extra: str) -> list[str]:
     return [
         "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
-        "--serving", str(work / "serving.duckdb"), "--quiet", *extra,
+        "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet", *extra,
     ]

@@ -79,7 +79,8 @@ def test_run_is_recorded_and_repeat_runs_are_identical(published):
 def test_value_champion_beats_naive_baseline_on_held_out_window(published):
     work, _ = published
     perf = _table(work / "serving.duckdb", """
-        select * from model_performance where run_id = (select run_id from pipeline_runs order by finished_at desc limit 1)""")
+        select * from model_performance where task = 'clv_spend'
+          and run_id = (select run_id from pipeline_runs order by finished_at desc limit 1)""")
     metrics = perf.pivot_table(index="model_name", columns="metric", values="value")
     assert {"bgnbd_gg", "hgb_poisson", "naive_last_year"} <= set(metrics.index)
     champions = perf.loc[perf.is_champion, "model_name"].unique()
@@ -94,6 +95,30 @@ def test_value_champion_beats_naive_baseline_on_held_out_window(published):
     scores = _table(work / "serving.duckdb", "select clv_model, clv, expected_spend from customer_scores")
     assert scores.clv_model.str.startswith(champions[0]).all()
     assert (scores.clv <= scores.expected_spend + 1e-9).all()  # discounted
+
+
+def test_churn_champion_beats_both_baselines_and_is_reused(published):
+    work, _ = published
+    perf = _table(work / "serving.duckdb", "select * from model_performance where task = 'churn'")
+    runs = perf.run_id.unique()
+    assert len(runs) == 2
+    first = perf[perf.run_id == runs[0]].pivot_table(index="model_name", columns="metric", values="value")
+    assert {"churn_hgb", "churn_logit", "churn_bgnbd"} <= set(first.index)
+    hgb = first.loc["churn_hgb"]
+    for baseline in ("churn_logit", "churn_bgnbd"):
+        assert hgb.roc_auc > first.loc[baseline].roc_auc
+        assert hgb.brier < first.loc[baseline].brier
+    assert {f"calib_d{d:02d}_observed" for d in range(1, 11)} <= set(first.columns)
+    # the second run on the same data reused the champion instead of retraining
+    decisions = [json.loads(line) for line in (work / "models" / "churn" / "decisions.jsonl").read_text().splitlines()]
+    assert [d["action"] for d in decisions] == ["retrain", "reuse"]
+    card = json.loads((work / "models" / "churn" / decisions[0]["challenger"] / "card.json").read_text())
+    assert card["metrics"]["roc_auc"] == pytest.approx(hgb.roc_auc)
+    assert {"data_fingerprint", "library_versions", "features", "train_cutoffs"} <= set(card)
+    scores = _table(work / "serving.duckdb", "select churn_flag, top_reasons, model_versions from customer_scores")
+    assert json.loads(scores.model_versions.iloc[0])["churn"] == decisions[0]["challenger"]
+    assert scores.top_reasons.str.len().gt(0).all()
+    assert scores.churn_flag.str.startswith("prospect").any()
 
 
 def _truncate(src: Path, dst: Path, as_of: str) -> None:
@@ -153,12 +178,24 @@ def test_nothing_after_the_as_of_date_influences_features_or_scores(small_sample
     assert str(results["full"][0].as_of_date.iloc[0]) == as_of
     assert results["full"][0].last_purchase_date.max().isoformat() <= as_of
 
+    # every back-dated cutoff is an as-of date of its own: the features the models train on at a cutoff
+    # equal what a run on that day (with only the rows dated by then) computes
+    cutoff = "2026-04-01"  # as_of - churn horizon
+    early = tmp_path / "early"
+    _truncate(small_sample, early, cutoff)
+    assert main(run_args(early, tmp_path / "work_early", "--as-of", cutoff)) == 0
+    on_the_day = _table(tmp_path / "work_early" / "warehouse.duckdb", "select * from marts.customer_features order by customer_id")
+    from_history = _table(tmp_path / "work_full" / "warehouse.duckdb",
+                          f"select * from marts.customer_features_history where as_of_date = '{cutoff}' order by customer_id")
+    assert len(from_history) > 500
+    pd.testing.assert_frame_equal(on_the_day, from_history)
+
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_minimal_source_runs_and_contract_breaks_stop_before_publishing(small_sample, tmp_path, capsys):
+def test_minimal_source_runs_and_contract_breaks_stop_before_publishing(small_sample, tmp_path, capsys, monkeypatch):
     minimal = tmp_path / "minimal"
     minimal.mkdir()
     for entity in (CUSTOMERS, ORDERS):
@@ -168,11 +205,17 @@ def test_minimal_source_runs_and_contract_breaks_stop_before_publishing(small_sa
             f"to '{minimal}/{entity.name}.csv' (header)"
         )
     work = tmp_path / "work"
+    # too few customers for the churn model: the documented fallback is the BG/NBD probability
+    monkeypatch.setenv("CRM_CHURN_MIN_CUSTOMERS", "100000")
     assert main(run_args(minimal, work)) == 0
+    monkeypatch.delenv("CRM_CHURN_MIN_CUSTOMERS")
     serving = work / "serving.duckdb"
     scores = _table(serving, "select * from customer_scores")
     assert scores.potential_rank.max() == len(scores) > 1000
     assert scores.churn_probability.between(0, 1).all()
+    assert json.loads(scores.model_versions.iloc[0])["churn"] == "bgnbd_no_purchase (fallback)"
+    decision = json.loads((work / "models" / "churn" / "decisions.jsonl").read_text().splitlines()[-1])
+    assert decision["action"] == "fallback" and "the configured minimum is 100000" in decision["error"]
     before = _digest(serving)
     capsys.readouterr()
 

@@ -1,0 +1,336 @@
+"""Churn: labels without leakage, a calibrated gradient-boosting model, two baselines, reason codes.
+
+Churn at a cutoff = no completed purchase in the ``churn_horizon_days`` after it (``customer_outcomes``).
+
+Windows (h = churn horizon; every cutoff's features come from ``customer_features_history``, the same
+dbt code that builds the scoring features):
+
+* **back-test**: train on cutoffs ``as_of - 2h`` and ``as_of - 3h`` (stacked; labels end by
+  ``as_of - h``), test on cutoff ``as_of - h`` (labels end at the as-of date). No test label is seen in
+  training.
+* **production**: the same procedure moved one window later: train on ``as_of - h`` and ``as_of - 2h``,
+  score the as-of date.
+
+Model: HistGradientBoostingClassifier with balanced class weights, calibrated (isotonic with at least
+2,000 calibration rows, else sigmoid) on customers held out of the fit. Baselines on the same rows:
+logistic regression (same calibration) and the BG/NBD probability of no purchase in the horizon.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupShuffleSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from ml import btyd
+from ml.metrics import churn_metrics
+from ml.value_models import LeadRates, btyd_predict, design_matrix, fit_btyd
+
+CHURN_MODEL = "churn_hgb"
+LOGIT_BASELINE = "churn_logit"
+BTYD_BASELINE = "churn_bgnbd"
+DEFAULT_MIN_CUSTOMERS = 500
+
+
+class ChurnTrainingError(RuntimeError):
+    """The churn model cannot be trained; the message says why. The pipeline falls back to BG/NBD."""
+
+
+def churn_cutoffs(as_of: date, horizon_days: int, stacked: int = 2) -> dict[str, list[date] | date]:
+    h = timedelta(days=horizon_days)
+    return {
+        "test": as_of - h,
+        "backtest_train": [as_of - (k + 1) * h for k in range(1, stacked + 1)],
+        "production_train": [as_of - k * h for k in range(1, stacked + 1)],
+    }
+
+
+@dataclass
+class TrainingSet:
+    X: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray  # customer ids, so one customer's rows never straddle fit and calibration
+    btyd_quiet: np.ndarray  # BG/NBD P(no purchase in horizon) for the same rows
+    cutoffs: list[date]
+
+
+def _slice(frame: pd.DataFrame, cutoff: date) -> pd.DataFrame:
+    return frame[frame.as_of_date == cutoff].sort_values("customer_id").reset_index(drop=True)
+
+
+def cutoff_rows(history, outcomes, cutoff, *, horizon_days, levels, clv_horizon_days, with_labels=True):
+    """Features (+ BTYD outputs fitted at the cutoff) and, if asked, labels for one cutoff."""
+    feats = _slice(history, cutoff)
+    if feats.empty:
+        raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
+    try:
+        fit = fit_btyd(feats)
+    except btyd.BtydFitError as exc:
+        raise ChurnTrainingError(f"BG/NBD features at {cutoff}: {exc}") from exc
+    bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
+                      annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan))
+    X = design_matrix(feats, bt, levels)
+    X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
+    y = None
+    if with_labels:
+        out = feats[["customer_id"]].merge(_slice(outcomes, cutoff), on="customer_id", how="left")
+        if not out.churn_window_complete.fillna(False).all():
+            raise ChurnTrainingError(f"the churn window after {cutoff} is not complete by the as-of date")
+        y = out.churned.astype(bool).to_numpy().astype(int)
+    return feats, X, y, bt.btyd_prob_no_purchase_churn.to_numpy()
+
+
+def training_set(history, outcomes, cutoffs, *, horizon_days, clv_horizon_days, levels) -> TrainingSet:
+    parts = [cutoff_rows(history, outcomes, c, horizon_days=horizon_days, levels=levels,
+                         clv_horizon_days=clv_horizon_days) for c in cutoffs]
+    return TrainingSet(
+        X=pd.concat([p[1] for p in parts], ignore_index=True),
+        y=np.concatenate([p[2] for p in parts]),
+        groups=np.concatenate([p[0].customer_id.to_numpy() for p in parts]),
+        btyd_quiet=np.concatenate([p[3] for p in parts]),
+        cutoffs=list(cutoffs),
+    )
+
+
+@dataclass
+class ChurnModels:
+    model: object  # calibrated HGB
+    logit: object  # calibrated logistic regression
+    features: list[str]
+    reference: pd.Series  # per feature: the training median (numeric) or mode (categorical)
+    calibration: str
+    n_train: int
+    notes: list[str] = field(default_factory=list)
+    levels: dict = field(default_factory=dict)  # categorical levels the model was trained with
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.clip(self.model.predict_proba(X[self.features])[:, 1], 0, 1)
+
+    def predict_logit(self, X: pd.DataFrame) -> np.ndarray:
+        return np.clip(self.logit.predict_proba(X[self.features])[:, 1], 0, 1)
+
+
+def _logit_pipeline(X: pd.DataFrame):
+    categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in X.columns if c not in categorical]
+    transform = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                              OneHotEncoder(handle_unknown="ignore", min_frequency=20)), categorical),
+    ])
+    return make_pipeline(transform, LogisticRegression(max_iter=2000, class_weight="balanced", C=0.5))
+
+
+def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUSTOMERS, seed: int = 0,
+                       max_rows: int = 300_000) -> ChurnModels:
+    """Fit HGB and the logistic baseline on 80 % of customers, calibrate both on the other 20 %."""
+    n_customers = len(np.unique(ts.groups))
+    if n_customers < min_customers:
+        raise ChurnTrainingError(
+            f"{n_customers} customers in the churn training window(s) {', '.join(map(str, ts.cutoffs))}; "
+            f"the configured minimum is {min_customers} (CRM_CHURN_MIN_CUSTOMERS)"
+        )
+    classes = np.unique(ts.y)
+    if len(classes) < 2:
+        what = "churned" if classes[0] == 1 else "bought again"
+        raise ChurnTrainingError(
+            f"every one of the {len(ts.y)} training examples {what} in the churn window: a classifier needs both "
+            "outcomes (use a longer history or another churn horizon)"
+        )
+    X, y, groups = ts.X, ts.y, ts.groups
+    if len(X) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
+        X, y, groups = X.iloc[keep].reset_index(drop=True), y[keep], groups[keep]
+    notes = []
+    empty = [c for c in X.columns if X[c].isna().all()]
+    if empty:
+        notes.append(f"features null throughout, left out: {', '.join(empty)}")
+    X = X.drop(columns=empty)
+    fit_idx, cal_idx = next(GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=seed).split(X, y, groups))
+    if len(np.unique(y[cal_idx])) < 2 or len(np.unique(y[fit_idx])) < 2:
+        raise ChurnTrainingError("the calibration split holds a single class; too few examples of one outcome")
+    hgb = HistGradientBoostingClassifier(
+        learning_rate=0.05, max_iter=300, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
+        class_weight="balanced", early_stopping=True, validation_fraction=0.15, n_iter_no_change=20,
+        categorical_features="from_dtype", random_state=seed,
+    )
+    hgb.fit(X.iloc[fit_idx], y[fit_idx])
+    logit = _logit_pipeline(X).fit(X.iloc[fit_idx], y[fit_idx])
+    method = "isotonic" if len(cal_idx) >= 2000 else "sigmoid"
+    model = CalibratedClassifierCV(FrozenEstimator(hgb), method=method).fit(X.iloc[cal_idx], y[cal_idx])
+    logit_cal = CalibratedClassifierCV(FrozenEstimator(logit), method=method).fit(X.iloc[cal_idx], y[cal_idx])
+    reference = pd.Series({c: (X[c].mode().iloc[0] if isinstance(X[c].dtype, pd.CategoricalDtype) and X[c].notna().any()
+                               else X[c].median()) for c in X.columns})
+    return ChurnModels(model, logit_cal, list(X.columns), reference, method, len(X), notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# reason codes
+# ---------------------------------------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "support_ticket": "support tickets", "complaint": "complaints", "campaign_response": "campaign responses",
+    "email_open": "e-mail opens", "email_click": "e-mail clicks", "web_visit": "web visits", "survey": "surveys",
+}
+_PLAIN = {
+    "recency_days": "no purchase for {v:.0f} days",
+    "unresolved_complaints": "{v:.0f} unresolved complaint(s)",
+    "unresolved_tickets": "{v:.0f} unresolved ticket(s)",
+    "open_tickets": "{v:.0f} open ticket(s)",
+    "complaints_total": "{v:.0f} complaint(s) so far",
+    "last_satisfaction_score": "last satisfaction {v:.0f}/5",
+    "last_nps_score": "last NPS answer {v:.0f}/10",
+    "order_trend": "order trend {v:+.0%} vs the previous 90 days",
+    "n_orders": "{v:.0f} purchase(s) so far",
+    "frequency": "{v:.0f} repeat purchase(s)",
+    "monetary_mean": "average order {v:,.0f}",
+    "tenure_days": "customer for {v:.0f} days",
+    "days_since_last_interaction": "no contact for {v:.0f} days",
+    "campaign_response_rate": "answers {v:.0%} of campaigns",
+    "p_alive": "{v:.0%} likely still active (BG/NBD)",
+    "btyd_prob_no_purchase": "BG/NBD: {v:.0%} chance of no purchase",
+    "btyd_expected_purchases": "{v:.1f} purchases expected (BG/NBD)",
+    "orders_last_90d": "{v:.0f} order(s) in the last 90 days",
+    "orders_last_365d": "{v:.0f} order(s) in the last year",
+    "spend_last_365d": "spent {v:,.0f} in the last year",
+    "n_categories": "buys in {v:.0f} categories",
+    "purchase_rate_per_year": "{v:.1f} purchases a year",
+}
+
+
+_MISSING = {
+    "days_since_last_interaction": "no contact on record",
+    "last_nps_score": "no NPS answer on record",
+    "last_satisfaction_score": "no satisfaction survey on record",
+    "campaign_response_rate": "never reached by a campaign",
+    "monetary_mean": "no purchase yet",
+    "top_category_share": "no purchase yet",
+}
+
+
+def describe_feature(name: str, value, reference) -> str:
+    """Plain words for one feature's value, e.g. ``no purchase for 143 days``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return _MISSING.get(name, f"no {name.replace('_', ' ')} on record")
+    if isinstance(value, str):
+        return f"{name.replace('_', ' ')}: {value}"
+    m = re.fullmatch(r"n_(.+)_(\d+)d", name)
+    if m:
+        what, days = m.group(1), m.group(2)
+        words = _TYPE_WORDS.get(what) or (what.replace("channel_", "") + " contacts")
+        prefix = "only " if reference is not None and not isinstance(reference, str) and value < reference else ""
+        return f"{prefix}{value:.0f} {words} in the last {days} days"
+    template = _PLAIN.get(name)
+    if template:
+        return template.format(v=float(value))
+    return f"{name.replace('_', ' ')} {float(value):,.2f}"
+
+
+# Features read together as one reason: the BG/NBD outputs summarise the purchase rhythm, so they are
+# moved together with the raw recency and frequency they come from, and described in those terms.
+RHYTHM = "purchase_rhythm"
+RHYTHM_FEATURES = [
+    "recency_days", "frequency", "btyd_recency_days", "btyd_t_days", "p_alive", "btyd_expected_purchases",
+    "btyd_prob_no_purchase", "btyd_expected_spend", "btyd_expected_avg_spend", "purchase_rate_per_year",
+]
+
+
+def _units(features: list[str]) -> dict[str, list[str]]:
+    rhythm = [c for c in RHYTHM_FEATURES if c in features]
+    units = {RHYTHM: rhythm} if rhythm else {}
+    units.update({c: [c] for c in features if c not in rhythm})
+    return units
+
+
+def _at_reference(models: ChurnModels, part: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    moved = part.copy()
+    for col in cols:
+        if isinstance(part[col].dtype, pd.CategoricalDtype):
+            moved[col] = pd.Categorical([models.reference[col]] * len(part), categories=part[col].cat.categories)
+        else:
+            moved[col] = models.reference[col]
+    return moved
+
+
+def feature_importance(models: ChurnModels, X: pd.DataFrame, sample: int = 5000) -> dict[str, float]:
+    """Mean absolute change of the (uncalibrated) risk score when a feature (or the purchase-rhythm
+    group) is set to its training reference value, on up to ``sample`` customers."""
+    hgb = models.model.estimator.estimator  # CalibratedClassifierCV(FrozenEstimator(hgb))
+    part = X[models.features].iloc[: min(len(X), sample)]
+    base = hgb.decision_function(part)
+    spread = {name: float(np.mean(np.abs(base - hgb.decision_function(_at_reference(models, part, cols)))))
+              for name, cols in _units(models.features).items()}
+    return dict(sorted(spread.items(), key=lambda kv: -kv[1]))
+
+
+def _rhythm_text(row: dict) -> str:
+    recency, freq = row.get("recency_days"), row.get("frequency")
+    if recency is None or (isinstance(recency, float) and np.isnan(recency)):
+        return "no purchase yet"
+    if not freq:
+        return f"one purchase, {recency:.0f} days ago"
+    gap = row.get("btyd_recency_days", 0) / freq if freq else None
+    return f"no purchase for {recency:.0f} days (usually every {gap:.0f} days)" if gap else f"no purchase for {recency:.0f} days"
+
+
+def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, batch: int = 200_000,
+                 min_effect: float = 0.05) -> pd.Series:
+    """Top 3 reasons pushing each customer's churn risk up, in plain words.
+
+    For the ``top_units`` most important features (the purchase-rhythm group counts as one), a reason's
+    contribution is ``risk(x) - risk(x with it at the training reference)`` on the model's log-odds
+    scale: positive when the customer's actual value raises their risk. Only contributions above
+    ``min_effect`` are named. The calibration is monotone, so ranking on the uncalibrated model's
+    decision function gives the same order. Customers are processed in batches.
+    """
+    hgb = models.model.estimator.estimator
+    Xf = X[models.features]
+    units = _units(models.features)
+    importance = feature_importance(models, X)
+    candidates = [u for u, v in list(importance.items())[:top_units] if v > 0]
+    texts = np.empty(len(Xf), dtype=object)
+    context_cols = [c for c in RHYTHM_FEATURES if c in Xf]
+    for start in range(0, len(Xf), batch):
+        part = Xf.iloc[start:start + batch]
+        f0 = hgb.decision_function(part)
+        contrib = np.column_stack([f0 - hgb.decision_function(_at_reference(models, part, units[u])) for u in candidates]) \
+            if candidates else np.zeros((len(part), 0))
+        order = np.argsort(-contrib, axis=1)[:, :3]
+        values = {u: part[u].to_numpy(dtype=object) for u in candidates if u != RHYTHM}
+        context = part[context_cols].to_dict("records") if RHYTHM in candidates else None
+        for i in range(len(part)):
+            words = []
+            for j in order[i]:
+                if contrib[i, j] <= min_effect:
+                    continue
+                unit = candidates[j]
+                words.append(_rhythm_text(context[i]) if unit == RHYTHM
+                             else describe_feature(unit, values[unit][i], models.reference[unit]))
+            texts[start + i] = "; ".join(words) if words else "nothing raises the risk above typical"
+    return pd.Series(texts, index=X.index)
+
+
+def history_flag(features: pd.DataFrame, horizon_days: int) -> pd.Series:
+    """Why a customer's churn score rests on little evidence (empty when it does not)."""
+    flag = np.where(
+        features.n_orders.to_numpy() == 0, "prospect: no purchase yet, score from similar prospects",
+        np.where(features.tenure_days.to_numpy() < horizon_days,
+                 "limited history: customer for less than one churn horizon", ""),
+    )
+    return pd.Series(flag, index=features.index, dtype=object)
+
+
+def evaluate(y: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    return {name: churn_metrics(y, p) for name, p in predictions.items()}
