@@ -57,3 +57,17 @@ def value_violations(con: duckdb.DuckDBPyConnection, value: str, features: str) 
     for col in VALUE_COLUMNS:
         rules[f"{col} finite and >= 0"] = f"select count(*) from {value} where {col} is null or isnan({col}) or {col} < 0"
     return {name: int(con.execute(sql).fetchall()[0][0]) for name, sql in rules.items()}
+
+
+def churn_violations(con: duckdb.DuckDBPyConnection, churn: str, features: str) -> dict[str, int]:
+    """Rules for the churn predictions (``scores.customer_churn``)."""
+    rules = {
+        "one row per customer of customer_features": f"""
+            select (select count(*) from {features}) <> count(*) or count(distinct customer_id) <> count(*)
+            from {churn}""",
+        "churn_probability within 0..1": f"""
+            select count(*) from {churn}
+            where churn_probability is null or isnan(churn_probability) or churn_probability not between 0 and 1""",
+        "churn_reasons and churn_model not null": f"select count(*) from {churn} where churn_reasons is null or churn_model is null",
+    }
+    return {name: int(con.execute(sql).fetchall()[0][0]) for name, sql in rules.items()}

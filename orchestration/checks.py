@@ -3,7 +3,12 @@
 
 import dagster as dg
 
-from data_quality.score_rules import score_violations, value_violations
+import json
+
+from data_quality.contract import ENTITIES
+from data_quality.score_rules import churn_violations, score_violations, value_violations
+from orchestration.assets.churn import customer_churn
+from orchestration.assets.publish import publication
 from orchestration.assets.scoring import customer_scores
 from orchestration.assets.value_models import customer_value
 from orchestration.settings import PipelineSettings
@@ -31,4 +36,91 @@ def customer_value_valid(settings: PipelineSettings) -> dg.AssetCheckResult:
         return _result(value_violations(con, "scores.customer_value", "marts.customer_features"))
 
 
-asset_checks = [customer_scores_contract, customer_value_valid]
+@dg.asset_check(asset=customer_churn, blocking=True, description="Churn predictions in range, one per customer, with reasons.")
+def customer_churn_valid(settings: PipelineSettings) -> dg.AssetCheckResult:
+    with settings.warehouse() as con:
+        return _result(churn_violations(con, "scores.customer_churn", "marts.customer_features"))
+
+
+def _latest_champion_metric(con, task: str, metric: str) -> tuple[str, float] | None:
+    row = con.execute(
+        """select model_name, value from ops.model_performance
+           where task = ? and metric = ? and is_champion
+             and run_id = (select run_id from ops.model_performance where task = ? order by as_of_date desc, run_id limit 1)
+           limit 1""",
+        [task, metric, task],
+    ).fetchall()
+    return (row[0][0], float(row[0][1])) if row else None
+
+
+@dg.asset_check(asset=customer_scores, blocking=True,
+                description="The value and churn champions' back-test metrics clear the configured floors.")
+def model_metric_floors(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
+    failed, seen = [], {}
+    with settings.warehouse() as con:
+        for task, metric, floor in (("clv_spend", "normalised_gini", settings.min_value_gini),
+                                    ("churn", "roc_auc", settings.min_churn_auc)):
+            champ = con.execute(
+                "select model_name, value from ops.model_performance where run_id = ? and task = ? and metric = ? "
+                "and is_champion", [context.run.run_id, task, metric]).fetchall()
+            if not champ:
+                seen[task] = "no back-test this run (documented fallback)"
+                continue
+            name, value = champ[0]
+            seen[task] = f"{name} {metric} {value:.3f} (floor {floor})"
+            if value < floor:
+                failed.append(f"{task}: {name} {metric} {value:.3f} is below the floor {floor}")
+    return dg.AssetCheckResult(passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
+                               description="; ".join(failed) or "metrics clear their floors",
+                               metadata={"metrics": dg.MetadataValue.json(seen)})
+
+
+def build_row_count_check(entity: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=dg.AssetKey(["raw", entity]), name="row_count_within_band", blocking=True,
+                    description=f"raw.{entity} has a row count within a band of the last published run.")
+    def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
+        with settings.warehouse() as con:
+            now = int(con.execute(f"select count(*) from raw.{entity}").fetchall()[0][0])
+            has_runs = con.execute(
+                "select count(*) from information_schema.tables where table_schema = 'ops' and table_name = 'pipeline_runs'"
+            ).fetchall()[0][0]
+            last = con.execute(
+                "select rows_in from ops.pipeline_runs where published order by finished_at desc limit 1"
+            ).fetchall() if has_runs else []
+        previous = json.loads(last[0][0]).get(entity) if last else None
+        band = settings.row_count_band
+        if not previous:
+            return dg.AssetCheckResult(passed=True, description=f"{now:,} rows; no published run to compare with",
+                                       metadata={"rows": now})
+        ratio = now / previous
+        passed = 1 / band <= ratio <= band
+        description = (
+            f"{now:,} rows vs {previous:,} in the last published run ({ratio:.2f}x)" if passed else
+            f"{entity}: {now:,} rows is {ratio:.1f}x the {previous:,} of the last published run (band: 1/{band:g} to "
+            f"{band:g}x). If the change is real, rerun with CRM_ROW_COUNT_BAND set higher."
+        )
+        return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description,
+                                   metadata={"rows": now, "previous_rows": previous, "ratio": ratio})
+
+    return _check
+
+
+@dg.asset_check(asset=publication, blocking=True,
+                description="The serving database holds exactly this run's scores (read back after the swap).")
+def serving_matches_run(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
+    import duckdb
+
+    with duckdb.connect(str(settings.serving_file), read_only=True) as con:
+        runs = [r[0] for r in con.execute("select distinct run_id from customer_scores").fetchall()]
+        n = con.execute("select count(*) from customer_scores").fetchall()[0][0]
+    with settings.warehouse() as con:
+        expected = con.execute("select count(*) from scores.customer_scores").fetchall()[0][0]
+    passed = runs == [context.run.run_id] and n == expected
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                               description=f"serving holds run(s) {runs} with {n:,} rows; expected {expected:,}")
+
+
+asset_checks = [
+    customer_scores_contract, customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run,
+    *[build_row_count_check(entity) for entity in ENTITIES],
+]

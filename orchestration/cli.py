@@ -126,6 +126,17 @@ def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> N
         print("\nStage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in json.loads(stages[0]).items()))
 
 
+def _quarantine_lines(settings: PipelineSettings) -> list[str]:
+    """What the quarantine holds after a failed run (the usual reason a dbt gate stops it)."""
+    from data_quality.quarantine import describe, quarantine_counts, raw_counts
+
+    try:
+        with settings.warehouse() as con:
+            return describe(quarantine_counts(con), raw_counts(con), settings.max_bad_row_share)
+    except Exception:  # the warehouse may be what broke; the failure messages above still stand
+        return []
+
+
 def _record_failure(settings: PipelineSettings, run_id: str, messages: list[str], started: datetime) -> None:
     """Note the failed run in the warehouse's pipeline_runs (published with the next good run)."""
     from orchestration import run_log
@@ -184,6 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_summary(settings, result.run_id, seconds)
         return 0
     messages = _failure_messages(result) or ["the run failed; see the Dagster logs above"]
+    messages += _quarantine_lines(settings)
     _record_failure(settings, result.run_id, messages, started)
     print(f"\nRun {result.run_id} FAILED after {seconds:.1f}s; nothing was published.", file=sys.stderr)
     for msg in messages:

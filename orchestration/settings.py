@@ -34,6 +34,10 @@ ENV_VARS = {
     "churn_retrain_days": "CRM_CHURN_RETRAIN_DAYS",
     "churn_min_customers": "CRM_CHURN_MIN_CUSTOMERS",
     "churn_stacked_cutoffs": "CRM_CHURN_STACKED_CUTOFFS",
+    "max_bad_row_share": "CRM_MAX_BAD_ROW_SHARE",
+    "row_count_band": "CRM_ROW_COUNT_BAND",
+    "min_value_gini": "CRM_MIN_VALUE_GINI",
+    "min_churn_auc": "CRM_MIN_CHURN_AUC",
 }
 
 
@@ -47,7 +51,8 @@ class SettingsError(ValueError):
 
 
 _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float,
-            "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int}
+            "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int,
+            "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float}
 
 
 def env_values() -> dict:
@@ -103,6 +108,21 @@ class PipelineSettings(dg.ConfigurableResource):
     reporting_currency: str = Field(default=_default("reporting_currency", "EUR"), description="Currency of amounts.")
     dbt_threads: int = Field(
         default=_default("dbt_threads", 1), description="dbt threads (DuckDB has one writer; 1 is right)."
+    )
+    max_bad_row_share: float = Field(
+        default=_default("max_bad_row_share", 0.01),
+        description="Share of an entity's rows that may break the contract (quarantined) before the run stops.",
+    )
+    row_count_band: float = Field(
+        default=_default("row_count_band", 5.0),
+        description="Stop when an entity has more than this many times (or less than 1/this) the rows of the "
+        "last published run.",
+    )
+    min_value_gini: float = Field(
+        default=_default("min_value_gini", 0.2), description="Floor for the value champion's back-test normalised Gini."
+    )
+    min_churn_auc: float = Field(
+        default=_default("min_churn_auc", 0.6), description="Floor for the churn champion's back-test ROC AUC."
     )
     model_registry_dir: str = Field(
         default=_default("model_registry_dir", str(PROJECT_ROOT / "models")),
@@ -204,4 +224,5 @@ class PipelineSettings(dg.ConfigurableResource):
             "clv_horizon_days": self.clv_horizon_days,
             "reporting_currency": self.reporting_currency,
             "dbt_threads": self.dbt_threads,
+            "max_bad_row_share": self.max_bad_row_share,
         }

@@ -91,6 +91,12 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
         return LoadResult(entity.name, [], 0, list(entity.optional_columns), [], present=False)
 
     names = ", ".join(str(p) for p in files)
+    empty = [str(p) for p in files if p.stat().st_size == 0]
+    if empty:
+        raise SourceError(
+            f"{entity.name} ({', '.join(empty)}): the file is empty (0 bytes). Export it again with a header row "
+            f"({', '.join(entity.required_columns)}, ...) and data."
+        )
     try:
         rel = con.sql(f"select * from {_reader_sql(files)}")
         found = [c for c in rel.columns if c != "filename"]
@@ -105,10 +111,14 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
         by_name.setdefault(normalise_column(original), original)
     missing_required = [c for c in entity.required_columns if c not in by_name]
     if missing_required:
+        hint = ""
+        if len(found) == 1 and any(d in found[0] for d in (";", "\t", "|")):
+            delim = next(d for d in (";", "\t", "|") if d in found[0])
+            hint = f" The header looks {'tab' if delim == chr(9) else repr(delim)}-delimited; the contract expects commas."
         raise SourceError(
             f"{entity.name} ({names}): required column(s) {', '.join(missing_required)} missing. "
             f"Found columns: {', '.join(found) or '(none)'}. Add the column(s) to the file; names are "
-            "matched case-insensitively after trimming."
+            f"matched case-insensitively after trimming.{hint}"
         )
     select = []
     for col in entity.columns:
@@ -128,6 +138,11 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
             "CSV with a header row and comma delimiter, or Parquet."
         ) from exc
     rows = con.execute(f"select count(*) from {table}").fetchall()[0][0]
+    if rows == 0 and entity.required:
+        raise SourceError(
+            f"{entity.name} ({names}): the file has a header but no rows. Export the {entity.name} again; "
+            "the pipeline needs at least one."
+        )
     ignored = sorted(set(by_name) - set(entity.columns))
     missing_optional = [c for c in entity.optional_columns if c not in by_name]
     return LoadResult(entity.name, [str(p) for p in files], rows, missing_optional, ignored)

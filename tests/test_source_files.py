@@ -60,5 +60,5 @@ def test_folder_of_parquet_files(tmp_path):
 
 def test_empty_file_is_a_clear_error(tmp_path):
     (tmp_path / "customers.csv").write_text("")
-    with pytest.raises(SourceError, match=r"customers"):
+    with pytest.raises(SourceError, match=r"customers \(.*customers\.csv\): the file is empty"):
         load_entity(duckdb.connect(), CUSTOMERS, tmp_path)

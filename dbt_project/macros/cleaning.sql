@@ -4,16 +4,46 @@
     nullif(trim({{ col }}), '')
 {%- endmacro %}
 
+{#- ISO 8601 dates and timestamps (space or T, optional trailing Z), plus the unambiguous
+    YYYY/MM/DD and DD.MM.YYYY. Anything else (for example 03/04/2024: March or April?) is null and the
+    row is quarantined as unparseable. -#}
 {% macro parse_timestamp(col) -%}
-    {{ dbt.safe_cast(clean_text(col), api.Column.translate_type('timestamp')) }}
+    {{ return(adapter.dispatch('parse_timestamp')(col)) }}
+{%- endmacro %}
+
+{% macro default__parse_timestamp(col) -%}
+    {{ try_cast_to("replace(replace(" ~ clean_text(col) ~ ", 'T', ' '), 'Z', '')", api.Column.translate_type('timestamp')) }}
+{%- endmacro %}
+
+{% macro duckdb__parse_timestamp(col) -%}
+    coalesce(
+        try_cast(replace(replace({{ clean_text(col) }}, 'T', ' '), 'Z', '') as timestamp),
+        try_strptime({{ clean_text(col) }}, '%Y/%m/%d'),
+        try_strptime({{ clean_text(col) }}, '%d.%m.%Y')
+    )
+{%- endmacro %}
+
+{#- A cast that yields null instead of failing (dbt.safe_cast is a plain cast on some adapters). -#}
+{% macro try_cast_to(expr, data_type) -%}
+    {{ return(adapter.dispatch('try_cast_to')(expr, data_type)) }}
+{%- endmacro %}
+
+{% macro default__try_cast_to(expr, data_type) -%}
+    {{ dbt.safe_cast(expr, data_type) }}
+{%- endmacro %}
+
+{% macro duckdb__try_cast_to(expr, data_type) -%}
+    try_cast({{ expr }} as {{ data_type }})
 {%- endmacro %}
 
 {% macro parse_number(col) -%}
-    {{ dbt.safe_cast(clean_text(col), dbt.type_float()) }}
+    {{ try_cast_to(clean_text(col), dbt.type_float()) }}
 {%- endmacro %}
 
+{#- Integers: "3" and "3.0" parse, "3.5" and "three" do not. -#}
 {% macro parse_int(col) -%}
-    {{ dbt.safe_cast(clean_text(col), dbt.type_int()) }}
+    case when {{ parse_number(col) }} = floor({{ parse_number(col) }})
+         then {{ try_cast_to(parse_number(col), dbt.type_int()) }} end
 {%- endmacro %}
 
 {% macro parse_bool(col) -%}
@@ -42,4 +72,30 @@
 
 {% macro duckdb__normalise_phone(col) -%}
     nullif(regexp_replace(regexp_replace(trim({{ col }}), '^00', '+'), '[^0-9+]', '', 'g'), '')
+{%- endmacro %}
+
+{#- The moment this dbt invocation started (UTC): rows dated after it are in the future. -#}
+{% macro run_started() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ api.Column.translate_type('timestamp') }})
+{%- endmacro %}
+
+{#- The raw record as text, "column=value" pairs, for the quarantine. -#}
+{% macro raw_row(columns) -%}
+    {%- set parts = [] -%}
+    {%- for col in columns -%}
+        {%- do parts.append("'" ~ col ~ "='") -%}
+        {%- do parts.append("coalesce(" ~ col ~ ", '')") -%}
+        {%- if not loop.last %}{% do parts.append("'; '") %}{% endif -%}
+    {%- endfor -%}
+    {{ dbt.concat(parts) }}
+{%- endmacro %}
+
+{#- A hash of the raw record's contract columns: duplicates with different hashes conflict. -#}
+{% macro row_hash(columns) -%}
+    {{ dbt.hash(raw_row(columns)) }}
+{%- endmacro %}
+
+{#- A present-but-unparseable value: text that is there but did not parse. -#}
+{% macro unparseable(raw, parsed) -%}
+    ({{ clean_text(raw) }} is not null and {{ parsed }} is null)
 {%- endmacro %}

@@ -8,12 +8,14 @@ from pathlib import Path
 import dagster as dg
 
 from data_quality.contract import ENTITIES
+from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.publication import publish
 from orchestration.run_log import RunRecord
 from orchestration.settings import PipelineSettings
 
 PUBLICATION = dg.AssetKey(["serving", "publication"])
+QUARANTINE_KEYS = [dg.AssetKey(["quarantine", f"quarantine_{entity}"]) for entity in ENTITIES]
 
 
 def run_facts(context: dg.AssetExecutionContext) -> dict:
@@ -43,7 +45,7 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
 
 @dg.asset(
     key=PUBLICATION,
-    deps=[CUSTOMER_SCORES],
+    deps=[CUSTOMER_SCORES, *QUARANTINE_KEYS],
     group_name="publish",
     kinds={"duckdb"},
     description="The serving database (customer_scores, model_performance, pipeline_runs), replaced atomically.",
@@ -57,6 +59,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             con.execute("select any_value(model_versions) from scores.customer_scores").fetchall()[0][0] or "{}"
         )
         rows_out = con.execute("select count(*) from scores.customer_scores").fetchall()[0][0]
+        quarantined = quarantine_counts(con)
         record = RunRecord(
             run_id=context.run_id,
             as_of_date=as_of.isoformat(),
@@ -71,6 +74,8 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             checks_failed=facts["checks_failed"],
             model_versions=model_versions,
             stage_seconds=facts["stage_seconds"],
+            rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
+            quarantined_by_rule=quarantined,
         )
         counts = publish(con, settings.serving_file, record)
     context.log.info(f"published {counts} to {settings.serving_file}")
@@ -79,5 +84,6 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             "serving_path": dg.MetadataValue.path(str(settings.serving_file.resolve())),
             "tables": dg.MetadataValue.json(counts),
             "as_of_date": as_of.isoformat(),
+            "rows_quarantined": dg.MetadataValue.json(quarantined),
         }
     )

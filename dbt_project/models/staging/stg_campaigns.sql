@@ -1,31 +1,16 @@
--- One row per campaign_id; campaigns that start after the as-of date are out of view.
+-- One row per campaign_id: the campaigns that keep the contract, started by the as-of date.
 
-with source as (
+with checked as (
 
-    select * from {{ source('raw', 'campaigns') }}
-
-),
-
-renamed as (
-
-    select
-        {{ clean_text('campaign_id') }} as campaign_id,
-        {{ clean_text('name') }} as campaign_name,
-        lower({{ clean_text('channel') }}) as channel,
-        cast({{ parse_timestamp('started_at') }} as date) as started_at,
-        cast({{ parse_timestamp('ended_at') }} as date) as ended_at,
-        {{ parse_number('cost') }} as cost,
-        _source_row
-
-    from source
+    select * from {{ ref('stg_campaigns_checked') }}
+    where reject_reason is null
 
 ),
 
 in_view as (
 
-    select * from renamed
-    where campaign_id is not null
-      and (started_at is null or started_at < {{ as_of_end() }})
+    select * from checked
+    where started_at is null or started_at < {{ as_of_end() }}
 
 ),
 

@@ -1,45 +1,18 @@
--- One row per customer_id, typed and cleaned. Duplicates: the latest record updated by the end of the
+-- One row per customer_id: the records that keep the contract (see stg_customers_checked). Duplicates: the latest record updated by the end of the
 -- as-of date wins (records updated later are used only when no earlier one exists); created_at is the
 -- earliest seen for that id. Customers created after the as-of date are out of view.
 
-with source as (
+with renamed as (
 
-    select * from {{ source('raw', 'customers') }}
-
-),
-
-renamed as (
-
-    select
-        {{ clean_text('customer_id') }} as customer_id,
-        {{ parse_timestamp('created_at') }} as created_at,
-        {{ parse_timestamp('updated_at') }} as updated_at,
-        {{ normalise_email('email') }} as email,
-        {{ normalise_phone('phone') }} as phone,
-        {{ clean_text('full_name') }} as full_name,
-        {{ normalise_country('country') }} as country,
-        {{ clean_text('region') }} as region,
-        {{ clean_text('city') }} as city,
-        {{ clean_text('postal_code') }} as postal_code,
-        cast({{ parse_timestamp('birth_date') }} as date) as birth_date,
-        lower({{ clean_text('gender') }}) as gender,
-        lower({{ clean_text('acquisition_channel') }}) as acquisition_channel,
-        {{ clean_text('company_name') }} as company_name,
-        {{ clean_text('company_size') }} as company_size,
-        lower({{ clean_text('industry') }}) as industry,
-        {{ parse_bool('marketing_consent') }} as marketing_consent,
-        lower({{ clean_text('preferred_channel') }}) as preferred_channel,
-        _source_row
-
-    from source
+    select * from {{ ref('stg_customers_checked') }}
+    where reject_reason is null
 
 ),
 
 in_view as (
 
     select * from renamed
-    where customer_id is not null
-      and created_at < {{ as_of_end() }}
+    where created_at < {{ as_of_end() }}
 
 ),
 

@@ -1,36 +1,17 @@
--- One row per interaction_id, typed and cleaned; interactions after the as-of date are out of view.
+-- One row per interaction_id: the interactions that keep the contract (see stg_interactions_checked),
+-- de-duplicated, up to the end of the as-of date.
 
-with source as (
+with checked as (
 
-    select * from {{ source('raw', 'interactions') }}
-
-),
-
-renamed as (
-
-    select
-        {{ clean_text('interaction_id') }} as interaction_id,
-        {{ clean_text('customer_id') }} as customer_id,
-        {{ parse_timestamp('occurred_at') }} as occurred_at,
-        lower({{ clean_text('channel') }}) as channel,
-        lower({{ clean_text('interaction_type') }}) as interaction_type,
-        {{ clean_text('campaign_id') }} as campaign_id,
-        {{ parse_bool('resolved') }} as resolved,
-        {{ parse_int('satisfaction_score') }} as satisfaction_score,
-        {{ parse_int('nps_score') }} as nps_score,
-        {{ parse_number('sentiment') }} as sentiment,
-        _source_row
-
-    from source
+    select * from {{ ref('stg_interactions_checked') }}
+    where reject_reason is null
 
 ),
 
 in_view as (
 
-    select * from renamed
-    where interaction_id is not null
-      and customer_id is not null
-      and occurred_at < {{ as_of_end() }}
+    select * from checked
+    where occurred_at < {{ as_of_end() }}
 
 ),
 
@@ -54,9 +35,9 @@ final as (
         interaction_type,
         campaign_id,
         resolved,
-        case when satisfaction_score between 1 and 5 then satisfaction_score end as satisfaction_score,
-        case when nps_score between 0 and 10 then nps_score end as nps_score,
-        case when sentiment between -1 and 1 then sentiment end as sentiment
+        satisfaction_score,
+        nps_score,
+        sentiment
 
     from deduplicated
     where record_rank = 1

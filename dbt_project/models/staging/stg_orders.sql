@@ -1,37 +1,18 @@
--- One row per order_id, typed and cleaned; orders placed after the as-of date are out of view.
+-- One row per order_id: the orders that keep the contract (see stg_orders_checked), de-duplicated
+-- (exact duplicates only; conflicting ones are quarantined), up to the end of the as-of date.
 -- A missing status means completed; only completed orders count as purchases downstream.
 
-with source as (
+with checked as (
 
-    select * from {{ source('raw', 'orders') }}
-
-),
-
-renamed as (
-
-    select
-        {{ clean_text('order_id') }} as order_id,
-        {{ clean_text('customer_id') }} as customer_id,
-        {{ parse_timestamp('ordered_at') }} as ordered_at,
-        {{ parse_number('amount') }} as amount,
-        coalesce(lower({{ clean_text('status') }}), 'completed') as status,
-        coalesce(upper({{ clean_text('currency') }}), '{{ var("reporting_currency") }}') as currency,
-        lower({{ clean_text('product_category') }}) as product_category,
-        {{ parse_int('quantity') }} as quantity,
-        lower({{ clean_text('sales_channel') }}) as sales_channel,
-        _source_row
-
-    from source
+    select * from {{ ref('stg_orders_checked') }}
+    where reject_reason is null
 
 ),
 
 in_view as (
 
-    select * from renamed
-    where order_id is not null
-      and customer_id is not null
-      and amount is not null
-      and ordered_at < {{ as_of_end() }}
+    select * from checked
+    where ordered_at < {{ as_of_end() }}
 
 ),
 
