@@ -239,6 +239,22 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return proc.returncode
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from orchestration.publication import list_versions, rollback
+
+    settings = _settings_from_args(args)
+    if args.list:
+        for version in list_versions(settings.serving_file):
+            print(version)
+        return 0
+    try:
+        chosen = rollback(settings.serving_file, args.to)
+    except FileNotFoundError as exc:
+        return _usage_error(str(exc))
+    print(f"rolled back {settings.serving_file} to {chosen.name}; readers see it on their next connection")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-potential",
@@ -280,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     man = sub.add_parser("manifest", help="(re)build the dbt manifest that Dagster loads")
     man.set_defaults(func=cmd_manifest)
+
+    rb = sub.add_parser(
+        "rollback",
+        help="put a previous publication back as the serving database",
+        description="Replace the serving database atomically with a kept earlier publication (default: the newest "
+        "one older than the current); the current one is kept too, so a rollback can be undone.",
+    )
+    rb.add_argument("--to", metavar="RUN_ID", help="the run whose publication to restore")
+    rb.add_argument("--list", action="store_true", help="list the kept publications and exit")
+    rb.add_argument("--serving", metavar="PATH", help="serving database (default data/serving.duckdb)")
+    rb.add_argument("--warehouse", metavar="PATH", help=argparse.SUPPRESS)
+    rb.set_defaults(func=cmd_rollback, source=None, as_of=None, churn_horizon_days=None, clv_horizon_days=None)
 
     docs = sub.add_parser("docs", help="build the dbt docs site (dbt_project/target/index.html) from the warehouse")
     docs.add_argument("--warehouse", metavar="PATH", help="warehouse to document (default data/warehouse.duckdb)")

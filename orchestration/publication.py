@@ -9,6 +9,8 @@ ever sees a half-written file. A failure before the rename leaves the old file u
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import duckdb
@@ -49,12 +51,75 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord) -> dict[str, int]:
+def versions_dir(serving_path: Path) -> Path:
+    return Path(serving_path).resolve().parent / ".serving-versions"
+
+
+def _published_run_id(path: Path) -> str:
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute("select run_id from pipeline_runs where published order by finished_at desc limit 1").fetchall()[0][0]
+    except (duckdb.Error, IndexError):
+        return "unknown"
+
+
+def keep_version(serving_path: Path, keep: int) -> Path | None:
+    """Hard-link the current serving file into the versions folder (instant, no copy); prune to ``keep``."""
+    if not serving_path.exists() or keep < 1:
+        return None
+    folder = versions_dir(serving_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(serving_path.stat().st_mtime))
+    target = folder / f"{serving_path.stem}.{stamp}.{_published_run_id(serving_path)}.duckdb"
+    if not target.exists():
+        os.link(serving_path, target)
+    for old in list_versions(serving_path)[keep:]:
+        old.unlink()
+    return target
+
+
+def list_versions(serving_path: Path) -> list[Path]:
+    """Kept publications, newest first."""
+    folder = versions_dir(serving_path)
+    return sorted(folder.glob(f"{Path(serving_path).stem}.*.duckdb"), reverse=True) if folder.exists() else []
+
+
+def replace_atomically(source: Path, serving_path: Path) -> None:
+    os.chmod(source, 0o644)  # readable by the BI group, writable only by the pipeline
+    os.replace(source, serving_path)
+    dir_fd = os.open(serving_path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def rollback(serving_path: Path, run_id: str | None = None) -> Path:
+    """Put a kept publication back (the newest, or the one of ``run_id``); the current one is kept too."""
+    serving_path = Path(serving_path).resolve()
+    versions = list_versions(serving_path)
+    current = _published_run_id(serving_path) if serving_path.exists() else None
+    candidates = [v for v in versions if (run_id is None and not v.stem.endswith(f".{current}"))
+                  or (run_id is not None and v.stem.endswith(f".{run_id}"))]
+    if not candidates:
+        kept = ", ".join(v.stem.split(".")[-1] for v in versions) or "none"
+        raise FileNotFoundError(f"no kept publication {'of run ' + run_id if run_id else 'older than the current one'} "
+                                f"in {versions_dir(serving_path)} (kept runs: {kept})")
+    chosen = candidates[0]
+    keep_version(serving_path, keep=len(versions) + 1)
+    tmp = serving_path.with_name(f".{serving_path.name}.rollback.tmp")
+    shutil.copyfile(chosen, tmp)
+    replace_atomically(tmp, serving_path)
+    return chosen
+
+
+def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3) -> dict[str, int]:
     """Build the new serving file from the warehouse ``con`` and swap it in; returns rows per table."""
     serving_path = Path(serving_path).resolve()
     serving_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in serving_path.parent.glob(f".{serving_path.name}.*.tmp*"):  # left by a killed run
+        stale.unlink()
     tmp = serving_path.with_name(f".{serving_path.name}.{record.run_id}.tmp")
-    _remove(tmp)
     ensure_ops_tables(con)
     counts: dict[str, int] = {}
     con.execute(f"attach '{tmp}' as next_release")
@@ -75,12 +140,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         raise
     if tmp.with_name(tmp.name + ".wal").exists():  # DETACH checkpoints; a WAL here would be a bug
         raise RuntimeError(f"{tmp}.wal left behind after detach; refusing to publish a partial file")
-    os.chmod(tmp, 0o644)  # readable by the BI group, writable only by the pipeline
-    os.replace(tmp, serving_path)
-    dir_fd = os.open(serving_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    keep_version(serving_path, keep)
+    replace_atomically(tmp, serving_path)
     run_log.insert(con, record)
     return counts

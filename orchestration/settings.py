@@ -38,6 +38,7 @@ ENV_VARS = {
     "row_count_band": "CRM_ROW_COUNT_BAND",
     "min_value_gini": "CRM_MIN_VALUE_GINI",
     "min_churn_auc": "CRM_MIN_CHURN_AUC",
+    "serving_versions": "CRM_SERVING_VERSIONS",
 }
 
 
@@ -52,7 +53,8 @@ class SettingsError(ValueError):
 
 _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float,
             "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int,
-            "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float}
+            "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float,
+            "serving_versions": int}
 
 
 def env_values() -> dict:
@@ -123,6 +125,9 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     min_churn_auc: float = Field(
         default=_default("min_churn_auc", 0.6), description="Floor for the churn champion's back-test ROC AUC."
+    )
+    serving_versions: int = Field(
+        default=_default("serving_versions", 3), description="Previous publications kept for rollback."
     )
     model_registry_dir: str = Field(
         default=_default("model_registry_dir", str(PROJECT_ROOT / "models")),

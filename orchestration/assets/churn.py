@@ -135,10 +135,12 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
                              f"{champion[0].version} (AUC {old:.3f})")
             champ_name = CHURN_MODEL
             performance += _performance_rows(context.run_id, as_of, metrics, version, champ_name, windows)
-            if not promote:
+            if not promote:  # the challenger's rows are kept for the record; the champion stays in charge
                 for row in performance:
                     if row["model_name"] == CHURN_MODEL:
                         row["is_champion"] = False
+                performance += [row for row in _performance_rows(context.run_id, as_of, {CHURN_MODEL: champion[0].metrics},
+                                                                 champion[0].version, CHURN_MODEL, windows)]
         except ChurnTrainingError as exc:
             decision.update(action="fallback", error=str(exc))
             notes.append(f"churn model not trained: {exc}")

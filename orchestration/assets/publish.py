@@ -77,7 +77,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
             quarantined_by_rule=quarantined,
         )
-        counts = publish(con, settings.serving_file, record)
+        counts = publish(con, settings.serving_file, record, keep=settings.serving_versions)
     context.log.info(f"published {counts} to {settings.serving_file}")
     return dg.MaterializeResult(
         metadata={
