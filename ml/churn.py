@@ -92,9 +92,19 @@ def cutoff_rows(history, outcomes, cutoff, *, horizon_days, levels, clv_horizon_
     return feats, X, y, bt.btyd_prob_no_purchase_churn.to_numpy()
 
 
-def training_set(history, outcomes, cutoffs, *, horizon_days, clv_horizon_days, levels) -> TrainingSet:
-    parts = [cutoff_rows(history, outcomes, c, horizon_days=horizon_days, levels=levels,
-                         clv_horizon_days=clv_horizon_days) for c in cutoffs]
+def training_set(history, outcomes, cutoffs, *, horizon_days, clv_horizon_days, levels,
+                 max_rows: int = 300_000, seed: int = 0) -> TrainingSet:
+    """Stacked examples from several cutoffs; at most ``max_rows`` in all, sampled evenly per cutoff
+    (BG/NBD is fitted on every customer of a cutoff before the sample is drawn)."""
+    per_cutoff = max(1, max_rows // max(1, len(cutoffs)))
+    parts = []
+    for c in cutoffs:
+        feats, X, y, quiet = cutoff_rows(history, outcomes, c, horizon_days=horizon_days, levels=levels,
+                                         clv_horizon_days=clv_horizon_days)
+        if len(feats) > per_cutoff:
+            keep = np.sort(np.random.default_rng(seed).choice(len(feats), per_cutoff, replace=False))
+            feats, X, y, quiet = feats.iloc[keep], X.iloc[keep], y[keep], quiet[keep]
+        parts.append((feats, X, y, quiet))
     return TrainingSet(
         X=pd.concat([p[1] for p in parts], ignore_index=True),
         y=np.concatenate([p[2] for p in parts]),

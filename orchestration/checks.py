@@ -4,9 +4,12 @@
 import dagster as dg
 
 import json
+from datetime import datetime, timezone
 
 from data_quality.contract import ENTITIES
-from data_quality.score_rules import churn_violations, score_violations, value_violations
+from data_quality.score_rules import churn_violations, value_violations
+from data_quality.suites import COLUMNS, SUITES
+from ml.registry import population_stability, score_reference
 from orchestration.assets.churn import customer_churn
 from orchestration.assets.publish import publication
 from orchestration.assets.scoring import customer_scores
@@ -24,10 +27,70 @@ def _result(violations: dict[str, int]) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=customer_scores, blocking=True, description="customer_scores obeys the published contract.")
-def customer_scores_contract(settings: PipelineSettings) -> dg.AssetCheckResult:
+def build_gx_check(asset_key: dg.AssetKey, suite_name: str, expected_count_sql: str | None) -> dg.AssetChecksDefinition:
+    """A blocking check that validates the asset's table with its Great Expectations suite."""
+    table = ".".join(asset_key.path)
+
+    @dg.asset_check(asset=asset_key, name="gx_suite", blocking=True,
+                    description=f"Great Expectations suite data_quality/suites.py:{suite_name} on {table}.")
+    def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
+        from data_quality.gx_gate import validate
+
+        columns = ", ".join(COLUMNS[suite_name])
+        with settings.warehouse() as con:
+            frame = con.sql(f"select {columns} from {table}").to_arrow_table().to_pandas()
+            expected = int(con.execute(expected_count_sql).fetchall()[0][0]) if expected_count_sql else None
+        if frame.empty and not expected:  # an optional entity that is absent: nothing to check
+            return dg.AssetCheckResult(passed=True, description="no rows (optional source absent)")
+        suite = SUITES[suite_name](expected, datetime.now(timezone.utc).replace(tzinfo=None))
+        outcome = validate(settings.gx_dir, suite_name, frame, suite)
+        return dg.AssetCheckResult(
+            passed=outcome.success, severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(outcome.failures) or f"{outcome.evaluated} expectations met",
+            metadata={"expectations": outcome.evaluated, "rows": len(frame),
+                      "data_docs": dg.MetadataValue.path(outcome.docs_index)},
+        )
+
+    return _check
+
+
+GX_CHECKS = [
+    build_gx_check(dg.AssetKey(["staging", "stg_customers"]), "stg_customers", None),
+    build_gx_check(dg.AssetKey(["staging", "stg_orders"]), "stg_orders", None),
+    build_gx_check(dg.AssetKey(["staging", "stg_interactions"]), "stg_interactions", None),
+    build_gx_check(dg.AssetKey(["marts", "customer_features"]), "customer_features", "select count(*) from marts.dim_customers"),
+    build_gx_check(customer_scores.key, "customer_scores", "select count(*) from marts.customer_features"),
+]
+
+PSI_COLUMNS = ("churn_probability", "potential_score")  # bounded, continuous: population stability index
+MEAN_COLUMNS = ("clv", "expected_spend")  # money with a mass at a few values: relative shift of the mean
+MAX_MEAN_SHIFT = 0.5
+
+
+@dg.asset_check(asset=customer_scores, blocking=True,
+                description="Key score distributions have not drifted too far from the last publication "
+                "(PSI of churn_probability and potential_score; relative mean shift of clv and expected_spend).")
+def scores_drift(settings: PipelineSettings) -> dg.AssetCheckResult:
+    import duckdb
+
+    if not settings.serving_file.exists():
+        return dg.AssetCheckResult(passed=True, description="no earlier publication to compare with")
+    cols = ", ".join(PSI_COLUMNS + MEAN_COLUMNS)
+    with duckdb.connect(str(settings.serving_file), read_only=True) as con:
+        previous = con.sql(f"select {cols} from customer_scores").to_arrow_table().to_pandas()
     with settings.warehouse() as con:
-        return _result(score_violations(con, "scores.customer_scores", "marts.customer_features"))
+        current = con.sql(f"select {cols} from scores.customer_scores").to_arrow_table().to_pandas()
+    psi = {c: round(population_stability(score_reference(previous[c].to_numpy()), current[c].to_numpy()), 4)
+           for c in PSI_COLUMNS}
+    shift = {c: round(abs(current[c].mean() - previous[c].mean()) / max(abs(previous[c].mean()), 1e-9), 4)
+             for c in MEAN_COLUMNS}
+    over = [f"{c} PSI {v} > {settings.max_drift_psi} (CRM_MAX_DRIFT_PSI)" for c, v in psi.items() if v > settings.max_drift_psi]
+    over += [f"{c} mean moved {v:.0%} > {MAX_MEAN_SHIFT:.0%}" for c, v in shift.items() if v > MAX_MEAN_SHIFT]
+    return dg.AssetCheckResult(
+        passed=not over, severity=dg.AssetCheckSeverity.ERROR,
+        description=("drift against the last publication: " + "; ".join(over)) if over else f"PSI {psi}, mean shift {shift}",
+        metadata={"psi": dg.MetadataValue.json(psi), "mean_shift": dg.MetadataValue.json(shift)},
+    )
 
 
 @dg.asset_check(asset=customer_value, blocking=True, description="Value predictions are finite, in range, one per customer.")
@@ -121,6 +184,6 @@ def serving_matches_run(context: dg.AssetCheckExecutionContext, settings: Pipeli
 
 
 asset_checks = [
-    customer_scores_contract, customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run,
+    customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run, scores_drift, *GX_CHECKS,
     *[build_row_count_check(entity) for entity in ENTITIES],
 ]

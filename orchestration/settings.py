@@ -39,6 +39,8 @@ ENV_VARS = {
     "min_value_gini": "CRM_MIN_VALUE_GINI",
     "min_churn_auc": "CRM_MIN_CHURN_AUC",
     "serving_versions": "CRM_SERVING_VERSIONS",
+    "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
+    "max_drift_psi": "CRM_MAX_DRIFT_PSI",
 }
 
 
@@ -54,7 +56,7 @@ class SettingsError(ValueError):
 _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float,
             "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int,
             "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float,
-            "serving_versions": int}
+            "serving_versions": int, "max_drift_psi": float}
 
 
 def env_values() -> dict:
@@ -126,6 +128,16 @@ class PipelineSettings(dg.ConfigurableResource):
     min_churn_auc: float = Field(
         default=_default("min_churn_auc", 0.6), description="Floor for the churn champion's back-test ROC AUC."
     )
+    duckdb_memory_limit: str = Field(
+        default=_default("duckdb_memory_limit", "6GB"),
+        description="DuckDB memory limit for the pipeline's connections and dbt (the rest is left to pandas and "
+        "scikit-learn in the same process).",
+    )
+    max_drift_psi: float = Field(
+        default=_default("max_drift_psi", 0.5),
+        description="Stop when churn_probability, clv or potential_score drift further than this population "
+        "stability index from the last publication.",
+    )
     serving_versions: int = Field(
         default=_default("serving_versions", 3), description="Previous publications kept for rollback."
     )
@@ -179,6 +191,11 @@ class PipelineSettings(dg.ConfigurableResource):
         return Path(self.serving_path) if self.serving_path else Path(self.warehouse_path).with_name("serving.duckdb")
 
     @property
+    def gx_dir(self) -> Path:
+        """Great Expectations file context (suites, results, Data Docs): ``gx/`` beside the warehouse."""
+        return Path(self.warehouse_path).resolve().parent / "gx"
+
+    @property
     def reports_dir(self) -> Path:
         """Per-run plots and reports: ``reports/`` beside the warehouse."""
         return Path(self.warehouse_path).resolve().parent / "reports"
@@ -191,11 +208,17 @@ class PipelineSettings(dg.ConfigurableResource):
         outlive the step that opened it (dagster-duckdb's resource leaks its connection on errors).
         """
         Path(self.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.warehouse_path)
+        con = duckdb.connect(self.warehouse_path, config={"memory_limit": self.duckdb_memory_limit})
         try:
             yield con
         finally:
             con.close()
+
+    def load_cutoffs(self, con: duckdb.DuckDBPyConnection, table: str, cutoffs) -> "pd.DataFrame":
+        """Rows of a per-cutoff mart (``customer_features_history``, ``customer_outcomes``) for some cutoffs only."""
+        dates = sorted({str(c) for c in cutoffs})
+        placeholders = ", ".join("cast(? as date)" for _ in dates)
+        return con.sql(f"select * from {table} where as_of_date in ({placeholders})", params=dates).to_arrow_table().to_pandas()
 
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> date:
         """The run's as-of date: the configured one, else the latest order date (capped at today)."""
@@ -230,4 +253,5 @@ class PipelineSettings(dg.ConfigurableResource):
             "reporting_currency": self.reporting_currency,
             "dbt_threads": self.dbt_threads,
             "max_bad_row_share": self.max_bad_row_share,
+            "duckdb_memory_limit": self.duckdb_memory_limit,
         }

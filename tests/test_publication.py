@@ -130,3 +130,20 @@ def test_readers_are_never_locked_out_and_see_whole_publications(two_publication
     assert all(line.endswith(" True") for line in lines)  # never a mixed publication
     seen = {line.split()[1] for line in lines}
     assert seen == {old, new}  # read the old one during the run and the new one after the swap
+
+
+def test_scores_that_drift_from_the_last_publication_are_not_published(two_publications, small_sample, tmp_path, capsys):
+    work, _, _ = two_publications
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    before = _digest(copy / "serving.duckdb")
+    source = tmp_path / "tenfold"
+    shutil.copytree(small_sample, source)
+    duckdb.execute(  # the same customers suddenly spend ten times as much: a unit or currency mistake
+        f"copy (select * replace (cast(cast(amount as double) * 10 as varchar) as amount) "
+        f"from read_csv('{small_sample}/orders.csv', all_varchar=true)) to '{source}/orders.csv' (header)"
+    )
+    assert main(run_args(source, copy)) == 1
+    err = capsys.readouterr().err
+    assert "scores_drift" in err and "clv mean moved" in err
+    assert _digest(copy / "serving.duckdb") == before

@@ -80,19 +80,20 @@
 {%- endmacro %}
 
 {#- The raw record as text, "column=value" pairs, for the quarantine. -#}
-{% macro raw_row(columns) -%}
+{% macro raw_row(columns, relation=none) -%}
+    {%- set prefix = relation ~ '.' if relation else '' -%}
     {%- set parts = [] -%}
     {%- for col in columns -%}
         {%- do parts.append("'" ~ col ~ "='") -%}
-        {%- do parts.append("coalesce(" ~ col ~ ", '')") -%}
+        {%- do parts.append("coalesce(" ~ prefix ~ col ~ ", '')") -%}
         {%- if not loop.last %}{% do parts.append("'; '") %}{% endif -%}
     {%- endfor -%}
     {{ dbt.concat(parts) }}
 {%- endmacro %}
 
 {#- A hash of the raw record's contract columns: duplicates with different hashes conflict. -#}
-{% macro row_hash(columns) -%}
-    {{ dbt.hash(raw_row(columns)) }}
+{% macro row_hash(columns, relation=none) -%}
+    {{ dbt.hash(raw_row(columns, relation)) }}
 {%- endmacro %}
 
 {#- A present-but-unparseable value: text that is there but did not parse. -#}

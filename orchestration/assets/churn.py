@@ -54,12 +54,14 @@ def _lead_fill(history, outcomes, cutoff) -> float:
 )
 def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     h = settings.churn_horizon_days
+    cut = None
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)
-        history = con.sql("select * from marts.customer_features_history").to_arrow_table().to_pandas()
-        outcomes = con.sql("select * from marts.customer_outcomes").to_arrow_table().to_pandas()
+        cut = churn_cutoffs(as_of, h, settings.churn_stacked_cutoffs)
+        needed = [as_of, cut["test"], *cut["backtest_train"], *cut["production_train"]]
+        history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
+        outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
         value = con.sql("select customer_id, prob_no_purchase_churn_horizon from scores.customer_value").to_arrow_table().to_pandas()
-    cut = churn_cutoffs(as_of, h, settings.churn_stacked_cutoffs)
     registry = Registry(settings.model_registry_dir, "churn")
     champion = registry.champion()
     kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days)

@@ -42,11 +42,13 @@ def _has_tabulate() -> bool:
 def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)
-        history = con.sql("select * from marts.customer_features_history").to_arrow_table().to_pandas()
-        outcomes = con.sql("select * from marts.customer_outcomes").to_arrow_table().to_pandas()
+        cutoffs = settings.cutoffs(as_of)
+        needed = [as_of, cutoffs["clv_test"], cutoffs["clv_train"], cutoffs["churn_test"]]
+        history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
+        outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
     context.log.info(f"value models: {len(history):,} feature rows over {history.as_of_date.nunique()} cutoffs")
     result = run_value_models(
-        history, outcomes, as_of=as_of, cutoffs=settings.cutoffs(as_of),
+        history, outcomes, as_of=as_of, cutoffs=cutoffs,
         horizon_days=settings.clv_horizon_days, churn_horizon_days=settings.churn_horizon_days,
         annual_discount_rate=settings.annual_discount_rate, run_id=context.run_id,
     )

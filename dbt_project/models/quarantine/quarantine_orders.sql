@@ -1,9 +1,17 @@
 -- Raw orders rows that break the data contract: kept, never dropped, with the rule they break.
 
+{%- set contract = ['order_id', 'customer_id', 'ordered_at', 'amount', 'status', 'currency', 'product_category', 'quantity', 'sales_channel'] %}
+
 with checked as (
 
-    select * from {{ ref('stg_orders_checked') }}
+    select _source_row, reject_reason from {{ ref('stg_orders_checked') }}
     where reject_reason is not null
+
+),
+
+source as (
+
+    select * from {{ source('raw', 'orders') }}
 
 ),
 
@@ -12,12 +20,13 @@ final as (
     select
         '{{ var("run_id") }}' as run_id,
         'orders' as entity,
-        _source_file as source_file,
-        _source_row as source_row,
-        reject_reason as rule,
-        raw_row
+        source._source_file as source_file,
+        source._source_row as source_row,
+        checked.reject_reason as rule,
+        {{ raw_row(contract, 'source') }} as raw_row
 
     from checked
+    inner join source on checked._source_row = source._source_row
 
 )
 

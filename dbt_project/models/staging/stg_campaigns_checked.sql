@@ -13,8 +13,6 @@ parsed as (
     select
         _source_file,
         _source_row,
-        {{ raw_row(contract) }} as raw_row,
-        {{ row_hash(contract) }} as row_hash,
         {{ clean_text('campaign_id') }} as campaign_id,
         {{ clean_text('name') }} as campaign_name,
         lower({{ clean_text('channel') }}) as channel,
@@ -29,13 +27,24 @@ parsed as (
 
 ),
 
-conflicting_keys as (
+repeated_keys as (
 
     select campaign_id
     from parsed
     where campaign_id is not null
     group by campaign_id
-    having count(distinct row_hash) > 1
+    having count(*) > 1
+
+),
+
+conflicting_keys as (
+
+    -- only repeated keys are hashed: comparing whole rows is the expensive part
+    select {{ clean_text('source.campaign_id') }} as campaign_id
+    from source
+    inner join repeated_keys on {{ clean_text('source.campaign_id') }} = repeated_keys.campaign_id
+    group by {{ clean_text('source.campaign_id') }}
+    having count(distinct {{ row_hash(contract, 'source') }}) > 1
 
 ),
 

@@ -17,8 +17,6 @@ parsed as (
     select
         _source_file,
         _source_row,
-        {{ raw_row(contract) }} as raw_row,
-        {{ row_hash(contract) }} as row_hash,
         {{ clean_text('customer_id') }} as customer_id,
         {{ clean_text('created_at') }} as created_at_text,
         {{ parse_timestamp('created_at') }} as created_at,
@@ -46,13 +44,27 @@ parsed as (
 
 ),
 
-conflicting_records as (
+repeated_records as (
 
     select customer_id, coalesce(cast(updated_at as {{ dbt.type_string() }}), '') as updated_key
     from parsed
     where customer_id is not null
     group by customer_id, coalesce(cast(updated_at as {{ dbt.type_string() }}), '')
-    having count(distinct row_hash) > 1
+    having count(*) > 1
+
+),
+
+conflicting_records as (
+
+    -- only repeated (customer_id, updated_at) pairs are hashed: comparing whole rows is the expensive part
+    select repeated_records.customer_id, repeated_records.updated_key
+    from parsed
+    inner join source on parsed._source_row = source._source_row
+    inner join repeated_records
+        on parsed.customer_id = repeated_records.customer_id
+        and coalesce(cast(parsed.updated_at as {{ dbt.type_string() }}), '') = repeated_records.updated_key
+    group by repeated_records.customer_id, repeated_records.updated_key
+    having count(distinct {{ row_hash(contract, 'source') }}) > 1
 
 ),
 

@@ -21,8 +21,6 @@ parsed as (
     select
         _source_file,
         _source_row,
-        {{ raw_row(contract) }} as raw_row,
-        {{ row_hash(contract) }} as row_hash,
         {{ clean_text('interaction_id') }} as interaction_id,
         {{ clean_text('customer_id') }} as customer_id,
         {{ clean_text('occurred_at') }} as occurred_at_text,
@@ -43,13 +41,24 @@ parsed as (
 
 ),
 
-conflicting_keys as (
+repeated_keys as (
 
     select interaction_id
     from parsed
     where interaction_id is not null
     group by interaction_id
-    having count(distinct row_hash) > 1
+    having count(*) > 1
+
+),
+
+conflicting_keys as (
+
+    -- only repeated keys are hashed: comparing whole rows is the expensive part
+    select {{ clean_text('source.interaction_id') }} as interaction_id
+    from source
+    inner join repeated_keys on {{ clean_text('source.interaction_id') }} = repeated_keys.interaction_id
+    group by {{ clean_text('source.interaction_id') }}
+    having count(distinct {{ row_hash(contract, 'source') }}) > 1
 
 ),
 

@@ -21,8 +21,6 @@ parsed as (
     select
         _source_file,
         _source_row,
-        {{ raw_row(contract) }} as raw_row,
-        {{ row_hash(contract) }} as row_hash,
         {{ clean_text('order_id') }} as order_id,
         {{ clean_text('customer_id') }} as customer_id,
         {{ clean_text('ordered_at') }} as ordered_at_text,
@@ -40,13 +38,24 @@ parsed as (
 
 ),
 
-conflicting_keys as (
+repeated_keys as (
 
     select order_id
     from parsed
     where order_id is not null
     group by order_id
-    having count(distinct row_hash) > 1
+    having count(*) > 1
+
+),
+
+conflicting_keys as (
+
+    -- only repeated keys are hashed: comparing whole rows is the expensive part
+    select {{ clean_text('source.order_id') }} as order_id
+    from source
+    inner join repeated_keys on {{ clean_text('source.order_id') }} = repeated_keys.order_id
+    group by {{ clean_text('source.order_id') }}
+    having count(distinct {{ row_hash(contract, 'source') }}) > 1
 
 ),
 
