@@ -27,7 +27,7 @@ SCORE_COLUMNS = [
     "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
     "expected_spend", "clv", "clv_model", "potential_score", "potential_rank", "priority_tier",
     "rfm_segment", "lifecycle_stage", "value_segment", "next_best_action", "next_category",
-    "top_reasons", "model_versions", "churn_flag", "potential_drivers", "r_score", "f_score", "m_score",
+    "top_reasons", "model_versions", "churn_flag", "potential_drivers", "r_score", "f_score", "m_score", "customer_key",
 ]
 
 
@@ -89,6 +89,7 @@ def score_customers(
     value: pd.DataFrame,
     churn: pd.DataFrame,
     *,
+    pseudonyms: pd.DataFrame | None = None,
     run_id: str,
     currency: str = "EUR",
 ) -> pd.DataFrame:
@@ -130,4 +131,6 @@ def score_customers(
     out["churn_flag"] = c["churn_flag"].to_numpy()
     out["potential_drivers"] = potential_drivers(clv_pct, out["churn_probability"].to_numpy(), reach)
     out[["r_score", "f_score", "m_score"]] = rfm
+    keys = pseudonyms if pseudonyms is not None else pd.DataFrame({"customer_id": [], "customer_key": []})
+    out["customer_key"] = out[["customer_id"]].merge(keys, on="customer_id", how="left")["customer_key"].to_numpy()
     return out[SCORE_COLUMNS]

@@ -68,6 +68,7 @@ def _settings_from_args(args: argparse.Namespace) -> PipelineSettings:
         "churn_horizon_days": args.churn_horizon_days,
         "clv_horizon_days": args.clv_horizon_days,
         "model_registry_dir": str(Path(args.models).resolve()) if getattr(args, "models", None) else None,
+        "erase_file": str(Path(args.erase).resolve()) if getattr(args, "erase", None) else None,
     }
     try:
         return PipelineSettings.from_env(**overrides)
@@ -280,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--churn-horizon-days", type=int, metavar="N", help=f"churn window ({ENV_VARS['churn_horizon_days']}; default 90)")
     run.add_argument("--clv-horizon-days", type=int, metavar="N", help=f"CLV window ({ENV_VARS['clv_horizon_days']}; default 365)")
     run.add_argument("--models", metavar="DIR", help=f"model registry ({ENV_VARS['model_registry_dir']}; default models/)")
+    run.add_argument("--erase", metavar="FILE",
+                     help=f"customer ids to erase, one per line ({ENV_VARS['erase_file']}); kept and applied to every later run")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster console log level (default INFO; DEBUG also shows every dbt line)")
     run.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
     run.set_defaults(func=cmd_run)

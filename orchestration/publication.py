@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from data_quality.pii import erased_ids, pseudonymise, scrub_file
 from orchestration import run_log
 
 MODEL_PERFORMANCE_DDL = """
@@ -37,6 +38,7 @@ create table if not exists ops.model_performance (
 # published table -> the warehouse query that fills it
 PUBLISHED_TABLES = {
     "customer_scores": "select * from scores.customer_scores order by potential_rank",
+    "customer_profile": "select * from marts.customer_profile order by customer_key",
     "model_performance": "select * from ops.model_performance",
 }
 
@@ -113,7 +115,8 @@ def rollback(serving_path: Path, run_id: str | None = None) -> Path:
     return chosen
 
 
-def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3) -> dict[str, int]:
+def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3,
+            pseudonym_key: bytes | None = None) -> dict[str, int]:
     """Build the new serving file from the warehouse ``con`` and swap it in; returns rows per table."""
     serving_path = Path(serving_path).resolve()
     serving_path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,4 +146,8 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     keep_version(serving_path, keep)
     replace_atomically(tmp, serving_path)
     run_log.insert(con, record)
+    erased = erased_ids(con)
+    keys = pseudonymise(erased, pseudonym_key) if erased and pseudonym_key else []
+    for version in list_versions(serving_path):  # erasure reaches the kept publications too
+        scrub_file(version, erased, keys)
     return counts

@@ -41,6 +41,7 @@ ENV_VARS = {
     "serving_versions": "CRM_SERVING_VERSIONS",
     "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
     "max_drift_psi": "CRM_MAX_DRIFT_PSI",
+    "erase_file": "CRM_ERASE_FILE",
 }
 
 
@@ -138,6 +139,10 @@ class PipelineSettings(dg.ConfigurableResource):
         description="Stop when churn_probability, clv or potential_score drift further than this population "
         "stability index from the last publication.",
     )
+    erase_file: str = Field(
+        default=_default("erase_file", ""),
+        description="File of customer ids to erase (one per line); recorded and applied on this and every later run.",
+    )
     serving_versions: int = Field(
         default=_default("serving_versions", 3), description="Previous publications kept for rollback."
     )
@@ -194,6 +199,10 @@ class PipelineSettings(dg.ConfigurableResource):
     def gx_dir(self) -> Path:
         """Great Expectations file context (suites, results, Data Docs): ``gx/`` beside the warehouse."""
         return Path(self.warehouse_path).resolve().parent / "gx"
+
+    @property
+    def pseudonym_key_file(self) -> Path:
+        return Path(self.warehouse_path).resolve().parent / ".pseudonym.key"
 
     @property
     def reports_dir(self) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_quality.contract import ENTITIES
+from data_quality.pii import pseudonym_key
 from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.publication import publish
@@ -77,7 +78,8 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
             quarantined_by_rule=quarantined,
         )
-        counts = publish(con, settings.serving_file, record, keep=settings.serving_versions)
+        counts = publish(con, settings.serving_file, record, keep=settings.serving_versions,
+                         pseudonym_key=pseudonym_key(settings.pseudonym_key_file))
     context.log.info(f"published {counts} to {settings.serving_file}")
     return dg.MaterializeResult(
         metadata={
