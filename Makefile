@@ -11,7 +11,7 @@ SAMPLE_CUSTOMERS ?= 5000
 SAMPLE_SEED ?= 42
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: help venv run sample test ui manifest bench docs clean
+.PHONY: help venv run sample test browser ui manifest bench docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,8 +32,16 @@ sample: $(SAMPLE_DIR)/customers.csv  ## generate the bundled sample data if miss
 run: $(STAMP) sample  ## run the whole nightly job on the sample data
 	$(BIN)/crm-potential run --source $(SAMPLE_DIR)
 
-test: $(STAMP)  ## run the test suite
-	$(BIN)/python -m pytest
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /usr/bin/chromium)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:  ## install Debian's Chromium if missing (the run-report test opens the report in it)
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt-get) for the run-report test"; \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+
+test: $(STAMP) browser  ## run the test suite
+	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 ui: $(STAMP) sample  ## open the Dagster UI on the same definitions
 	mkdir -p $(DAGSTER_HOME)

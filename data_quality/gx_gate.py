@@ -77,5 +77,9 @@ def validate(root: Path, asset: str, frame: pd.DataFrame, suite) -> GxOutcome:
                     f"{cfg.type}" + (f"({column})" if column else "")
                     + (f": {count} row(s), e.g. {sample}" if count else f": observed {r.result.get('observed_value')}")
                 )
-    index = Path(root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return GxOutcome(result.success, failures, evaluated, str(index))
+    return GxOutcome(result.success, failures, evaluated, str(data_docs_index(root)))
+
+
+def data_docs_index(root: Path) -> Path:
+    """The Data Docs site's front page in the file context at ``root``."""
+    return Path(root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"

@@ -9,6 +9,21 @@ import pandas as pd
 DEFAULT_TIER_BOUNDS = {"A": 0.10, "B": 0.30, "C": 0.60, "D": 1.0}
 
 
+def parse_tier_bounds(text: str) -> dict[str, float]:
+    """``"A=0.10,B=0.30,C=0.60,D=1.0"`` -> ordered dict of upper rank-percentile bounds."""
+    bounds: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, number = item.partition("=")
+        try:
+            bounds[name.strip()] = float(number)
+        except ValueError:
+            raise ValueError(f"tier bounds: {item!r} is not name=fraction (e.g. A=0.10)") from None
+    values = list(bounds.values())
+    if not values or values != sorted(values) or abs(values[-1] - 1.0) > 1e-9 or values[0] <= 0:
+        raise ValueError(f"tier bounds {text!r}: fractions must rise and the last must be 1.0 (e.g. A=0.10,B=0.30,C=0.60,D=1.0)")
+    return bounds
+
+
 def potential_rank(score: pd.Series, clv: pd.Series, customer_id: pd.Series) -> pd.Series:
     """1 = highest score; ties broken by higher CLV, then by customer_id (ascending)."""
     order = np.lexsort((customer_id.astype(str).to_numpy(), -clv.to_numpy(dtype=float), -score.to_numpy(dtype=float)))

@@ -6,11 +6,15 @@ import dagster as dg
 import json
 from datetime import datetime, timezone
 
+import pyarrow as pa
+
 from data_quality.contract import ENTITIES
+from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, erased_ids
 from data_quality.score_rules import churn_violations, value_violations
 from data_quality.suites import COLUMNS, SUITES
 from ml.registry import population_stability, score_reference
 from orchestration.assets.churn import customer_churn
+from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS, ERASURE_REQUESTS
 from orchestration.assets.publish import publication
 from orchestration.assets.scoring import customer_scores
 from orchestration.assets.value_models import customer_value
@@ -183,7 +187,35 @@ def serving_matches_run(context: dg.AssetCheckExecutionContext, settings: Pipeli
                                description=f"serving holds run(s) {runs} with {n:,} rows; expected {expected:,}")
 
 
+@dg.asset_check(asset=ERASURE_REQUESTS, blocking=True,
+                description="No erased customer is left in raw.customers, raw.orders or raw.interactions.")
+def erasure_applied(settings: PipelineSettings) -> dg.AssetCheckResult:
+    with settings.warehouse() as con:
+        ids = erased_ids(con)
+        con.register("erased_df", pa.table({"customer_id": ids}))
+        left = {table: con.execute(f"select count(*) from raw.{table} where trim(customer_id) in "
+                                   "(select customer_id from erased_df)").fetchall()[0][0]
+                for table in PERSONAL_TABLES_WITH_CUSTOMER_ID
+                if con.execute("select count(*) from information_schema.tables where table_schema = 'raw' "
+                               "and table_name = ?", [table]).fetchall()[0][0]}
+        con.unregister("erased_df")
+    return _result({f"erased customer rows left in raw.{table}": n for table, n in left.items()})
+
+
+@dg.asset_check(asset=CUSTOMER_PSEUDONYMS, blocking=True,
+                description="One pseudonym per known customer: none null, none shared by two customers.")
+def pseudonyms_one_per_customer(settings: PipelineSettings) -> dg.AssetCheckResult:
+    with settings.warehouse() as con:
+        n_ids, n_keys, n_null, n_customers = con.execute(
+            "select count(distinct customer_id), count(distinct customer_key), count(*) - count(customer_key), "
+            "(select count(distinct trim(customer_id)) from raw.customers where nullif(trim(customer_id), '') is not null) "
+            "from ops.customer_pseudonyms").fetchall()[0]
+    return _result({"null pseudonyms": n_null, "pseudonyms shared by several customers": n_ids - n_keys,
+                    "customers without a pseudonym": n_customers - n_ids})
+
+
 asset_checks = [
+    erasure_applied, pseudonyms_one_per_customer,
     customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run, scores_drift, *GX_CHECKS,
     *[build_row_count_check(entity) for entity in ENTITIES],
 ]

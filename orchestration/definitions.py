@@ -5,10 +5,11 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.assets.dbt import dbt_models
+from orchestration.assets.dbt import dbt_analytics, dbt_models
 from orchestration.assets.churn import customer_churn
 from orchestration.assets.ingest import ingest_assets
 from orchestration.assets.publish import publication
+from orchestration.assets.report import report_complete, run_report
 from orchestration.assets.scoring import customer_scores
 from orchestration.assets.value_models import customer_value
 from orchestration.checks import asset_checks
@@ -17,8 +18,9 @@ from orchestration.jobs import nightly_job, nightly_schedule
 from orchestration.settings import PipelineSettings
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, dbt_models, customer_value, customer_churn, customer_scores, publication],
-    asset_checks=asset_checks,
+    assets=[*ingest_assets, dbt_models, customer_value, customer_churn, customer_scores, dbt_analytics,
+            publication, run_report],
+    asset_checks=[*asset_checks, report_complete],
     jobs=[nightly_job],
     schedules=[nightly_schedule],
     resources={

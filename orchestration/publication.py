@@ -37,10 +37,33 @@ create table if not exists ops.model_performance (
 
 # published table -> the warehouse query that fills it
 PUBLISHED_TABLES = {
-    "customer_scores": "select * from scores.customer_scores order by potential_rank",
+    "customer_scores": "select * from analytics.customer_scores order by potential_rank",
     "customer_profile": "select * from marts.customer_profile order by customer_key",
+    "segment_summary": "select * from analytics.segment_summary order by segment_type, cut_type, cut_value, segment",
+    "lifecycle_funnel": "select * from analytics.lifecycle_funnel order by period_end, from_stage, to_stage_order",
+    "campaign_effectiveness": "select * from analytics.campaign_effectiveness order by campaign_id, segment",
     "model_performance": "select * from ops.model_performance",
 }
+# where each published table's documentation (dbt descriptions, persisted as DuckDB comments) lives
+DOCUMENTED_IN = {"customer_scores": "analytics", "customer_profile": "marts", "segment_summary": "analytics",
+                 "lifecycle_funnel": "analytics", "campaign_effectiveness": "analytics"}
+
+
+def copy_comments(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
+    """Carry the table and column descriptions dbt persisted in the warehouse over to the new release."""
+    statements = []
+    for table, schema in DOCUMENTED_IN.items():
+        for (comment,) in con.execute("select comment from duckdb_tables() where database_name = current_database() "
+                                      "and schema_name = ? and table_name = ? and comment is not null",
+                                      [schema, table]).fetchall():
+            statements.append((f"comment on table {catalog}.main.{table} is ?", comment))
+        for column, comment in con.execute(
+                "select column_name, comment from duckdb_columns() where database_name = current_database() "
+                "and schema_name = ? and table_name = ? and comment is not null", [schema, table]).fetchall():
+            statements.append((f'comment on column {catalog}.main.{table}."{column}" is ?', comment))
+    for sql, comment in statements:
+        con.execute(sql.replace("?", "'" + comment.replace("'", "''") + "'"))
+    return len(statements)
 
 
 def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -130,6 +153,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         for name, sql in PUBLISHED_TABLES.items():
             con.execute(f"create table next_release.main.{name} as {sql}")
             counts[name] = con.execute(f"select count(*) from next_release.main.{name}").fetchall()[0][0]
+        copy_comments(con, "next_release")
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
         counts["pipeline_runs"] = con.execute("select count(*) from next_release.main.pipeline_runs").fetchall()[0][0]

@@ -38,10 +38,15 @@ ENV_VARS = {
     "row_count_band": "CRM_ROW_COUNT_BAND",
     "min_value_gini": "CRM_MIN_VALUE_GINI",
     "min_churn_auc": "CRM_MIN_CHURN_AUC",
+    "min_buyer_share": "CRM_MIN_BUYER_SHARE",
     "serving_versions": "CRM_SERVING_VERSIONS",
     "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
     "max_drift_psi": "CRM_MAX_DRIFT_PSI",
     "erase_file": "CRM_ERASE_FILE",
+    "potential_weights": "CRM_POTENTIAL_WEIGHTS",
+    "tier_bounds": "CRM_TIER_BOUNDS",
+    "action_rules_file": "CRM_ACTION_RULES",
+    "response_window_days": "CRM_RESPONSE_WINDOW_DAYS",
 }
 
 
@@ -129,6 +134,11 @@ class PipelineSettings(dg.ConfigurableResource):
     min_churn_auc: float = Field(
         default=_default("min_churn_auc", 0.6), description="Floor for the churn champion's back-test ROC AUC."
     )
+    min_buyer_share: float = Field(
+        default=_default("min_buyer_share", 0.01),
+        description="Stop when fewer than this share of known customers have a completed purchase in view "
+        "(orders no longer joining their customers).",
+    )
     duckdb_memory_limit: str = Field(
         default=_default("duckdb_memory_limit", "6GB"),
         description="DuckDB memory limit for the pipeline's connections and dbt (the rest is left to pandas and "
@@ -138,6 +148,22 @@ class PipelineSettings(dg.ConfigurableResource):
         default=_default("max_drift_psi", 0.5),
         description="Stop when churn_probability, clv or potential_score drift further than this population "
         "stability index from the last publication.",
+    )
+    potential_weights: str = Field(
+        default=_default("potential_weights", "value=0.45,retention=0.25,headroom=0.15,reach=0.15"),
+        description="Weights of the potential score's parts (value, retention, headroom, reach); see ml/potential.py.",
+    )
+    tier_bounds: str = Field(
+        default=_default("tier_bounds", "A=0.10,B=0.30,C=0.60,D=1.0"),
+        description="Priority tiers by potential-rank percentile: each tier's upper bound (the last must be 1.0).",
+    )
+    action_rules_file: str = Field(
+        default=_default("action_rules_file", ""),
+        description="CSV rule table for next best actions (empty: the bundled ml/next_best_action_rules.csv).",
+    )
+    response_window_days: int = Field(
+        default=_default("response_window_days", 30),
+        description="campaign_effectiveness counts revenue within this many days after a campaign response.",
     )
     erase_file: str = Field(
         default=_default("erase_file", ""),
@@ -204,6 +230,17 @@ class PipelineSettings(dg.ConfigurableResource):
     def pseudonym_key_file(self) -> Path:
         return Path(self.warehouse_path).resolve().parent / ".pseudonym.key"
 
+    def scoring_rules(self):
+        """Potential weights, tier bounds and the action rule table, parsed (clear errors when malformed)."""
+        from ml.actions import load_rules
+        from ml.potential import parse_weights
+        from ml.ranking import parse_tier_bounds
+        from ml.scoring import ScoringRules
+
+        return ScoringRules(weights=parse_weights(self.potential_weights),
+                            tier_bounds=parse_tier_bounds(self.tier_bounds),
+                            action_rules=load_rules(self.action_rules_file or None))
+
     @property
     def reports_dir(self) -> Path:
         """Per-run plots and reports: ``reports/`` beside the warehouse."""
@@ -262,5 +299,7 @@ class PipelineSettings(dg.ConfigurableResource):
             "reporting_currency": self.reporting_currency,
             "dbt_threads": self.dbt_threads,
             "max_bad_row_share": self.max_bad_row_share,
+            "min_buyer_share": self.min_buyer_share,
+            "response_window_days": self.response_window_days,
             "duckdb_memory_limit": self.duckdb_memory_limit,
         }

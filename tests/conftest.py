@@ -44,3 +44,23 @@ def run_args(source: Path, work: Path, *extra: str) -> list[str]:
         "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
         "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet", *extra,
     ]
+
+
+def published_run_id(serving: Path) -> str:
+    import duckdb
+
+    with duckdb.connect(str(serving), read_only=True) as con:
+        return con.execute("select distinct run_id from customer_scores").fetchall()[0][0]
+
+
+@pytest.fixture(scope="session")
+def two_publications(small_sample, tmp_path_factory):
+    """Two real runs into one work folder (as of 2026-08-31, then the default as-of date). Treat as
+    read-only; copy the folder to change it. Returns (folder, first run id, second run id)."""
+    from orchestration.cli import main
+
+    work = tmp_path_factory.mktemp("wap")
+    assert main(run_args(small_sample, work, "--as-of", "2026-08-31")) == 0
+    first = published_run_id(work / "serving.duckdb")
+    assert main(run_args(small_sample, work)) == 0
+    return work, first, published_run_id(work / "serving.duckdb")

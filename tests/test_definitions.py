@@ -39,3 +39,15 @@ def test_nightly_schedule_at_two():
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.job_name == "nightly"
     assert isinstance(schedule, dg.ScheduleDefinition)
+
+
+def test_every_asset_has_a_blocking_check_and_every_check_blocks():
+    from orchestration.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    checked = {key.asset_key for key in graph.asset_check_keys}
+    unchecked = [key.to_user_string() for key in graph.get_all_asset_keys()
+                 if graph.get(key).is_materializable and key not in checked]
+    assert unchecked == []
+    not_blocking = [key.name for key in graph.asset_check_keys if not graph.get_check_spec(key).blocking]
+    assert not_blocking == []

@@ -17,6 +17,7 @@ import pytest
 
 from orchestration.cli import main
 from orchestration.publication import list_versions
+from tests.conftest import published_run_id as _run_id
 from tests.conftest import run_args
 
 pytestmark = pytest.mark.slow
@@ -27,18 +28,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run_id(serving: Path) -> str:
-    with duckdb.connect(str(serving), read_only=True) as con:
-        return con.execute("select distinct run_id from customer_scores").fetchall()[0][0]
-
-
-@pytest.fixture(scope="module")
-def two_publications(small_sample, tmp_path_factory):
-    work = tmp_path_factory.mktemp("wap")
-    assert main(run_args(small_sample, work, "--as-of", "2026-08-31")) == 0
-    first = _run_id(work / "serving.duckdb")
-    assert main(run_args(small_sample, work)) == 0
-    return work, first, _run_id(work / "serving.duckdb")
 
 
 def test_rollback_restores_the_previous_publication_and_can_be_undone(two_publications, tmp_path):
@@ -56,15 +45,31 @@ def test_rollback_restores_the_previous_publication_and_can_be_undone(two_public
     assert main(["rollback", "--serving", str(serving), "--to", "no-such-run"]) == 2
 
 
-def test_a_gate_failure_publishes_nothing(two_publications, small_sample, tmp_path, monkeypatch, capsys):
+# layer -> (environment that makes its gate fail, phrases the error must show). The raw and staging
+# layers are broken through their input in test_bad_input.py, the scores layer in the drift test below.
+LAYER_FAILURES = {
+    "marts": ({"CRM_MIN_BUYER_SHARE": "0.99"}, ["assert_buyer_share_above_floor", "customer_features"]),
+    "models": ({"CRM_MIN_CHURN_AUC": "0.999"}, ["model_metric_floors", "below the floor 0.999"]),
+}
+
+
+@pytest.mark.parametrize("layer", list(LAYER_FAILURES))
+def test_a_gate_failure_publishes_nothing(layer, two_publications, small_sample, tmp_path, monkeypatch, capsys):
     work, _, _ = two_publications
     copy = tmp_path / "copy"
     shutil.copytree(work, copy)
     before = _digest(copy / "serving.duckdb")
-    monkeypatch.setenv("CRM_MIN_CHURN_AUC", "0.999")  # the models layer: a metric below its floor
+    environment, phrases = LAYER_FAILURES[layer]
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     assert main(run_args(small_sample, copy, "--as-of", "2026-09-29")) == 1
     err = capsys.readouterr().err
-    assert "model_metric_floors" in err and "below the floor 0.999" in err
+    for phrase in phrases:
+        assert phrase in err, (layer, phrase, err[-3000:])
+    assert "nothing was published" in err
+    with duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True) as con:
+        published = con.execute("select count(*) from ops.pipeline_runs where published and as_of_date = '2026-09-29'")
+        assert published.fetchall()[0][0] == 0
     assert _digest(copy / "serving.duckdb") == before
 
 

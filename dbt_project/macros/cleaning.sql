@@ -36,8 +36,18 @@
     try_cast({{ expr }} as {{ data_type }})
 {%- endmacro %}
 
+{#- Numbers parse as 64-bit floats (dbt.type_float() is 32-bit on DuckDB: 7 digits, cents lost on large
+    amounts). 'double' is understood by DuckDB, Spark, Snowflake and Databricks. -#}
+{% macro type_double() -%}
+    {{ return(adapter.dispatch('type_double', 'crm_potential')()) }}
+{%- endmacro %}
+
+{% macro default__type_double() -%}double{%- endmacro %}
+
+{% macro postgres__type_double() -%}double precision{%- endmacro %}
+
 {% macro parse_number(col) -%}
-    {{ try_cast_to(clean_text(col), dbt.type_float()) }}
+    {{ try_cast_to(clean_text(col), type_double()) }}
 {%- endmacro %}
 
 {#- Integers: "3" and "3.0" parse, "3.5" and "three" do not. -#}

@@ -55,6 +55,8 @@ cols += [
  ("last_nps_score", "Latest NPS answer (0..10).", None),
  ("campaign_response_rate", "Campaigns responded to / campaigns interacted with.", None),
  ("days_since_last_interaction", "Days since the latest interaction (null without any).", "range0"),
+ ("lifecycle_stage", "prospect, new, active, repeat, loyal, at risk, lapsed or churned (rules: macros/lifecycle_stage.sql).",
+  "[not_null, {accepted_values: {arguments: {values: [prospect, new, active, repeat, loyal, 'at risk', lapsed, churned]}}}]"),
 ]
 out = ["version: 2", "", "models:"]
 def model(name, desc, columns, tests=None):
@@ -118,4 +120,8 @@ model("customer_outcomes",
        ("purchase_days_clv_window", "Days with a completed order in the CLV window (BTYD transactions).", "range0"),
        ("spend_clv_window", "Spend on completed orders in the CLV window after the cutoff.", "range0")],
       tests=["- unique_combination:", "    arguments:", "      columns: [as_of_date, customer_id]"])
-open('marts/_marts.yml', 'w').write("\n".join(out) + "\n")
+# models written by hand (customer_profile, with its enforced contract) follow the marker and are kept
+MARKER = "  # --- written by hand below; generate_marts_yml.py keeps this part ---"
+previous = open('marts/_marts.yml').read()
+kept = previous[previous.index(MARKER):] if MARKER in previous else MARKER + "\n"
+open('marts/_marts.yml', 'w').write("\n".join(out) + "\n" + kept)

@@ -28,11 +28,28 @@ class CrmDbtTranslator(DagsterDbtTranslator):
 translator = CrmDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator)
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+ANALYTICS = "path:models/analytics"
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars."""
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)
     dbt_vars = settings.dbt_vars(as_of, context.run_id)
     context.log.info(f"dbt build as of {as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            exclude=ANALYTICS)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    """Staging, quarantine, intermediate and marts: everything the models need."""
+    yield from _build(context, dbt, settings)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            select=ANALYTICS, name="dbt_analytics")
+def dbt_analytics(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    """The published analyst tables, built on the scores: customer_scores (typed, with its contract),
+    segment_summary, lifecycle_funnel and campaign_effectiveness."""
+    yield from _build(context, dbt, settings)

@@ -17,6 +17,9 @@ from orchestration.settings import PipelineSettings
 
 PUBLICATION = dg.AssetKey(["serving", "publication"])
 QUARANTINE_KEYS = [dg.AssetKey(["quarantine", f"quarantine_{entity}"]) for entity in ENTITIES]
+PUBLISHED_MODEL_KEYS = [dg.AssetKey(["analytics", name]) for name in
+                        ("customer_scores", "segment_summary", "lifecycle_funnel", "campaign_effectiveness")
+                        ] + [dg.AssetKey(["marts", "customer_profile"])]
 
 
 def run_facts(context: dg.AssetExecutionContext) -> dict:
@@ -46,10 +49,11 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
 
 @dg.asset(
     key=PUBLICATION,
-    deps=[CUSTOMER_SCORES, *QUARANTINE_KEYS],
+    deps=[CUSTOMER_SCORES, *PUBLISHED_MODEL_KEYS, *QUARANTINE_KEYS],
     group_name="publish",
     kinds={"duckdb"},
-    description="The serving database (customer_scores, model_performance, pipeline_runs), replaced atomically.",
+    description="The serving database (customer_scores, customer_profile, segment_summary, lifecycle_funnel, "
+    "campaign_effectiveness, model_performance, pipeline_runs), replaced atomically.",
 )
 def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     facts = run_facts(context)

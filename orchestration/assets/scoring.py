@@ -1,9 +1,13 @@
 """Customer scores: reads ``marts.customer_features`` and writes ``scores.customer_scores``."""
 
 
-import dagster as dg
+from pathlib import Path
 
-from ml.scoring import score_customers
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from ml.scoring import PREVIOUS, score_customers
 from orchestration.assets.churn import CUSTOMER_CHURN
 from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS
 from orchestration.assets.value_models import CUSTOMER_VALUE
@@ -15,25 +19,33 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
 
 @dg.asset(
     key=CUSTOMER_SCORES,
-    deps=[CUSTOMER_FEATURES, CUSTOMER_VALUE, CUSTOMER_CHURN, CUSTOMER_PSEUDONYMS],
+    deps=[CUSTOMER_FEATURES, CUSTOMER_VALUE, CUSTOMER_CHURN, CUSTOMER_PSEUDONYMS,
+          dg.AssetKey(["intermediate", "int_customer_categories"])],
     group_name="scoring",
     kinds={"python", "duckdb"},
-    description="One row per customer with every customer_scores column of the data contract "
-    "(interim RFM-and-rate rules until the value and churn models land; see ml.scoring.py).",
+    description="One row per customer: model predictions, potential score, rank, tier, segments, clusters, "
+    "next category and next best action (see ml/scoring.py).",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    rules = settings.scoring_rules()
     with settings.warehouse() as con:
+        as_of = settings.resolve_as_of(con)
         features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
         value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
         churn = con.sql("select * from scores.customer_churn").to_arrow_table().to_pandas()
         keys = con.sql("select customer_id, customer_key from ops.customer_pseudonyms").to_arrow_table().to_pandas()
-        scores = score_customers(features, value, churn, pseudonyms=keys, run_id=context.run_id,
-                                 currency=settings.reporting_currency)
+        categories = con.execute(
+            "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories "
+            "where cutoff_date = ?", [as_of]).to_arrow_table().to_pandas()
+        previous = last_published_segments(settings.serving_file)
+        scores, facts = score_customers(features, value, churn, run_id=context.run_id, categories=categories,
+                                        pseudonyms=keys, previous=previous, rules=rules)
         con.execute("create schema if not exists scores")
         con.register("scores_df", scores)
         con.execute("create or replace table scores.customer_scores as select * from scores_df")
         con.unregister("scores_df")
-    context.log.info(f"scored {len(scores):,} customers")
+    context.log.info(f"scored {len(scores):,} customers; {facts['clusters_k']} behavioural clusters "
+                     f"(silhouette {facts['clusters_silhouette']:.3f})")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scores),
@@ -41,5 +53,20 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
             "mean_churn_probability": float(scores["churn_probability"].mean()),
             "total_clv": float(scores["clv"].sum()),
             "tier_counts": dg.MetadataValue.json(scores["priority_tier"].value_counts().sort_index().to_dict()),
+            "action_counts": dg.MetadataValue.json(scores["next_best_action"].value_counts().to_dict()),
+            "clusters": dg.MetadataValue.json({str(k): v for k, v in facts["cluster_descriptions"].items()}),
+            "clusters_silhouette": facts["clusters_silhouette"],
+            "potential_weights": dg.MetadataValue.json(rules.weights),
         }
     )
+
+
+def last_published_segments(serving_file: Path) -> pd.DataFrame | None:
+    """Segments, stage, tier and rank per customer in the current publication (None before the first)."""
+    if not Path(serving_file).exists():
+        return None
+    try:
+        with duckdb.connect(str(serving_file), read_only=True) as con:
+            return con.sql(f"select customer_id, {', '.join(PREVIOUS)} from customer_scores").to_arrow_table().to_pandas()
+    except duckdb.Error:  # a publication from before these columns existed
+        return None

@@ -39,7 +39,7 @@ top_category as (
 
 ),
 
-final as (
+features as (
 
     select
         customers.customer_id,
@@ -110,6 +110,17 @@ final as (
         on customers.cutoff_date = interactions.cutoff_date and customers.customer_id = interactions.customer_id
     left join top_category
         on customers.cutoff_date = top_category.cutoff_date and customers.customer_id = top_category.customer_id
+
+),
+
+final as (
+
+    select
+        *,
+        {{ lifecycle_stage('n_orders', 'recency_days', 'btyd_t_days', 'frequency', 'btyd_recency_days', 'orders_last_365d') }}
+            as lifecycle_stage
+
+    from features
 
 )
 

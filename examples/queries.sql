@@ -1,0 +1,73 @@
+-- Example queries for analysts, against the serving database (read-only), e.g.
+--   duckdb -readonly data/serving.duckdb < examples/queries.sql
+-- Every query here runs in the test suite against a real publication (tests/test_analyst_outputs.py).
+
+-- name: top_customers_per_tier_and_region
+-- The five highest-potential customers in each priority tier and region, with what to do.
+with ranked as (
+    select
+        s.priority_tier,
+        coalesce(p.region, 'unknown') as region,
+        s.customer_id,
+        s.potential_rank,
+        s.potential_score,
+        round(s.clv, 2) as clv,
+        s.next_best_action,
+        s.action_channel,
+        s.next_category,
+        row_number() over (
+            partition by s.priority_tier, coalesce(p.region, 'unknown') order by s.potential_rank
+        ) as rank_in_group
+    from customer_scores as s
+    inner join customer_profile as p on p.customer_key = s.customer_key
+)
+select * from ranked
+where rank_in_group <= 5
+order by priority_tier, region, rank_in_group;
+
+-- name: at_risk_high_value_customers
+-- High-value customers who are slipping away: call them first.
+select
+    customer_id,
+    potential_rank,
+    round(clv, 2) as clv,
+    round(churn_probability, 3) as churn_probability,
+    lifecycle_stage,
+    rfm_segment,
+    top_reasons,
+    next_best_action,
+    action_channel
+from customer_scores
+where value_segment = 'high'
+  and (churn_probability >= 0.5 or lifecycle_stage in ('at risk', 'lapsed'))
+order by clv desc
+limit 100;
+
+-- name: segment_movement_since_last_run
+-- How customers moved between RFM segments since the previous publication (empty on the first run).
+select
+    previous_rfm_segment,
+    rfm_segment,
+    count(*) as customers,
+    round(sum(clv), 2) as clv
+from customer_scores
+where previous_rfm_segment is not null
+group by previous_rfm_segment, rfm_segment
+order by customers desc;
+
+-- name: segment_value_by_country
+-- RFM segments per country: size, value and the action most of them get.
+select cut_value as country, segment, customers, round(share_of_customers, 3) as share,
+       round(total_clv, 2) as total_clv, round(avg_churn_probability, 3) as avg_churn, recommended_action
+from segment_summary
+where segment_type = 'rfm_segment' and cut_type = 'country'
+order by country, total_clv desc;
+
+-- name: campaign_return
+-- Campaigns by revenue after response, with cost where known.
+select campaign_id, campaign_name, channel, reach, responders, round(response_rate, 3) as response_rate,
+       round(revenue_after_response, 2) as revenue_after_response, campaign_cost,
+       round(revenue_after_response / nullif(campaign_cost, 0), 2) as revenue_per_cost
+from campaign_effectiveness
+where is_campaign_total
+order by revenue_after_response desc;

@@ -1,0 +1,107 @@
+"""The configurable scoring pieces on their own: potential weights, tier bounds, the next-best-action rule
+table, behavioural clusters and the next-category blend."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.actions import ActionRulesError, load_rules, next_best_actions
+from ml.clusters import behaviour_clusters
+from ml.next_category import next_category
+from ml.potential import parse_weights, potential_score
+from ml.ranking import parse_tier_bounds, potential_rank, priority_tier
+
+
+def test_weights_parse_and_reject_nonsense():
+    assert parse_weights("value=1") == {"value": 1.0, "retention": 0.0, "headroom": 0.0, "reach": 0.0}
+    for bad in ["value=x", "loyalty=1", "value=-1", "value=0"]:
+        with pytest.raises(ValueError, match="potential weights"):
+            parse_weights(bad)
+    parts = pd.DataFrame({"value": [1.0, 0.0], "retention": [0.0, 1.0], "headroom": [0.5, 0.5], "reach": [1.0, 1.0]})
+    assert potential_score(parts, parse_weights("value=1")).tolist() == [100.0, 0.0]
+    assert potential_score(parts, parse_weights("retention=3,reach=1")).tolist() == [25.0, 100.0]
+
+
+def test_tier_bounds_are_configurable_and_checked():
+    rank = potential_rank(pd.Series(np.arange(100.0)), pd.Series(np.zeros(100)), pd.Series(np.arange(100).astype(str)))
+    tiers = priority_tier(rank, parse_tier_bounds("A=0.5,B=1.0"))
+    assert tiers.value_counts().to_dict() == {"A": 50, "B": 50}
+    for bad in ["A=0.5,B=0.9", "A=0.6,B=0.3,C=1", "A=x"]:
+        with pytest.raises(ValueError, match="tier bounds"):
+            parse_tier_bounds(bad)
+
+
+def _scores(**columns):
+    base = {"priority_tier": "A", "lifecycle_stage": "loyal", "rfm_segment": "Champions", "churn_probability": 0.1}
+    base.update(columns)
+    return pd.DataFrame({k: [v] for k, v in base.items()})
+
+
+@pytest.mark.parametrize("row, consent, channel, expected", [
+    (_scores(), True, "sms", ("upsell", "sms")),
+    (_scores(), False, "sms", ("no_action", "none")),
+    (_scores(churn_probability=0.7), True, None, ("retention_call", "phone")),
+    (_scores(priority_tier="C", lifecycle_stage="lapsed", churn_probability=0.9), True, None, ("win_back_offer", "email")),
+    (_scores(priority_tier="C", lifecycle_stage="prospect", churn_probability=0.9), None, "web", ("onboarding", "web")),
+    (_scores(priority_tier="B"), True, "email", ("cross_sell", "email")),
+    (_scores(priority_tier="D", lifecycle_stage="repeat"), True, "phone", ("nurture", "email")),
+    (_scores(priority_tier="D", lifecycle_stage="churned", churn_probability=0.99), True, "phone", ("no_action", "none")),
+])
+def test_the_default_action_table(row, consent, channel, expected):
+    out = next_best_actions(row, pd.Series([consent], dtype=object), pd.Series([channel], dtype=object), load_rules())
+    assert (out.next_best_action.iloc[0], out.action_channel.iloc[0]) == expected
+    assert out.action_reason.iloc[0]
+
+
+def test_a_custom_action_table_is_used_and_broken_ones_are_refused(tmp_path):
+    custom = tmp_path / "rules.csv"
+    custom.write_text("action,channel,priority_tiers,lifecycle_stages,rfm_segments,min_churn,max_churn,marketing_consent,why\n"
+                      "retention_call,phone,,,,0.2,,,anyone at some risk\n"
+                      "nurture,email,,,,,,,everyone else\n")
+    rules = load_rules(custom)
+    frame = pd.concat([_scores(churn_probability=0.3), _scores(churn_probability=0.1)], ignore_index=True)
+    out = next_best_actions(frame, pd.Series([True, True]), pd.Series([None, None], dtype=object), rules)
+    assert out.next_best_action.tolist() == ["retention_call", "nurture"]
+    custom.write_text(custom.read_text().replace("nurture,email,,,,,,,everyone else", "nurture,email,A,,,,,,only A"))
+    with pytest.raises(ActionRulesError, match="last rule must have no conditions"):
+        load_rules(custom)
+    custom.write_text(custom.read_text().replace("retention_call", "send_flowers"))
+    with pytest.raises(ActionRulesError, match="row 2: unknown action 'send_flowers'"):
+        load_rules(custom)
+
+
+def _features(n: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    orders = rng.poisson(3, n) * (rng.random(n) > 0.2)
+    return pd.DataFrame({
+        "n_orders": orders, "monetary_total": orders * rng.gamma(2, 40, n), "recency_days": rng.integers(1, 700, n),
+        "tenure_days": rng.integers(30, 2000, n), "n_categories": np.minimum(orders, rng.integers(1, 6, n)),
+        "n_interactions_90d": rng.poisson(2, n), "order_trend": rng.uniform(-1, 1, n),
+    })
+
+
+def test_clusters_are_deterministic_described_and_put_prospects_apart():
+    features = _features(3000)
+    first, second = behaviour_clusters(features), behaviour_clusters(features)
+    assert np.array_equal(first.cluster, second.cluster) and 3 <= first.k <= 7
+    assert (first.cluster[features.n_orders.to_numpy() == 0] == 0).all()
+    assert (first.cluster[features.n_orders.to_numpy() > 0] > 0).all()
+    assert set(first.descriptions) == set(range(first.k + 1)) and -1 <= first.silhouette <= 1
+
+
+def test_next_category_blends_own_recent_history_with_similar_customers():
+    ids = pd.Series(["a", "b", "c"])
+    categories = pd.DataFrame({
+        "customer_id": ["a", "a", "b"],
+        "product_category": ["books", "toys", "toys"],
+        "n_orders": [20, 20, 1],
+        "last_ordered_at": pd.to_datetime(["2026-09-01", "2024-09-01", "2026-09-01"]),
+    })
+    out = next_category(ids, np.array([1, 1, 0]), categories, date(2026, 9, 30))
+    assert out.next_category.tolist()[0] == "books"  # as many toys, but bought long ago
+    assert out.next_category_probability.between(0, 1).all()
+    assert out.next_category.iloc[2] in {"books", "toys"}  # no history: what buyers buy
