@@ -51,7 +51,7 @@ manifest: $(STAMP)  ## (re)build the dbt manifest
 	$(BIN)/crm-potential manifest
 
 bench: $(STAMP)  ## benchmark the nightly job (writes bench/results.md)
-	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/run_bench.py --clean
 
 docs: $(STAMP)  ## build the dbt docs site into dbt_project/target
 	$(BIN)/crm-potential docs

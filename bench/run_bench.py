@@ -2,12 +2,16 @@
 
 Sections (``--only NAME`` to run one):
 
+* ``pipeline``: the nightly job end to end through ``crm-potential run`` at 10k, 100k and 1M customers
+  (``--sizes``), per stage (wall, CPU, peak memory) and against its compute floor; see
+  ``bench/pipeline_bench.py``.
 * ``btyd``: BG/NBD + Gamma-Gamma fits on 1,000,000 generated customers (ours), with the archived
   ``lifetimes`` package as the baseline when it is installed (``pip install -e '.[dev]'``), and the
   CDNOW sample tiled 43 times (a correct fit on weighted unique rows returns the same parameters).
 
-Generated data is cached under ``bench/cache`` (``--clean`` removes it afterwards). Results are written to
-``bench/results.md`` with a description of the machine.
+Generated data is cached under ``bench/cache`` (``--clean``, which ``make bench`` passes, removes it and every
+work folder afterwards). Results are written to ``bench/results.md`` with a description of the machine; a
+section run alone (``--only``) replaces its own part of the file and keeps the others.
 """
 
 from __future__ import annotations
@@ -132,30 +136,60 @@ def section_btyd(repeats: int) -> list[str]:
     return lines
 
 
-SECTIONS = {"btyd": section_btyd}
+def section_pipeline(repeats: int, sizes: list[int]) -> list[str]:
+    from bench.pipeline_bench import section
+
+    return section(sizes, repeats, generated, CACHE / "work")
+
+
+SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd}
+MARKER = "<!-- section: {} -->"
+
+
+def merge(previous: str, sections: dict[str, list[str]]) -> list[str]:
+    """The results file with the sections just run replaced and the others kept."""
+    kept: dict[str, str] = {}
+    for part in previous.split("<!-- section: ")[1:]:
+        name, _, body = part.partition(" -->")
+        kept[name] = body.strip("\n")
+    out = []
+    for name in SECTIONS:
+        if name in sections:
+            out += [MARKER.format(name), *sections[name], ""]
+        elif name in kept:
+            out += [MARKER.format(name), kept[name], ""]
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(SECTIONS), help="run one section")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
-    parser.add_argument("--clean", action="store_true", help="delete the generated data afterwards")
+    parser.add_argument("--clean", action="store_true", help="delete the generated data and work folders afterwards")
+    parser.add_argument("--sizes", default="10000,100000,1000000",
+                        help="customer counts for the pipeline section (comma-separated; default %(default)s)")
     args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     lines = [
         "# Benchmark results",
         "",
         f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
         "",
     ]
-    for name, section in SECTIONS.items():
-        if args.only and name != args.only:
-            continue
-        lines += section(args.repeats) + [""]
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
-    print(f"\nwritten to {RESULTS}")
-    if args.clean:
-        shutil.rmtree(CACHE, ignore_errors=True)
+    done = {}
+    try:
+        for name, section in SECTIONS.items():
+            if args.only and name != args.only:
+                continue
+            done[name] = section(args.repeats, sizes) if name == "pipeline" else section(args.repeats)
+    finally:
+        if done:
+            lines += merge(RESULTS.read_text() if RESULTS.exists() else "", done)
+            RESULTS.write_text("\n".join(lines))
+            print("\n".join(lines))
+            print(f"\nwritten to {RESULTS}")
+        if args.clean:
+            shutil.rmtree(CACHE, ignore_errors=True)
     return 0
 
 

@@ -188,18 +188,25 @@ def serving_matches_run(context: dg.AssetCheckExecutionContext, settings: Pipeli
 
 
 @dg.asset_check(asset=ERASURE_REQUESTS, blocking=True,
-                description="No erased customer is left in raw.customers, raw.orders or raw.interactions.")
-def erasure_applied(settings: PipelineSettings) -> dg.AssetCheckResult:
+                description="The erasure register holds customer ids only (none empty).")
+def erasure_register_valid(settings: PipelineSettings) -> dg.AssetCheckResult:
     with settings.warehouse() as con:
         ids = erased_ids(con)
-        con.register("erased_df", pa.table({"customer_id": ids}))
-        left = {table: con.execute(f"select count(*) from raw.{table} where trim(customer_id) in "
-                                   "(select customer_id from erased_df)").fetchall()[0][0]
-                for table in PERSONAL_TABLES_WITH_CUSTOMER_ID
-                if con.execute("select count(*) from information_schema.tables where table_schema = 'raw' "
-                               "and table_name = ?", [table]).fetchall()[0][0]}
-        con.unregister("erased_df")
-    return _result({f"erased customer rows left in raw.{table}": n for table, n in left.items()})
+    return _result({"empty customer ids in ops.erasure_requests": sum(1 for i in ids if not str(i).strip())})
+
+
+def build_erasure_check(entity: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=dg.AssetKey(["raw", entity]), name="erasure_applied", blocking=True,
+                    description=f"No customer of the erasure register is left in raw.{entity}.")
+    def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
+        with settings.warehouse() as con:
+            con.register("erased_df", pa.table({"customer_id": pa.array(erased_ids(con), type=pa.string())}))
+            left = con.execute(f"select count(*) from raw.{entity} where trim(customer_id) in "
+                               "(select customer_id from erased_df)").fetchall()[0][0]
+            con.unregister("erased_df")
+        return _result({f"erased customers' rows left in raw.{entity}": left})
+
+    return _check
 
 
 @dg.asset_check(asset=CUSTOMER_PSEUDONYMS, blocking=True,
@@ -215,7 +222,8 @@ def pseudonyms_one_per_customer(settings: PipelineSettings) -> dg.AssetCheckResu
 
 
 asset_checks = [
-    erasure_applied, pseudonyms_one_per_customer,
+    erasure_register_valid, pseudonyms_one_per_customer,
+    *[build_erasure_check(entity) for entity in PERSONAL_TABLES_WITH_CUSTOMER_ID],
     customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run, scores_drift, *GX_CHECKS,
     *[build_row_count_check(entity) for entity in ENTITIES],
 ]

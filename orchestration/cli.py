@@ -7,6 +7,7 @@ so the CLI, the schedule and the UI run exactly the same graph.
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import io
 import os
@@ -15,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from orchestration.run_log import stage_summary
 from orchestration.settings import ENV_VARS, PROJECT_ROOT, PipelineSettings, SettingsError
 
 EPILOG_RUN = """
@@ -110,7 +112,7 @@ def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> N
                from customer_scores order by potential_rank limit 10"""
         ).fetchall()
         n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchall()[0]
-        stages = con.execute("select stage_seconds from pipeline_runs where run_id = ?", [run_id]).fetchall()[0]
+        stages = con.execute("select stage_seconds, stage_rows from pipeline_runs where run_id = ?", [run_id]).fetchall()[0]
     print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
     print(f"  serving database : {settings.serving_file}")
     print(f"  warehouse        : {settings.warehouse_path}")
@@ -122,9 +124,23 @@ def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> N
     for row in rows:
         print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)))
     if stages and stages[0]:
-        import json
+        print_stage_table(json.loads(stages[0]), json.loads(stages[1] or "{}"), run_id)
 
-        print("\nStage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in json.loads(stages[0]).items()))
+
+def print_stage_table(stage_seconds: dict, stage_rows: dict, run_id: str) -> None:
+    """Seconds and rows per stage; the publish and report steps (after the record was written) come from
+    Dagster's step statistics."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        for stat in instance.get_run_step_stats(run_id):
+            if stat.step_key not in stage_seconds and stat.start_time and stat.end_time:
+                stage_seconds[stat.step_key] = stat.end_time - stat.start_time
+    table = stage_summary(stage_seconds, stage_rows)
+    print("\nStages (seconds, rows out):")
+    width = max(len(stage) for stage, _, _ in table)
+    for stage, seconds, rows in table:
+        print(f"  {stage.ljust(width)}  {seconds:7.1f}  {'' if rows is None else f'{rows:,}'}")
 
 
 def _quarantine_lines(settings: PipelineSettings) -> list[str]:

@@ -38,3 +38,27 @@ def ensure_manifest(force: bool = False) -> Path:
         if proc.returncode != 0 or not manifest.exists():
             raise RuntimeError(f"dbt parse failed:\n{proc.stdout}\n{proc.stderr}")
     return manifest
+
+
+def step_target_path(step_name: str) -> Path:
+    """Where a dbt step writes its artifacts: one fixed folder per step (``target/<step>``), reused night after
+    night (dbt's partial parse stays warm, and nothing piles up), so the last run's ``run_results.json`` is
+    always at the same place."""
+    return dbt_project.project_dir / "target" / step_name
+
+
+def layer_seconds(step_name: str) -> dict[str, float]:
+    """Seconds dbt spent per layer (``staging``, ``marts``, ..., and ``tests``) in the step's last invocation."""
+    import json
+
+    results_path = step_target_path(step_name) / "run_results.json"
+    if not results_path.exists():
+        return {}
+    nodes = json.loads(dbt_project.manifest_path.read_text())["nodes"]
+    layers: dict[str, float] = {}
+    for result in json.loads(results_path.read_text())["results"]:
+        unique_id = result["unique_id"]
+        fqn = nodes.get(unique_id, {}).get("fqn", [])
+        layer = "tests" if unique_id.startswith("test.") else (fqn[1] if len(fqn) > 2 else "other")
+        layers[layer] = layers.get(layer, 0.0) + float(result.get("execution_time") or 0.0)
+    return {k: round(v, 3) for k, v in layers.items()}

@@ -26,17 +26,81 @@ create table if not exists ops.pipeline_runs (
     model_versions varchar,
     stage_seconds varchar,
     message varchar,
-    quarantined_by_rule varchar
+    quarantined_by_rule varchar,
+    stage_rows varchar
 )
 """
 
 # columns added after the first release: existing tables get them on the next run
-MIGRATIONS = ["alter table {table} add column if not exists quarantined_by_rule varchar"]
+MIGRATIONS = ["alter table {table} add column if not exists quarantined_by_rule varchar",
+              "alter table {table} add column if not exists stage_rows varchar"]
 COLUMNS = [
     "run_id", "as_of_date", "started_at", "finished_at", "status", "published", "source_dir", "parameters",
     "rows_in", "rows_out", "rows_quarantined", "checks_passed", "checks_failed", "model_versions",
-    "stage_seconds", "message", "quarantined_by_rule",
+    "stage_seconds", "message", "quarantined_by_rule", "stage_rows",
 ]
+
+# stage -> (Dagster step keys that belong to it, warehouse tables whose rows it reports)
+STAGES = {
+    "ingest": (("raw__", "ops__customer_pseudonyms"), ("raw.",)),
+    "dbt staging": (("dbt:staging",), ("staging.stg_customers", "staging.stg_orders", "staging.stg_interactions",
+                                       "staging.stg_campaigns")),
+    "dbt quarantine": (("dbt:quarantine",), ("quarantine.",)),
+    "dbt intermediate": (("dbt:intermediate",), ("intermediate.",)),
+    "dbt marts": (("dbt:marts",), ("marts.customer_features_history", "marts.customer_outcomes")),
+    "dbt tests": (("dbt:tests",), ()),
+    "dbt other (start-up, parsing)": (("dbt_models",), ()),
+    "value models": (("scores__customer_value",), ("scores.customer_value",)),
+    "churn model": (("scores__customer_churn",), ("scores.customer_churn",)),
+    "scoring": (("scores__customer_scores",), ("scores.customer_scores",)),
+    "dbt analyst tables": (("dbt_analytics",), ("analytics.",)),
+    "publish": (("serving__publication",), ()),
+    "run report": (("serving__run_report",), ()),
+}
+ASSET_STEPS = {"raw__customers", "raw__orders", "raw__interactions", "raw__campaigns", "raw__erasure_requests",
+               "ops__customer_pseudonyms", "dbt_models", "dbt_analytics", "scores__customer_value",
+               "scores__customer_churn", "scores__customer_scores", "serving__publication", "serving__run_report"}
+
+
+def stage_of(step_key: str) -> str:
+    """The stage a Dagster step (or a ``dbt:<layer>`` entry) belongs to; checks are a stage of their own."""
+    if not step_key.startswith("dbt:") and step_key not in ASSET_STEPS:
+        return "checks"
+    for stage, (prefixes, _) in STAGES.items():
+        if any(step_key.startswith(p) for p in prefixes):
+            return stage
+    return "other"
+
+
+def stage_summary(stage_seconds: dict[str, float], stage_rows: dict[str, int]) -> list[tuple[str, float, int | None]]:
+    """(stage, seconds, rows) in pipeline order. The dbt step's seconds are split into its layers (from
+    dbt's own node timings, ``dbt:<layer>`` entries) and what remains (start-up and parsing)."""
+    seconds: dict[str, float] = {}
+    dbt_layers = sum(v for k, v in stage_seconds.items() if k.startswith("dbt:") and not k.startswith("dbt:analytics"))
+    for key, value in stage_seconds.items():
+        if key.startswith("dbt:analytics"):
+            continue
+        stage = stage_of(key)
+        seconds[stage] = seconds.get(stage, 0.0) + (value - dbt_layers if key == "dbt_models" else value)
+    out = []
+    for stage in [*STAGES, "checks", "other"]:
+        if stage not in seconds:
+            continue
+        tables = STAGES.get(stage, ((), ()))[1]
+        rows = sum(n for t, n in stage_rows.items() if any(t == p or (p.endswith(".") and t.startswith(p))
+                                                         for p in tables)) if tables else None
+        out.append((stage, max(seconds[stage], 0.0), rows))
+    return out
+
+
+def table_rows(con: duckdb.DuckDBPyConnection, schemas=("raw", "staging", "quarantine", "intermediate", "marts",
+                                                            "scores", "analytics")) -> dict[str, int]:
+    """Rows per table of the warehouse layers (DuckDB keeps row counts, so this reads no data)."""
+    found = con.execute(
+        "select schema_name || '.' || table_name from duckdb_tables() "
+        f"where database_name = current_database() and schema_name in ({', '.join('?' * len(schemas))})",
+        list(schemas)).fetchall()
+    return {name: int(con.execute(f"select count(*) from {name}").fetchall()[0][0]) for (name,) in sorted(found)}
 
 
 @dataclass
@@ -57,6 +121,7 @@ class RunRecord:
     stage_seconds: dict = field(default_factory=dict)
     message: str = ""
     quarantined_by_rule: dict = field(default_factory=dict)
+    stage_rows: dict = field(default_factory=dict)
     finished_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
 
     def row(self) -> list:
@@ -66,7 +131,7 @@ class RunRecord:
             d["source_dir"], json.dumps(d["parameters"], sort_keys=True), json.dumps(d["rows_in"], sort_keys=True),
             d["rows_out"], d["rows_quarantined"], d["checks_passed"], d["checks_failed"],
             json.dumps(d["model_versions"], sort_keys=True), json.dumps(d["stage_seconds"], sort_keys=True),
-            d["message"], json.dumps(d["quarantined_by_rule"], sort_keys=True),
+            d["message"], json.dumps(d["quarantined_by_rule"], sort_keys=True), json.dumps(d["stage_rows"], sort_keys=True),
         ]
 
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from orchestration.dbt_project import dbt_project, ensure_manifest
+from orchestration.dbt_project import dbt_project, ensure_manifest, step_target_path
 from orchestration.settings import PipelineSettings
 
 ensure_manifest()
@@ -37,7 +37,8 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
         as_of = settings.resolve_as_of(con)
     dbt_vars = settings.dbt_vars(as_of, context.run_id)
     context.log.info(f"dbt build as of {as_of.isoformat()} into {dbt_vars['warehouse_path']}")
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    target = step_target_path(context.op_def.name)
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,

@@ -11,8 +11,9 @@ from data_quality.contract import ENTITIES
 from data_quality.pii import pseudonym_key
 from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
+from orchestration.dbt_project import layer_seconds
 from orchestration.publication import publish
-from orchestration.run_log import RunRecord
+from orchestration.run_log import RunRecord, table_rows
 from orchestration.settings import PipelineSettings
 
 PUBLICATION = dg.AssetKey(["serving", "publication"])
@@ -29,6 +30,10 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
     for stat in instance.get_run_step_stats(run_id):
         if stat.start_time and stat.end_time:
             stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 3)
+    for step in ("dbt_models", "dbt_analytics"):
+        if step in stage_seconds:  # dbt's own time per layer, from its run_results.json
+            prefix = "dbt:" if step == "dbt_models" else "dbt:analytics:"
+            stage_seconds.update({f"{prefix}{layer}": s for layer, s in layer_seconds(step).items()})
     passed = failed = 0
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
     for rec in records.records:
@@ -81,6 +86,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             stage_seconds=facts["stage_seconds"],
             rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
             quarantined_by_rule=quarantined,
+            stage_rows=table_rows(con),
         )
         counts = publish(con, settings.serving_file, record, keep=settings.serving_versions,
                          pseudonym_key=pseudonym_key(settings.pseudonym_key_file))

@@ -1,0 +1,273 @@
+"""The nightly job end to end at several sizes, per stage, against its compute floor.
+
+Each run is the user's entry point, ``crm-potential run``, in a subprocess with a fresh work folder (warehouse,
+serving database, model registry, Dagster home), so every run is a first night: the churn model is trained,
+not reused. A sampler reads ``/proc`` every 50 ms for the whole process tree (the CLI and its dbt
+subprocesses): resident memory and CPU time (live processes plus reaped children). Stage boundaries come from
+Dagster's step statistics; dbt layers from dbt's ``run_results.json``.
+
+The compute floor is the same work without orchestration, in this process, on the run's own warehouse: the
+source files read into DuckDB tables, every dbt model's compiled SQL executed directly (no tests, no dbt), and
+the value, churn and scoring functions called directly on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestration.run_log import stage_of  # noqa: E402
+CLI = str(Path(sys.executable).with_name("crm-potential"))
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# ---------------------------------------------------------------- sampling the process tree
+
+def _stat(pid: int) -> tuple[int, float, int] | None:
+    """(parent pid, CPU seconds incl. reaped children, resident bytes) of a process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    ppid = int(fields[1])
+    cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK  # utime stime cutime cstime
+    return ppid, cpu, int(fields[21]) * PAGE
+
+
+class TreeSampler(threading.Thread):
+    def __init__(self, root: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.samples, self.stop = root, interval, [], threading.Event()
+
+    def tree(self) -> tuple[float, int]:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                s = _stat(int(entry))
+                if s:
+                    stats[int(entry)] = s
+        members, frontier = {self.root}, [self.root]
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, _, _) in stats.items():
+                if ppid == parent and pid not in members:
+                    members.add(pid)
+                    frontier.append(pid)
+        cpu = sum(stats[p][1] for p in members if p in stats)
+        rss = sum(stats[p][2] for p in members if p in stats)
+        return cpu, rss
+
+    def run(self):
+        while not self.stop.is_set():
+            cpu, rss = self.tree()
+            if rss:
+                self.samples.append((time.time(), cpu, rss))
+            time.sleep(self.interval)
+
+    def window(self, start: float, end: float) -> tuple[float, int]:
+        """CPU seconds used and peak resident bytes between two wall-clock times."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        before = [s for s in self.samples if s[0] <= start] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= end] or self.samples[-1:]
+        cpu = after[0][1] - before[-1][1]
+        peak = max([s[2] for s in inside] or [before[-1][2], after[0][2]])
+        return max(cpu, 0.0), peak
+
+
+# ---------------------------------------------------------------- one run
+
+@dataclass
+class RunMeasure:
+    total_wall: float
+    total_cpu: float
+    peak_rss: int
+    stages: dict[str, dict] = field(default_factory=dict)  # stage -> wall, cpu, peak
+    dbt_layers: dict[str, float] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    work: Path | None = None
+
+
+def run_once(source: Path, work: Path) -> RunMeasure:
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "dagster").mkdir(parents=True)
+    (work / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(work / "dagster")}
+    cmd = [CLI, "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
+           "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet"]
+    started = time.time()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    output, _ = proc.communicate()
+    finished = time.time()
+    sampler.stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"crm-potential run failed on {source}:\n{output[-4000:]}")
+    total_cpu, peak = sampler.window(started, finished)
+    measure = RunMeasure(finished - started, total_cpu, peak, work=work)
+
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(work / "dagster")) as instance:
+        run = instance.get_runs(limit=1)[0]
+        steps = instance.get_run_step_stats(run.run_id)
+    first_step = min(s.start_time for s in steps if s.start_time)
+    last_step = max(s.end_time for s in steps if s.end_time)
+    windows: dict[str, list[tuple[float, float]]] = {"start-up (imports, definitions)": [(started, first_step)]}
+    for s in steps:
+        if s.start_time and s.end_time:
+            windows.setdefault(stage_of(s.step_key), []).append((s.start_time, s.end_time))
+    windows["shut-down"] = [(last_step, finished)]
+    for stage, spans in windows.items():
+        wall = sum(e - b for b, e in spans)
+        cpu = sum(sampler.window(b, e)[0] for b, e in spans)
+        peak_stage = max(sampler.window(b, e)[1] for b, e in spans)
+        measure.stages[stage] = {"wall": wall, "cpu": cpu, "peak": peak_stage}
+
+    with duckdb.connect(str(work / "serving.duckdb"), read_only=True) as con:
+        seconds, rows = con.execute("select stage_seconds, stage_rows from pipeline_runs order by finished_at desc "
+                                    "limit 1").fetchall()[0]
+    measure.rows = json.loads(rows or "{}")
+    measure.dbt_layers = {k[4:]: v for k, v in json.loads(seconds).items() if k.startswith("dbt:")}
+    return measure
+
+
+# ---------------------------------------------------------------- the compute floor
+
+def compute_floor(source: Path, work: Path) -> dict[str, float]:
+    """The same work without orchestration, on a copy of the run's warehouse."""
+    import pandas as pd  # noqa: F401  (imported before timing)
+
+    from ml.churn import churn_cutoffs, cutoff_rows, reason_codes, train_churn_models, training_set
+    from ml.scoring import ScoringRules, score_customers
+    from ml.value_models import category_levels, run_value_models
+    from orchestration.dbt_project import step_target_path
+    from orchestration.settings import PipelineSettings
+
+    floor: dict[str, float] = {}
+    copy = work / "floor.duckdb"
+    shutil.copyfile(work / "warehouse.duckdb", copy)
+    settings = PipelineSettings(warehouse_path=str(copy), source_dir=str(source))
+    con = duckdb.connect(str(copy))
+    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
+
+    t0 = time.perf_counter()
+    for entity in ("customers", "orders", "interactions", "campaigns"):
+        files = sorted(Path(source).glob(f"{entity}.*"))
+        if files:
+            reader = "read_parquet" if files[0].suffix == ".parquet" else "read_csv"
+            con.execute(f"create or replace table raw.floor_{entity} as select * from {reader}('{files[0]}')")
+    floor["ingest"] = time.perf_counter() - t0
+
+    for name, key in (("dbt_models", "dbt SQL (staging to marts)"), ("dbt_analytics", "dbt SQL (analyst tables)")):
+        results = json.loads((step_target_path(name) / "run_results.json").read_text())["results"]
+        t0 = time.perf_counter()
+        for result in results:
+            if result["unique_id"].startswith("model.") and result.get("compiled_code"):
+                con.execute(f"create or replace table {result['relation_name']} as {result['compiled_code']}")
+        floor[key] = time.perf_counter() - t0
+
+    as_of = settings.resolve_as_of(con)
+    cutoffs = settings.cutoffs(as_of)
+    t0 = time.perf_counter()
+    needed = [as_of, cutoffs["clv_test"], cutoffs["clv_train"], cutoffs["churn_test"]]
+    history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
+    outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
+    value = run_value_models(history, outcomes, as_of=as_of, cutoffs=cutoffs, horizon_days=settings.clv_horizon_days,
+                             churn_horizon_days=settings.churn_horizon_days,
+                             annual_discount_rate=settings.annual_discount_rate, run_id="floor")
+    floor["value models"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    h = settings.churn_horizon_days
+    cut = churn_cutoffs(as_of, h, settings.churn_stacked_cutoffs)
+    needed = [as_of, cut["test"], *cut["backtest_train"], *cut["production_train"]]
+    history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
+    outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
+    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days)
+    levels = category_levels(*(history[history.as_of_date == c]
+                               for c in [as_of, *cut["production_train"], *cut["backtest_train"]]))
+    backtest = train_churn_models(training_set(history, outcomes, cut["backtest_train"], levels=levels, **kw),
+                                  min_customers=settings.churn_min_customers)
+    _, X_t, _, _ = cutoff_rows(history, outcomes, cut["test"], levels=levels, **kw)
+    backtest.predict(X_t), backtest.predict_logit(X_t)
+    models = train_churn_models(training_set(history, outcomes, cut["production_train"], levels=levels, **kw),
+                                min_customers=settings.churn_min_customers)
+    now_feats, X_now, _, _ = cutoff_rows(history, outcomes, as_of, levels=levels, with_labels=False, **kw)
+    churn = now_feats[["customer_id"]].assign(churn_probability=models.predict(X_now),
+                                              churn_reasons=reason_codes(models, X_now).to_numpy(),
+                                              churn_model="floor", churn_flag="")
+    floor["churn model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
+    categories = con.execute("select customer_id, product_category, n_orders, last_ordered_at from "
+                             "intermediate.int_customer_categories where cutoff_date = ?", [as_of]).to_arrow_table().to_pandas()
+    score_customers(features, value.predictions, churn, run_id="floor", categories=categories, rules=ScoringRules())
+    floor["scoring"] = time.perf_counter() - t0
+    con.close()
+    copy.unlink()
+    return floor
+
+
+# ---------------------------------------------------------------- the section
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[str]:
+    lines = ["## The nightly job end to end (`crm-potential run`)", "",
+             "Fresh work folder per run (a first night: the churn model is trained). Wall and CPU seconds and "
+             f"peak resident memory of the whole process tree; medians of {repeats} runs. The compute floor is the "
+             "same SQL run directly in DuckDB and the same model functions called directly (see "
+             "`bench/pipeline_bench.py`).", ""]
+    summary = ["| customers | orders | interactions | wall (s) | CPU (s) | peak memory | compute floor (s) | "
+               "overhead (wall - floor) / wall |", "|---|---|---|---|---|---|---|---|"]
+    details: list[str] = []
+    for size in sizes:
+        source = generated(size)
+        runs = []
+        for i in range(repeats):
+            print(f"pipeline: {size:,} customers, run {i + 1}/{repeats} ...", flush=True)
+            runs.append(run_once(source, work_root / f"run_{size}"))
+            print(f"  {runs[-1].total_wall:.1f} s wall, peak {_fmt_bytes(runs[-1].peak_rss)}", flush=True)
+        print(f"pipeline: {size:,} customers, compute floor ...", flush=True)
+        floor = compute_floor(source, runs[-1].work)
+        shutil.rmtree(work_root / f"run_{size}", ignore_errors=True)
+        med = lambda values: statistics.median(values)  # noqa: E731
+        wall, cpu = med([r.total_wall for r in runs]), med([r.total_cpu for r in runs])
+        peak = med([r.peak_rss for r in runs])
+        floor_total = sum(floor.values())
+        rows = runs[-1].rows
+        summary.append(f"| {size:,} | {rows.get('staging.stg_orders', 0):,} | {rows.get('staging.stg_interactions', 0):,} "
+                       f"| {wall:.1f} | {cpu:.1f} | {_fmt_bytes(peak)} | {floor_total:.1f} | "
+                       f"{(wall - floor_total) / wall:.0%} |")
+        details += [f"### {size:,} customers", "", "| stage | wall (s) | CPU (s) | peak memory |", "|---|---|---|---|"]
+        for stage in runs[0].stages:
+            w = med([r.stages.get(stage, {}).get("wall", 0.0) for r in runs])
+            c = med([r.stages.get(stage, {}).get("cpu", 0.0) for r in runs])
+            p = med([r.stages.get(stage, {}).get("peak", 0) for r in runs])
+            details.append(f"| {stage} | {w:.1f} | {c:.1f} | {_fmt_bytes(p)} |")
+        details.append(f"| **total** | **{wall:.1f}** | **{cpu:.1f}** | **{_fmt_bytes(peak)}** |")
+        details += ["", "dbt time by layer (s, sum of node execution times, median): " + ", ".join(
+            f"{layer} {med([r.dbt_layers.get(layer, 0.0) for r in runs]):.1f}" for layer in runs[0].dbt_layers), "",
+            "Compute floor (s): " + ", ".join(f"{k} {v:.1f}" for k, v in floor.items())
+            + f"; total {floor_total:.1f} vs {wall:.1f} through the pipeline ({wall / floor_total:.2f}x).", ""]
+    return lines + summary + [""] + details
