@@ -164,7 +164,9 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     copy = work / "floor.duckdb"
     shutil.copyfile(work / "warehouse.duckdb", copy)
     settings = PipelineSettings(warehouse_path=str(copy), source_dir=str(source))
-    con = duckdb.connect(str(copy))
+    con = duckdb.connect()
+    con.execute(f"attach '{copy}' as warehouse")  # dbt's relation names say "warehouse"."schema"."table"
+    con.execute("use warehouse")
     con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
 
     t0 = time.perf_counter()
@@ -232,7 +234,7 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[str]:
+def section(sizes: list[int], repeats: int, generated, work_root: Path, on_progress=None) -> list[str]:
     lines = ["## The nightly job end to end (`crm-potential run`)", "",
              "Fresh work folder per run (a first night: the churn model is trained). Wall and CPU seconds and "
              f"peak resident memory of the whole process tree; medians of {repeats} runs. The compute floor is the "
@@ -270,4 +272,6 @@ def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[
             f"{layer} {med([r.dbt_layers.get(layer, 0.0) for r in runs]):.1f}" for layer in runs[0].dbt_layers), "",
             "Compute floor (s): " + ", ".join(f"{k} {v:.1f}" for k, v in floor.items())
             + f"; total {floor_total:.1f} vs {wall:.1f} through the pipeline ({wall / floor_total:.2f}x).", ""]
+        if on_progress:  # a long benchmark keeps what it has measured so far
+            on_progress(lines + summary + [""] + details)
     return lines + summary + [""] + details

@@ -139,10 +139,16 @@ def section_btyd(repeats: int) -> list[str]:
 def section_pipeline(repeats: int, sizes: list[int]) -> list[str]:
     from bench.pipeline_bench import section
 
-    return section(sizes, repeats, generated, CACHE / "work")
+    def keep(partial: list[str]) -> None:
+        RESULTS.write_text("\n".join(HEADER + merge(RESULTS.read_text() if RESULTS.exists() else "",
+                                                     {"pipeline": partial})))
+
+    return section(sizes, repeats, generated, CACHE / "work", on_progress=keep)
 
 
 SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd}
+HEADER = ["# Benchmark results", "",
+          f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.", ""]
 MARKER = "<!-- section: {} -->"
 
 
@@ -170,12 +176,7 @@ def main() -> int:
                         help="customer counts for the pipeline section (comma-separated; default %(default)s)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
-        "",
-    ]
+    lines = list(HEADER)
     done = {}
     try:
         for name, section in SECTIONS.items():

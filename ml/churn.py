@@ -70,17 +70,24 @@ def _slice(frame: pd.DataFrame, cutoff: date) -> pd.DataFrame:
     return frame[frame.as_of_date == cutoff].sort_values("customer_id").reset_index(drop=True)
 
 
-def cutoff_rows(history, outcomes, cutoff, *, horizon_days, levels, clv_horizon_days, with_labels=True):
-    """Features (+ BTYD outputs fitted at the cutoff) and, if asked, labels for one cutoff."""
-    feats = _slice(history, cutoff)
-    if feats.empty:
-        raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
-    try:
-        fit = fit_btyd(feats)
-    except btyd.BtydFitError as exc:
-        raise ChurnTrainingError(f"BG/NBD features at {cutoff}: {exc}") from exc
-    bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
-                      annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan))
+def cutoff_rows(history, outcomes, cutoff, *, horizon_days, levels, clv_horizon_days, with_labels=True,
+                cache: dict | None = None):
+    """Features (+ BTYD outputs fitted at the cutoff) and, if asked, labels for one cutoff. Pass the same
+    ``cache`` dict to calls on the same data to slice and fit each cutoff once."""
+    if cache is not None and cutoff in cache:
+        feats, bt = cache[cutoff]
+    else:
+        feats = _slice(history, cutoff)
+        if feats.empty:
+            raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
+        try:
+            fit = fit_btyd(feats)
+        except btyd.BtydFitError as exc:
+            raise ChurnTrainingError(f"BG/NBD features at {cutoff}: {exc}") from exc
+        bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
+                          annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan))
+        if cache is not None:
+            cache[cutoff] = (feats, bt)
     X = design_matrix(feats, bt, levels)
     X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
     y = None
@@ -93,14 +100,14 @@ def cutoff_rows(history, outcomes, cutoff, *, horizon_days, levels, clv_horizon_
 
 
 def training_set(history, outcomes, cutoffs, *, horizon_days, clv_horizon_days, levels,
-                 max_rows: int = 300_000, seed: int = 0) -> TrainingSet:
+                 max_rows: int = 300_000, seed: int = 0, cache: dict | None = None) -> TrainingSet:
     """Stacked examples from several cutoffs; at most ``max_rows`` in all, sampled evenly per cutoff
     (BG/NBD is fitted on every customer of a cutoff before the sample is drawn)."""
     per_cutoff = max(1, max_rows // max(1, len(cutoffs)))
     parts = []
     for c in cutoffs:
         feats, X, y, quiet = cutoff_rows(history, outcomes, c, horizon_days=horizon_days, levels=levels,
-                                         clv_horizon_days=clv_horizon_days)
+                                         clv_horizon_days=clv_horizon_days, cache=cache)
         if len(feats) > per_cutoff:
             keep = np.sort(np.random.default_rng(seed).choice(len(feats), per_cutoff, replace=False))
             feats, X, y, quiet = feats.iloc[keep], X.iloc[keep], y[keep], quiet[keep]
@@ -236,6 +243,7 @@ def describe_feature(name: str, value, reference) -> str:
         return _MISSING.get(name, f"no {name.replace('_', ' ')} on record")
     if isinstance(value, str):
         return f"{name.replace('_', ' ')}: {value}"
+    value = float(f"{float(value):.10g}")  # the same words whatever the last bits (sums in another order)
     m = re.fullmatch(r"n_(.+)_(\d+)d", name)
     if m:
         what, days = m.group(1), m.group(2)
@@ -295,6 +303,21 @@ def _rhythm_text(row: dict) -> str:
     return f"no purchase for {recency:.0f} days (usually every {gap:.0f} days)" if gap else f"no purchase for {recency:.0f} days"
 
 
+def _unit_words(models: ChurnModels, part: pd.DataFrame, unit: str) -> np.ndarray:
+    """``describe_feature`` (or the rhythm text) for every row, computed once per distinct value."""
+    if unit == RHYTHM:
+        cols = [c for c in ("recency_days", "frequency", "btyd_recency_days") if c in part]
+        keys = part[cols].astype(float).reset_index(drop=True)
+        distinct = keys.drop_duplicates()
+        described = distinct.assign(_text=[_rhythm_text(row) for row in distinct.to_dict("records")])
+        return keys.merge(described, on=cols, how="left")["_text"].to_numpy(dtype=object)
+    values = part[unit]
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    described = np.array([describe_feature(unit, v, models.reference[unit]) for v in uniques] +
+                         [describe_feature(unit, None, models.reference[unit])], dtype=object)
+    return described[np.where(codes < 0, len(uniques), codes)]
+
+
 def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, batch: int = 200_000,
                  min_effect: float = 0.05) -> pd.Series:
     """Top 3 reasons pushing each customer's churn risk up, in plain words.
@@ -311,24 +334,22 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
     importance = feature_importance(models, X)
     candidates = [u for u, v in list(importance.items())[:top_units] if v > 0]
     texts = np.empty(len(Xf), dtype=object)
-    context_cols = [c for c in RHYTHM_FEATURES if c in Xf]
     for start in range(0, len(Xf), batch):
         part = Xf.iloc[start:start + batch]
         f0 = hgb.decision_function(part)
         contrib = np.column_stack([f0 - hgb.decision_function(_at_reference(models, part, units[u])) for u in candidates]) \
             if candidates else np.zeros((len(part), 0))
         order = np.argsort(-contrib, axis=1)[:, :3]
-        values = {u: part[u].to_numpy(dtype=object) for u in candidates if u != RHYTHM}
-        context = part[context_cols].to_dict("records") if RHYTHM in candidates else None
-        for i in range(len(part)):
-            words = []
-            for j in order[i]:
-                if contrib[i, j] <= min_effect:
-                    continue
-                unit = candidates[j]
-                words.append(_rhythm_text(context[i]) if unit == RHYTHM
-                             else describe_feature(unit, values[unit][i], models.reference[unit]))
-            texts[start + i] = "; ".join(words) if words else "nothing raises the risk above typical"
+        # each candidate's words for every customer, formatted once per distinct value (no row loop)
+        words = np.column_stack([_unit_words(models, part, u) for u in candidates]) if candidates else None
+        text = np.full(len(part), "", dtype=object)
+        rows = np.arange(len(part))
+        for k in range(order.shape[1]):
+            j = order[:, k]
+            named = contrib[rows, j] > min_effect
+            piece = np.where(named, words[rows, j], "") if words is not None else np.full(len(part), "", dtype=object)
+            text = np.where(named & (text != ""), text + "; " + piece, np.where(named, piece, text))
+        texts[start:start + len(part)] = np.where(text == "", "nothing raises the risk above typical", text)
     return pd.Series(texts, index=X.index)
 
 

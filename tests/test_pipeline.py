@@ -72,7 +72,12 @@ def test_run_is_recorded_and_repeat_runs_are_identical(published):
     assert "dbt_models" in json.loads(last.stage_seconds)
     scores_run = _table(serving, "select distinct run_id from customer_scores").run_id.tolist()
     assert scores_run == [last.run_id]
-    pd.testing.assert_frame_equal(first, _scores_without_run_id(serving))
+    second = _scores_without_run_id(serving)
+    previous = [c for c in second.columns if c.startswith("previous_")]
+    pd.testing.assert_frame_equal(first.drop(columns=previous), second.drop(columns=previous))
+    assert first[previous].isna().all().all()  # the first run had no earlier publication
+    assert (second.previous_rfm_segment == first.rfm_segment).all()  # the second knows the first's segments
+    assert (second.previous_potential_rank == first.potential_rank).all()
     assert json.loads(last.model_versions)["clv"].startswith(("bgnbd_gg@", "hgb_poisson@"))
 
 
@@ -161,7 +166,8 @@ def _add_late_rows(folder: Path) -> None:
     (folder / "orders2.csv").replace(folder / "orders.csv")
 
 
-def test_nothing_after_the_as_of_date_influences_features_or_scores(small_sample, tmp_path):
+def test_nothing_after_the_as_of_date_influences_features_or_scores(small_sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_PSEUDONYM_KEY", "one key for both work folders")  # else each makes its own
     as_of = "2026-06-30"
     truncated, full = tmp_path / "truncated", tmp_path / "full"
     _truncate(small_sample, truncated, as_of)

@@ -110,3 +110,14 @@
 {% macro unparseable(raw, parsed) -%}
     ({{ clean_text(raw) }} is not null and {{ parsed }} is null)
 {%- endmacro %}
+
+{#- Money aggregates. Amounts are 64-bit floats, and a float sum depends on the order rows arrive in (which
+    DuckDB's parallel aggregation does not fix): rounding sums to 4 decimals (finer than any currency's
+    minor unit) makes them exact and repeatable, and a mean is that sum over the count. -#}
+{% macro money_sum(expr) -%}
+    round(sum({{ expr }}), 4)
+{%- endmacro %}
+
+{% macro money_mean(expr) -%}
+    round(sum({{ expr }}), 4) / nullif(count({{ expr }}), 0)
+{%- endmacro %}

@@ -64,7 +64,8 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
         value = con.sql("select customer_id, prob_no_purchase_churn_horizon from scores.customer_value").to_arrow_table().to_pandas()
     registry = Registry(settings.model_registry_dir, "churn")
     champion = registry.champion()
-    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days)
+    # one slice and BTYD fit per cutoff for every call below (each cutoff is used up to three times)
+    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days, cache={})
     notes: list[str] = []
     performance: list[dict] = []
     windows = dict(train_window_start=min(cut["backtest_train"]), train_window_end=cut["test"],

@@ -27,7 +27,7 @@ by_category as (
         customer_id,
         product_category,
         count(*) as n_orders,
-        sum(amount) as spend,
+        {{ money_sum('amount') }} as spend,
         max(ordered_at) as last_ordered_at
 
     from purchases

@@ -31,7 +31,7 @@ purchase_days as (
         cutoff_date,
         customer_id,
         order_date,
-        sum(amount) as day_spend
+        {{ money_sum('amount') }} as day_spend
 
     from purchases
     group by cutoff_date, customer_id, order_date
@@ -54,8 +54,8 @@ day_stats as (
         count(*) as n_purchase_days,
         min(purchase_days.order_date) as first_purchase_date,
         max(purchase_days.order_date) as last_purchase_date,
-        avg(case when purchase_days.order_date > first_purchase.first_purchase_date
-                 then purchase_days.day_spend end) as repeat_spend_mean
+        {{ money_mean('case when purchase_days.order_date > first_purchase.first_purchase_date
+                 then purchase_days.day_spend end') }} as repeat_spend_mean
 
     from purchase_days
     inner join first_purchase
@@ -71,18 +71,18 @@ order_stats as (
         cutoff_date,
         customer_id,
         sum(case when status = 'completed' then 1 else 0 end) as n_orders,
-        sum(case when status = 'completed' then amount else 0 end) as monetary_total,
-        avg(case when status = 'completed' then amount end) as monetary_mean,
+        {{ money_sum("case when status = 'completed' then amount else 0 end") }} as monetary_total,
+        {{ money_mean("case when status = 'completed' then amount end") }} as monetary_mean,
         sum(case when status = 'cancelled' then 1 else 0 end) as n_cancelled,
         sum(case when status = 'refunded' then 1 else 0 end) as n_refunded,
         sum(case when status = 'completed' and ordered_at >= {{ window_start(90) }} then 1 else 0 end) as orders_last_90d,
         sum(case when status = 'completed' and ordered_at >= {{ window_start(180) }}
                   and ordered_at < {{ window_start(90) }} then 1 else 0 end) as orders_prev_90d,
-        sum(case when status = 'completed' and ordered_at >= {{ window_start(90) }} then amount else 0 end) as spend_last_90d,
-        sum(case when status = 'completed' and ordered_at >= {{ window_start(180) }}
-                  and ordered_at < {{ window_start(90) }} then amount else 0 end) as spend_prev_90d,
+        {{ money_sum("case when status = 'completed' and ordered_at >= " ~ window_start(90) ~ " then amount else 0 end") }} as spend_last_90d,
+        {{ money_sum("case when status = 'completed' and ordered_at >= " ~ window_start(180)
+                  ~ " and ordered_at < " ~ window_start(90) ~ " then amount else 0 end") }} as spend_prev_90d,
         sum(case when status = 'completed' and ordered_at >= {{ window_start(365) }} then 1 else 0 end) as orders_last_365d,
-        sum(case when status = 'completed' and ordered_at >= {{ window_start(365) }} then amount else 0 end) as spend_last_365d,
+        {{ money_sum("case when status = 'completed' and ordered_at >= " ~ window_start(365) ~ " then amount else 0 end") }} as spend_last_365d,
         count(distinct case when status = 'completed' then product_category end) as n_categories
 
     from orders

@@ -48,7 +48,7 @@ per_customer as (
         sum(case when in_churn_window then 1 else 0 end) as orders_churn_window,
         sum(case when in_clv_window then 1 else 0 end) as orders_clv_window,
         count(distinct case when in_clv_window then order_date end) as purchase_days_clv_window,
-        sum(case when in_clv_window then amount else 0 end) as spend_clv_window
+        {{ money_sum('case when in_clv_window then amount else 0 end') }} as spend_clv_window
 
     from after_cutoff
     group by cutoff_date, customer_id
