@@ -219,8 +219,8 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
 
     t0 = time.perf_counter()
     features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
-    categories = con.execute("select customer_id, product_category, n_orders, last_ordered_at from "
-                             "intermediate.int_customer_categories where cutoff_date = ?", [as_of]).to_arrow_table().to_pandas()
+    categories = con.sql("select customer_id, product_category, n_orders, last_ordered_at from "
+                             "intermediate.int_customer_categories where cutoff_date = ?", params=[as_of]).to_arrow_table().to_pandas()
     score_customers(features, value.predictions, churn, run_id="floor", categories=categories, rules=ScoringRules())
     floor["scoring"] = time.perf_counter() - t0
     con.close()

@@ -61,6 +61,21 @@ def test_published_scores_follow_the_contract(published, small_sample):
     assert set(scores.priority_tier) == {"A", "B", "C", "D"}
 
 
+def test_model_features_reach_python_as_numbers(published):
+    """Counts summed in SQL are 128-bit integers in DuckDB, which Arrow hands to pandas as Python Decimal
+    objects: ten times the memory, and silently dropped by the models' numeric feature selection."""
+    work, _ = published
+    with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
+        wide = con.execute("select table_name, column_name, data_type from information_schema.columns "
+                           "where table_schema = 'marts' and (data_type = 'HUGEINT' or data_type like 'DECIMAL%')"
+                           ).fetchall()
+    assert wide == []
+    features = _table(work / "warehouse.duckdb", "select * from marts.customer_features")
+    text = {"customer_id", "country", "region", "acquisition_channel", "age_band", "gender", "preferred_channel",
+            "top_category", "lifecycle_stage"}
+    assert [c for c in features.columns if features[c].dtype == object and c not in text] == []
+
+
 def test_run_is_recorded_and_repeat_runs_are_identical(published):
     work, first = published
     serving = work / "serving.duckdb"

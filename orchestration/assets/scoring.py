@@ -34,9 +34,9 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
         value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
         churn = con.sql("select * from scores.customer_churn").to_arrow_table().to_pandas()
         keys = con.sql("select customer_id, customer_key from ops.customer_pseudonyms").to_arrow_table().to_pandas()
-        categories = con.execute(
+        categories = con.sql(
             "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories "
-            "where cutoff_date = ?", [as_of]).to_arrow_table().to_pandas()
+            "where cutoff_date = ?", params=[as_of]).to_arrow_table().to_pandas()
         previous = last_published_segments(settings.serving_file)
         scores, facts = score_customers(features, value, churn, run_id=context.run_id, categories=categories,
                                         pseudonyms=keys, previous=previous, rules=rules)

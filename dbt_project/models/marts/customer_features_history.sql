@@ -56,7 +56,7 @@ features as (
         customers.preferred_channel,
 
         coalesce(orders.n_orders, 0) > 0 as has_purchased,
-        coalesce(orders.n_orders, 0) as n_orders,
+        cast(coalesce(orders.n_orders, 0) as {{ dbt.type_bigint() }}) as n_orders,
         greatest(coalesce(orders.n_purchase_days, 0) - 1, 0) as frequency,
         orders.first_purchase_date,
         orders.last_purchase_date,
@@ -68,10 +68,10 @@ features as (
         orders.repeat_spend_mean,
         coalesce(orders.n_orders, 0) * 365.25
             / greatest({{ days_before('customers.created_at', 'customers.cutoff_date') }}, 1) as purchase_rate_per_year,
-        coalesce(orders.n_cancelled, 0) as n_cancelled,
-        coalesce(orders.n_refunded, 0) as n_refunded,
-        coalesce(orders.orders_last_90d, 0) as orders_last_90d,
-        coalesce(orders.orders_prev_90d, 0) as orders_prev_90d,
+        cast(coalesce(orders.n_cancelled, 0) as {{ dbt.type_bigint() }}) as n_cancelled,
+        cast(coalesce(orders.n_refunded, 0) as {{ dbt.type_bigint() }}) as n_refunded,
+        cast(coalesce(orders.orders_last_90d, 0) as {{ dbt.type_bigint() }}) as orders_last_90d,
+        cast(coalesce(orders.orders_prev_90d, 0) as {{ dbt.type_bigint() }}) as orders_prev_90d,
         coalesce(orders.spend_last_90d, 0) as spend_last_90d,
         coalesce(orders.spend_prev_90d, 0) as spend_prev_90d,
         case
@@ -79,7 +79,7 @@ features as (
             else (orders.orders_last_90d - orders.orders_prev_90d) * 1.0
                  / (orders.orders_last_90d + orders.orders_prev_90d)
         end as order_trend,
-        coalesce(orders.orders_last_365d, 0) as orders_last_365d,
+        cast(coalesce(orders.orders_last_365d, 0) as {{ dbt.type_bigint() }}) as orders_last_365d,
         coalesce(orders.spend_last_365d, 0) as spend_last_365d,
         coalesce(orders.n_categories, 0) as n_categories,
         top_category.top_category,
@@ -87,17 +87,17 @@ features as (
 
         {%- for days in var('feature_windows_days') %}
         {%- for itype in var('interaction_types') %}
-        coalesce(interactions.n_{{ itype }}_{{ days }}d, 0) as n_{{ itype }}_{{ days }}d,
+        cast(coalesce(interactions.n_{{ itype }}_{{ days }}d, 0) as {{ dbt.type_bigint() }}) as n_{{ itype }}_{{ days }}d,
         {%- endfor %}
         {%- for channel in var('interaction_channels') %}
-        coalesce(interactions.n_channel_{{ channel }}_{{ days }}d, 0) as n_channel_{{ channel }}_{{ days }}d,
+        cast(coalesce(interactions.n_channel_{{ channel }}_{{ days }}d, 0) as {{ dbt.type_bigint() }}) as n_channel_{{ channel }}_{{ days }}d,
         {%- endfor %}
-        coalesce(interactions.n_interactions_{{ days }}d, 0) as n_interactions_{{ days }}d,
+        cast(coalesce(interactions.n_interactions_{{ days }}d, 0) as {{ dbt.type_bigint() }}) as n_interactions_{{ days }}d,
         {%- endfor %}
-        coalesce(interactions.open_tickets, 0) as open_tickets,
-        coalesce(interactions.unresolved_tickets, 0) as unresolved_tickets,
-        coalesce(interactions.complaints_total, 0) as complaints_total,
-        coalesce(interactions.unresolved_complaints, 0) as unresolved_complaints,
+        cast(coalesce(interactions.open_tickets, 0) as {{ dbt.type_bigint() }}) as open_tickets,
+        cast(coalesce(interactions.unresolved_tickets, 0) as {{ dbt.type_bigint() }}) as unresolved_tickets,
+        cast(coalesce(interactions.complaints_total, 0) as {{ dbt.type_bigint() }}) as complaints_total,
+        cast(coalesce(interactions.unresolved_complaints, 0) as {{ dbt.type_bigint() }}) as unresolved_complaints,
         interactions.last_satisfaction_score,
         interactions.last_nps_score,
         interactions.campaign_response_rate,

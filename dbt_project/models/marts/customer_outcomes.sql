@@ -65,8 +65,8 @@ final as (
         {{ dbt.dateadd('day', var('clv_horizon_days'), 'customers.cutoff_date') }} <= {{ as_of_date() }}
             as clv_window_complete,
         coalesce(per_customer.orders_churn_window, 0) = 0 as churned,
-        coalesce(per_customer.orders_churn_window, 0) as orders_churn_window,
-        coalesce(per_customer.orders_clv_window, 0) as orders_clv_window,
+        cast(coalesce(per_customer.orders_churn_window, 0) as {{ dbt.type_bigint() }}) as orders_churn_window,
+        cast(coalesce(per_customer.orders_clv_window, 0) as {{ dbt.type_bigint() }}) as orders_clv_window,
         coalesce(per_customer.purchase_days_clv_window, 0) as purchase_days_clv_window,
         coalesce(per_customer.spend_clv_window, 0) as spend_clv_window
 
