@@ -57,4 +57,4 @@ docs: $(STAMP)  ## build the dbt docs site into dbt_project/target
 	$(BIN)/crm-potential docs
 
 clean:  ## remove generated data, Dagster home and dbt artefacts (keeps .venv)
-	rm -rf data .dagster dbt_project/target dbt_project/logs
+	rm -rf data .dagster dbt_project/target dbt_project/logs bench/cache

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from orchestration.run_log import stage_of  # noqa: E402
 CLI = str(Path(sys.executable).with_name("crm-potential"))
 TICK = os.sysconf("SC_CLK_TCK")
+DBT_STEP = "dbt staging to marts (whole step; layers below)"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # ---------------------------------------------------------------- sampling the process tree
@@ -132,7 +133,8 @@ def run_once(source: Path, work: Path) -> RunMeasure:
     windows: dict[str, list[tuple[float, float]]] = {"start-up (imports, definitions)": [(started, first_step)]}
     for s in steps:
         if s.start_time and s.end_time:
-            windows.setdefault(stage_of(s.step_key), []).append((s.start_time, s.end_time))
+            stage = DBT_STEP if s.step_key == "dbt_models" else stage_of(s.step_key)
+            windows.setdefault(stage, []).append((s.start_time, s.end_time))
     windows["shut-down"] = [(last_step, finished)]
     for stage, spans in windows.items():
         wall = sum(e - b for b, e in spans)
