@@ -67,15 +67,25 @@ def erased_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute("select customer_id from ops.erasure_requests").fetchall()] if exists else []
 
 
-def erase_from(con: duckdb.DuckDBPyConnection, table: str, ids: list[str], column: str = "customer_id") -> int:
-    """Delete the customers' rows from ``table`` (matching ``trim(<column>)``); returns rows deleted."""
+def rows_of(con: duckdb.DuckDBPyConnection, table: str, ids: list[str], column: str = "customer_id",
+            delete: bool = False) -> int:
+    """Rows of ``table`` whose ``trim(<column>)`` is one of ``ids``: counted, or deleted when ``delete``."""
     if not ids:
         return 0
-    con.register("erase_ids", pa.table({"value": ids}))
-    before = con.execute(f"select count(*) from {table}").fetchall()[0][0]
-    con.execute(f"delete from {table} where trim({column}) in (select value from erase_ids)")
-    con.unregister("erase_ids")
-    return before - con.execute(f"select count(*) from {table}").fetchall()[0][0]
+    con.register("erase_ids", pa.table({"value": pa.array(ids, type=pa.string())}))
+    try:
+        where = f"where trim({column}) in (select value from erase_ids)"
+        n = con.execute(f"select count(*) from {table} {where}").fetchall()[0][0]
+        if delete and n:
+            con.execute(f"delete from {table} {where}")
+    finally:
+        con.unregister("erase_ids")
+    return n
+
+
+def erase_from(con: duckdb.DuckDBPyConnection, table: str, ids: list[str], column: str = "customer_id") -> int:
+    """Delete the customers' rows from ``table`` (matching ``trim(<column>)``); returns rows deleted."""
+    return rows_of(con, table, ids, column, delete=True)
 
 
 def scrub_file(path: Path, ids: list[str], keys: list[str]) -> int:

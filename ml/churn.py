@@ -347,7 +347,7 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
         for k in range(order.shape[1]):
             j = order[:, k]
             named = contrib[rows, j] > min_effect
-            piece = np.where(named, words[rows, j], "") if words is not None else np.full(len(part), "", dtype=object)
+            piece = np.where(named, words[rows, j], "")  # order has no columns without candidates
             text = np.where(named & (text != ""), text + "; " + piece, np.where(named, piece, text))
         texts[start:start + len(part)] = np.where(text == "", "nothing raises the risk above typical", text)
     return pd.Series(texts, index=X.index)

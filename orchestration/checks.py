@@ -6,10 +6,8 @@ import dagster as dg
 import json
 from datetime import datetime, timezone
 
-import pyarrow as pa
-
 from data_quality.contract import ENTITIES
-from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, erased_ids
+from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, erased_ids, rows_of
 from data_quality.score_rules import churn_violations, value_violations
 from data_quality.suites import COLUMNS, SUITES
 from ml.registry import population_stability, score_reference
@@ -200,10 +198,7 @@ def build_erasure_check(entity: str) -> dg.AssetChecksDefinition:
                     description=f"No customer of the erasure register is left in raw.{entity}.")
     def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
         with settings.warehouse() as con:
-            con.register("erased_df", pa.table({"customer_id": pa.array(erased_ids(con), type=pa.string())}))
-            left = con.execute(f"select count(*) from raw.{entity} where trim(customer_id) in "
-                               "(select customer_id from erased_df)").fetchall()[0][0]
-            con.unregister("erased_df")
+            left = rows_of(con, f"raw.{entity}", erased_ids(con))
         return _result({f"erased customers' rows left in raw.{entity}": left})
 
     return _check

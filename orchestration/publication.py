@@ -51,19 +51,20 @@ DOCUMENTED_IN = {"customer_scores": "analytics", "customer_profile": "marts", "s
 
 def copy_comments(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
     """Carry the table and column descriptions dbt persisted in the warehouse over to the new release."""
-    statements = []
+    def quoted(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    copied = 0
     for table, schema in DOCUMENTED_IN.items():
-        for (comment,) in con.execute("select comment from duckdb_tables() where database_name = current_database() "
-                                      "and schema_name = ? and table_name = ? and comment is not null",
-                                      [schema, table]).fetchall():
-            statements.append((f"comment on table {catalog}.main.{table} is ?", comment))
-        for column, comment in con.execute(
-                "select column_name, comment from duckdb_columns() where database_name = current_database() "
-                "and schema_name = ? and table_name = ? and comment is not null", [schema, table]).fetchall():
-            statements.append((f'comment on column {catalog}.main.{table}."{column}" is ?', comment))
-    for sql, comment in statements:
-        con.execute(sql.replace("?", "'" + comment.replace("'", "''") + "'"))
-    return len(statements)
+        where = "database_name = current_database() and schema_name = ? and table_name = ? and comment is not null"
+        for (comment,) in con.execute(f"select comment from duckdb_tables() where {where}", [schema, table]).fetchall():
+            con.execute(f"comment on table {catalog}.main.{table} is {quoted(comment)}")
+            copied += 1
+        for column, comment in con.execute(f"select column_name, comment from duckdb_columns() where {where}",
+                                           [schema, table]).fetchall():
+            con.execute(f'comment on column {catalog}.main.{table}."{column}" is {quoted(comment)}')
+            copied += 1
+    return copied
 
 
 def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:

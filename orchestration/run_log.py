@@ -95,7 +95,7 @@ def stage_summary(stage_seconds: dict[str, float], stage_rows: dict[str, int]) -
 
 def table_rows(con: duckdb.DuckDBPyConnection, schemas=("raw", "staging", "quarantine", "intermediate", "marts",
                                                             "scores", "analytics")) -> dict[str, int]:
-    """Rows per table of the warehouse layers (DuckDB keeps row counts, so this reads no data)."""
+    """Rows per table of the warehouse layers (one ``count(*)`` per table)."""
     found = con.execute(
         "select schema_name || '.' || table_name from duckdb_tables() "
         f"where database_name = current_database() and schema_name in ({', '.join('?' * len(schemas))})",

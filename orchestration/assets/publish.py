@@ -23,6 +23,12 @@ PUBLISHED_MODEL_KEYS = [dg.AssetKey(["analytics", name]) for name in
                         ] + [dg.AssetKey(["marts", "customer_profile"])]
 
 
+def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list:
+    """Every asset check evaluated in the run so far (``AssetCheckEvaluation``), from the event log."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
+    return [rec.event_log_entry.dagster_event.event_specific_data for rec in records.records]
+
+
 def run_facts(context: dg.AssetExecutionContext) -> dict:
     """Stage timings and check counts of this run so far, from the Dagster event log."""
     instance, run_id = context.instance, context.run_id
@@ -34,14 +40,9 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
         if step in stage_seconds:  # dbt's own time per layer, from its run_results.json
             prefix = "dbt:" if step == "dbt_models" else "dbt:analytics:"
             stage_seconds.update({f"{prefix}{layer}": s for layer, s in layer_seconds(step).items()})
-    passed = failed = 0
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
-    for rec in records.records:
-        evaluation = rec.event_log_entry.dagster_event.event_specific_data
-        if evaluation.passed:
-            passed += 1
-        else:
-            failed += 1
+    evaluations = check_evaluations(instance, run_id)
+    passed = sum(1 for e in evaluations if e.passed)
+    failed = len(evaluations) - passed
     run = instance.get_run_by_id(run_id)
     started = instance.get_run_record_by_id(run_id).start_time if run else None
     return {

@@ -4,7 +4,7 @@
 import dagster as dg
 
 from data_quality.gx_gate import data_docs_index
-from orchestration.assets.publish import PUBLICATION
+from orchestration.assets.publish import PUBLICATION, check_evaluations
 from orchestration.report import SECTIONS, CheckSummary, build_report, write_report
 from orchestration.settings import PipelineSettings
 
@@ -14,13 +14,9 @@ RUN_REPORT = dg.AssetKey(["serving", "run_report"])
 def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings) -> CheckSummary:
     """Every asset check evaluated in this run, from the Dagster event log."""
     summary = CheckSummary(data_docs=data_docs_index(settings.gx_dir))
-    records = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
-    for record in records.records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        description = evaluation.description or ""
+    for evaluation in check_evaluations(context.instance, context.run_id):
         summary.rows.append((evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed,
-                             description))
+                             evaluation.description or ""))
         summary.passed += int(evaluation.passed)
         summary.failed += int(not evaluation.passed)
     return summary
