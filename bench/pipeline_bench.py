@@ -102,6 +102,11 @@ class RunMeasure:
     work: Path | None = None
 
 
+def warehouse_of(work_root: Path, size: int) -> Path:
+    """Where the pipeline section leaves the warehouse of its last run at ``size`` customers."""
+    return work_root / f"warehouse_{size}.duckdb"
+
+
 def run_once(source: Path, work: Path) -> RunMeasure:
     if work.exists():
         shutil.rmtree(work)
@@ -156,9 +161,10 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     """The same work without orchestration, on a copy of the run's warehouse."""
     import pandas as pd  # noqa: F401  (imported before timing)
 
-    from ml.churn import churn_cutoffs, cutoff_rows, reason_codes, train_churn_models, training_set
+    from ml.churn import EVAL_ROWS, churn_cutoffs, cutoff_rows, score, train_churn_models, training_set
+    from ml.cutoff_data import CutoffData
     from ml.scoring import ScoringRules, score_customers
-    from ml.value_models import category_levels, run_value_models
+    from ml.value_models import CATEGORICAL, run_value_models
     from orchestration.dbt_project import step_target_path
     from orchestration.settings import PipelineSettings
 
@@ -189,11 +195,9 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
 
     as_of = settings.resolve_as_of(con)
     cutoffs = settings.cutoffs(as_of)
+    data = CutoffData(con)
     t0 = time.perf_counter()
-    needed = [as_of, cutoffs["clv_test"], cutoffs["clv_train"], cutoffs["churn_test"]]
-    history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
-    outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
-    value = run_value_models(history, outcomes, as_of=as_of, cutoffs=cutoffs, horizon_days=settings.clv_horizon_days,
+    value = run_value_models(data, as_of=as_of, cutoffs=cutoffs, horizon_days=settings.clv_horizon_days,
                              churn_horizon_days=settings.churn_horizon_days,
                              annual_discount_rate=settings.annual_discount_rate, run_id="floor")
     floor["value models"] = time.perf_counter() - t0
@@ -201,22 +205,16 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     h = settings.churn_horizon_days
     cut = churn_cutoffs(as_of, h, settings.churn_stacked_cutoffs)
-    needed = [as_of, cut["test"], *cut["backtest_train"], *cut["production_train"]]
-    history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
-    outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
-    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days)
-    levels = category_levels(*(history[history.as_of_date == c]
-                               for c in [as_of, *cut["production_train"], *cut["backtest_train"]]))
-    backtest = train_churn_models(training_set(history, outcomes, cut["backtest_train"], levels=levels, **kw),
+    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days, fits={})
+    levels = data.category_levels([as_of, *cut["production_train"], *cut["backtest_train"]], CATEGORICAL)
+    backtest = train_churn_models(training_set(data, cut["backtest_train"], levels=levels, **kw),
                                   min_customers=settings.churn_min_customers)
-    _, X_t, _, _ = cutoff_rows(history, outcomes, cut["test"], levels=levels, **kw)
+    _, X_t, _, _ = cutoff_rows(data, cut["test"], levels=levels, customers=data.sample(cut["test"], EVAL_ROWS, 1), **kw)
     backtest.predict(X_t), backtest.predict_logit(X_t)
-    models = train_churn_models(training_set(history, outcomes, cut["production_train"], levels=levels, **kw),
+    models = train_churn_models(training_set(data, cut["production_train"], levels=levels, **kw),
                                 min_customers=settings.churn_min_customers)
-    now_feats, X_now, _, _ = cutoff_rows(history, outcomes, as_of, levels=levels, with_labels=False, **kw)
-    churn = now_feats[["customer_id"]].assign(churn_probability=models.predict(X_now),
-                                              churn_reasons=reason_codes(models, X_now).to_numpy(),
-                                              churn_model="floor", churn_flag="")
+    models.levels = levels
+    churn = score(data, as_of, models, **kw).assign(churn_model="floor")
     floor["churn model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -254,6 +252,8 @@ def section(sizes: list[int], repeats: int, generated, work_root: Path, on_progr
             print(f"  {runs[-1].total_wall:.1f} s wall, peak {_fmt_bytes(runs[-1].peak_rss)}", flush=True)
         print(f"pipeline: {size:,} customers, compute floor ...", flush=True)
         floor = compute_floor(source, runs[-1].work)
+        # the last run's warehouse is kept for the sample-size section (removed by --clean)
+        shutil.move(runs[-1].work / "warehouse.duckdb", warehouse_of(work_root, size))
         shutil.rmtree(work_root / f"run_{size}", ignore_errors=True)
         med = lambda values: statistics.median(values)  # noqa: E731
         wall, cpu = med([r.total_wall for r in runs]), med([r.total_cpu for r in runs])

@@ -5,6 +5,8 @@ Sections (``--only NAME`` to run one):
 * ``pipeline``: the nightly job end to end through ``crm-potential run`` at 10k, 100k and 1M customers
   (``--sizes``), per stage (wall, CPU, peak memory) and against its compute floor; see
   ``bench/pipeline_bench.py``.
+* ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
+  warehouse of the largest pipeline size (``bench/sample_bench.py``).
 * ``btyd``: BG/NBD + Gamma-Gamma fits on 1,000,000 generated customers (ours), with the archived
   ``lifetimes`` package as the baseline when it is installed (``pip install -e '.[dev]'``), and the
   CDNOW sample tiled 43 times (a correct fit on weighted unique rows returns the same parameters).
@@ -146,7 +148,22 @@ def section_pipeline(repeats: int, sizes: list[int]) -> list[str]:
     return section(sizes, repeats, generated, CACHE / "work", on_progress=keep)
 
 
-SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd}
+def section_sample(repeats: int, sizes: list[int]) -> list[str]:
+    from bench.pipeline_bench import run_once, warehouse_of
+    from bench.sample_bench import section
+    from ml import churn, value_models
+
+    size = max(sizes)
+    warehouse = warehouse_of(CACHE / "work", size)
+    if not warehouse.exists():  # the pipeline section did not run at this size: one run builds it
+        print(f"sample: building a warehouse of {size:,} customers ...", flush=True)
+        measure = run_once(generated(size), CACHE / "work" / f"run_{size}")
+        shutil.move(measure.work / "warehouse.duckdb", warehouse)
+        shutil.rmtree(measure.work, ignore_errors=True)
+    return section(warehouse, size, {"churn": churn.TRAIN_ROWS, "value": value_models.TRAIN_ROWS})
+
+
+SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd, "sample": section_sample}
 HEADER = ["# Benchmark results", "",
           f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.", ""]
 MARKER = "<!-- section: {} -->"
@@ -182,7 +199,7 @@ def main() -> int:
         for name, section in SECTIONS.items():
             if args.only and name != args.only:
                 continue
-            done[name] = section(args.repeats, sizes) if name == "pipeline" else section(args.repeats)
+            done[name] = section(args.repeats) if name == "btyd" else section(args.repeats, sizes)
     finally:
         if done:
             lines += merge(RESULTS.read_text() if RESULTS.exists() else "", done)

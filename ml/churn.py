@@ -36,12 +36,20 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml import btyd
 from ml.metrics import churn_metrics
-from ml.value_models import LeadRates, btyd_predict, design_matrix, fit_btyd
+from ml.tree_effects import TreeEffects
+from ml.cutoff_data import CutoffData
+from ml.value_models import BTYD_INPUTS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
 
 CHURN_MODEL = "churn_hgb"
 LOGIT_BASELINE = "churn_logit"
 BTYD_BASELINE = "churn_bgnbd"
 DEFAULT_MIN_CUSTOMERS = 500
+# Sized samples for large populations (see bench/results.md, "training sample size"): the model is
+# trained on at most TRAIN_ROWS stacked examples and back-tested on at most EVAL_ROWS customers of the
+# held-out cutoff; every customer is scored.
+TRAIN_ROWS = 200_000
+EVAL_ROWS = 250_000
+SCORE_BATCH_ROWS = 100_000
 
 
 class ChurnTrainingError(RuntimeError):
@@ -66,52 +74,52 @@ class TrainingSet:
     cutoffs: list[date]
 
 
-def _slice(frame: pd.DataFrame, cutoff: date) -> pd.DataFrame:
-    return frame[frame.as_of_date == cutoff].sort_values("customer_id").reset_index(drop=True)
-
-
-def cutoff_rows(history, outcomes, cutoff, *, horizon_days, levels, clv_horizon_days, with_labels=True,
-                cache: dict | None = None):
-    """Features (+ BTYD outputs fitted at the cutoff) and, if asked, labels for one cutoff. Pass the same
-    ``cache`` dict to calls on the same data to slice and fit each cutoff once."""
-    if cache is not None and cutoff in cache:
-        feats, bt = cache[cutoff]
-    else:
-        feats = _slice(history, cutoff)
-        if feats.empty:
-            raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
-        try:
-            fit = fit_btyd(feats)
-        except btyd.BtydFitError as exc:
-            raise ChurnTrainingError(f"BG/NBD features at {cutoff}: {exc}") from exc
-        bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
-                          annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan))
-        if cache is not None:
-            cache[cutoff] = (feats, bt)
+def cutoff_rows(data: CutoffData, cutoff, *, horizon_days, levels, clv_horizon_days, with_labels=True,
+                customers=None, fits: dict | None = None, feats: pd.DataFrame | None = None):
+    """Features (+ BTYD outputs fitted at the cutoff on all its customers) and, if asked, labels for one
+    cutoff: every customer, those in ``customers``, or the rows given as ``feats``. Pass the same
+    ``fits`` dict to calls on the same data to fit BG/NBD + Gamma-Gamma once per cutoff."""
+    fit = btyd_fit_at(data, cutoff, fits)
+    if feats is None:
+        feats = data.features(cutoff, customers=customers)
+    if feats.empty:
+        raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
+    bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
+                      annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan))
     X = design_matrix(feats, bt, levels)
     X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
     y = None
     if with_labels:
-        out = feats[["customer_id"]].merge(_slice(outcomes, cutoff), on="customer_id", how="left")
+        outcomes = data.outcomes(cutoff, ["customer_id", "churned", "churn_window_complete"], customers=customers)
+        out = feats[["customer_id"]].merge(outcomes, on="customer_id", how="left")
         if not out.churn_window_complete.fillna(False).all():
             raise ChurnTrainingError(f"the churn window after {cutoff} is not complete by the as-of date")
         y = out.churned.astype(bool).to_numpy().astype(int)
     return feats, X, y, bt.btyd_prob_no_purchase_churn.to_numpy()
 
 
-def training_set(history, outcomes, cutoffs, *, horizon_days, clv_horizon_days, levels,
-                 max_rows: int = 300_000, seed: int = 0, cache: dict | None = None) -> TrainingSet:
-    """Stacked examples from several cutoffs; at most ``max_rows`` in all, sampled evenly per cutoff
-    (BG/NBD is fitted on every customer of a cutoff before the sample is drawn)."""
+def btyd_fit_at(data: CutoffData, cutoff, fits: dict | None = None) -> BtydFit:
+    """BG/NBD + Gamma-Gamma fitted on every customer of a cutoff (reads only the summary columns)."""
+    if fits is not None and cutoff in fits:
+        return fits[cutoff]
+    try:
+        fit = fit_btyd(data.features(cutoff, BTYD_INPUTS))
+    except btyd.BtydFitError as exc:
+        raise ChurnTrainingError(f"BG/NBD features at {cutoff}: {exc}") from exc
+    if fits is not None:
+        fits[cutoff] = fit
+    return fit
+
+
+def training_set(data: CutoffData, cutoffs, *, horizon_days, clv_horizon_days, levels,
+                 max_rows: int = TRAIN_ROWS, seed: int = 0, fits: dict | None = None) -> TrainingSet:
+    """Stacked examples from several cutoffs; at most ``max_rows`` in all, a random sample of customers
+    drawn evenly per cutoff (BG/NBD is fitted on every customer of a cutoff, the sample only is read)."""
     per_cutoff = max(1, max_rows // max(1, len(cutoffs)))
     parts = []
     for c in cutoffs:
-        feats, X, y, quiet = cutoff_rows(history, outcomes, c, horizon_days=horizon_days, levels=levels,
-                                         clv_horizon_days=clv_horizon_days, cache=cache)
-        if len(feats) > per_cutoff:
-            keep = np.sort(np.random.default_rng(seed).choice(len(feats), per_cutoff, replace=False))
-            feats, X, y, quiet = feats.iloc[keep], X.iloc[keep], y[keep], quiet[keep]
-        parts.append((feats, X, y, quiet))
+        parts.append(cutoff_rows(data, c, horizon_days=horizon_days, levels=levels, clv_horizon_days=clv_horizon_days,
+                                 customers=data.sample(c, per_cutoff, seed), fits=fits))
     return TrainingSet(
         X=pd.concat([p[1] for p in parts], ignore_index=True),
         y=np.concatenate([p[2] for p in parts]),
@@ -151,7 +159,7 @@ def _logit_pipeline(X: pd.DataFrame):
 
 
 def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUSTOMERS, seed: int = 0,
-                       max_rows: int = 300_000) -> ChurnModels:
+                       max_rows: int = TRAIN_ROWS) -> ChurnModels:
     """Fit HGB and the logistic baseline on 80 % of customers, calibrate both on the other 20 %."""
     n_customers = len(np.unique(ts.groups))
     if n_customers < min_customers:
@@ -179,7 +187,7 @@ def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUST
     if len(np.unique(y[cal_idx])) < 2 or len(np.unique(y[fit_idx])) < 2:
         raise ChurnTrainingError("the calibration split holds a single class; too few examples of one outcome")
     hgb = HistGradientBoostingClassifier(
-        learning_rate=0.05, max_iter=300, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
+        learning_rate=0.1, max_iter=300, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
         class_weight="balanced", early_stopping=True, validation_fraction=0.15, n_iter_no_change=20,
         categorical_features="from_dtype", random_state=seed,
     )
@@ -282,13 +290,21 @@ def _at_reference(models: ChurnModels, part: pd.DataFrame, cols: list[str]) -> p
     return moved
 
 
-def feature_importance(models: ChurnModels, X: pd.DataFrame, sample: int = 5000) -> dict[str, float]:
+def tree_effects(models: ChurnModels, X: pd.DataFrame) -> TreeEffects:
+    """The calibrated model's trees, with the training reference values as the "typical" customer."""
+    return TreeEffects(models.model.estimator.estimator, models.features,
+                       _at_reference(models, X[models.features].iloc[:1], models.features))
+
+
+def feature_importance(models: ChurnModels, X: pd.DataFrame, sample: int = 5000,
+                       effects: TreeEffects | None = None) -> dict[str, float]:
     """Mean absolute change of the (uncalibrated) risk score when a feature (or the purchase-rhythm
     group) is set to its training reference value, on up to ``sample`` customers."""
-    hgb = models.model.estimator.estimator  # CalibratedClassifierCV(FrozenEstimator(hgb))
     part = X[models.features].iloc[: min(len(X), sample)]
-    base = hgb.decision_function(part)
-    spread = {name: float(np.mean(np.abs(base - hgb.decision_function(_at_reference(models, part, cols)))))
+    effects = effects or tree_effects(models, part)
+    encoded = effects.encode(part)
+    per_tree = effects.per_tree(encoded)
+    spread = {name: float(np.mean(np.abs(effects.difference(per_tree, encoded, cols))))
               for name, cols in _units(models.features).items()}
     return dict(sorted(spread.items(), key=lambda kv: -kv[1]))
 
@@ -318,27 +334,30 @@ def _unit_words(models: ChurnModels, part: pd.DataFrame, unit: str) -> np.ndarra
     return described[np.where(codes < 0, len(uniques), codes)]
 
 
-def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, batch: int = 200_000,
-                 min_effect: float = 0.05) -> pd.Series:
+def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, batch: int = SCORE_BATCH_ROWS,
+                 min_effect: float = 0.05, importance: dict[str, float] | None = None) -> pd.Series:
     """Top 3 reasons pushing each customer's churn risk up, in plain words.
 
     For the ``top_units`` most important features (the purchase-rhythm group counts as one), a reason's
     contribution is ``risk(x) - risk(x with it at the training reference)`` on the model's log-odds
     scale: positive when the customer's actual value raises their risk. Only contributions above
     ``min_effect`` are named. The calibration is monotone, so ranking on the uncalibrated model's
-    decision function gives the same order. Customers are processed in batches.
+    decision function gives the same order. The differences are exact and computed on the trees that
+    split on the unit only (``ml.tree_effects``); customers are processed in batches.
     """
-    hgb = models.model.estimator.estimator
     Xf = X[models.features]
+    effects = tree_effects(models, Xf)
     units = _units(models.features)
-    importance = feature_importance(models, X)
+    importance = importance if importance is not None else feature_importance(models, X, effects=effects)
     candidates = [u for u, v in list(importance.items())[:top_units] if v > 0]
     texts = np.empty(len(Xf), dtype=object)
     for start in range(0, len(Xf), batch):
         part = Xf.iloc[start:start + batch]
-        f0 = hgb.decision_function(part)
-        contrib = np.column_stack([f0 - hgb.decision_function(_at_reference(models, part, units[u])) for u in candidates]) \
+        encoded = effects.encode(part)
+        per_tree = effects.per_tree(encoded)
+        contrib = np.column_stack([effects.difference(per_tree, encoded, units[u]) for u in candidates]) \
             if candidates else np.zeros((len(part), 0))
+        del per_tree, encoded
         order = np.argsort(-contrib, axis=1)[:, :3]
         # each candidate's words for every customer, formatted once per distinct value (no row loop)
         words = np.column_stack([_unit_words(models, part, u) for u in candidates]) if candidates else None
@@ -351,6 +370,32 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
             text = np.where(named & (text != ""), text + "; " + piece, np.where(named, piece, text))
         texts[start:start + len(part)] = np.where(text == "", "nothing raises the risk above typical", text)
     return pd.Series(texts, index=X.index)
+
+
+def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, clv_horizon_days: int,
+          fits: dict | None = None, batch: int = SCORE_BATCH_ROWS, on_batch=None) -> pd.DataFrame:
+    """Churn probability, evidence flag and reasons for every customer at ``cutoff``, read and scored
+    ``batch`` customers at a time (memory stays flat whatever the population)."""
+    btyd_fit_at(data, cutoff, fits if fits is not None else (fits := {}))
+    importance = None
+    parts = []
+    done = 0
+    total = data.count(cutoff)
+    for feats in data.batches(cutoff, batch):
+        _, X, _, _ = cutoff_rows(data, cutoff, horizon_days=horizon_days, levels=models.levels,
+                                 clv_horizon_days=clv_horizon_days, with_labels=False, fits=fits, feats=feats)
+        if importance is None:  # from the first customers, as for a whole-population call
+            importance = feature_importance(models, X)
+        parts.append(pd.DataFrame({
+            "customer_id": feats.customer_id.to_numpy(),
+            "churn_probability": models.predict(X),
+            "churn_flag": history_flag(feats, horizon_days).to_numpy(),
+            "churn_reasons": reason_codes(models, X, batch=batch, importance=importance).to_numpy(),
+        }))
+        done += len(feats)
+        if on_batch is not None:
+            on_batch(done, total)
+    return pd.concat(parts, ignore_index=True)
 
 
 def history_flag(features: pd.DataFrame, horizon_days: int) -> pd.Series:

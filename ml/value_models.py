@@ -24,6 +24,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from ml import btyd
+from ml.cutoff_data import CutoffData
 from ml.metrics import value_metrics
 
 BTYD_MODEL = "bgnbd_gg"
@@ -33,6 +34,12 @@ CATEGORICAL = ["country", "acquisition_channel", "age_band", "preferred_channel"
 EXCLUDE = {"customer_id", "as_of_date", "created_at", "first_purchase_date", "last_purchase_date", "region"}
 MIN_TRAIN_CUSTOMERS = 200
 BTYD_COLUMNS = ["p_alive", "btyd_expected_purchases", "btyd_expected_avg_spend", "btyd_expected_spend"]
+# what BG/NBD + Gamma-Gamma read per customer (fit and predictions)
+BTYD_INPUTS = ["customer_id", "n_orders", "frequency", "btyd_recency_days", "btyd_t_days", "repeat_spend_mean"]
+# Sized samples for large populations (see bench/results.md, "training sample size")
+TRAIN_ROWS = 200_000
+EVAL_ROWS = 250_000
+PREDICT_BATCH_ROWS = 200_000
 
 
 @dataclass
@@ -143,15 +150,12 @@ def design_matrix(features: pd.DataFrame, btyd_out: pd.DataFrame, categories: di
     return X
 
 
-def category_levels(*frames: pd.DataFrame) -> dict[str, list]:
-    levels = {}
-    for col in CATEGORICAL:
-        values = pd.concat([f[col] for f in frames if col in f]).dropna().astype(str)
-        levels[col] = sorted(values.unique())[:250]
-    return levels
+def leads_at(data: CutoffData, cutoff, window: str) -> LeadRates:
+    """``lead_rates`` over every customer of a cutoff."""
+    return lead_rates(data.features(cutoff, ["customer_id", "n_orders"]), data.outcomes(cutoff), window)
 
 
-def train_spend_model(X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, max_rows: int = 300_000):
+def train_spend_model(X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, max_rows: int = TRAIN_ROWS):
     """HistGradientBoosting with a Poisson loss (spend is non-negative, skewed, often zero)."""
     if len(X) > max_rows:
         take = np.random.default_rng(seed).choice(len(X), max_rows, replace=False)
@@ -171,14 +175,8 @@ def predict_spend(model, X: pd.DataFrame) -> np.ndarray:
     return np.maximum(model.predict(X[list(model.feature_names_in_)]), 0.0)
 
 
-def _slice(frame: pd.DataFrame, cutoff: date) -> pd.DataFrame:
-    part = frame[frame.as_of_date == cutoff]
-    return part.sort_values("customer_id").reset_index(drop=True)
-
-
 def run_value_models(
-    history: pd.DataFrame,
-    outcomes: pd.DataFrame,
+    data: CutoffData,
     *,
     as_of: date,
     cutoffs: dict[str, date],
@@ -186,23 +184,36 @@ def run_value_models(
     churn_horizon_days: int,
     annual_discount_rate: float,
     run_id: str,
-    max_train_rows: int = 300_000,
+    max_train_rows: int = TRAIN_ROWS,
+    max_eval_rows: int = EVAL_ROWS,
+    batch_rows: int = PREDICT_BATCH_ROWS,
 ) -> ValueResult:
-    """Back-test BTYD, the learned model and the naive baseline; predict with the champion."""
+    """Back-test BTYD, the learned model and the naive baseline; predict with the champion.
+
+    BG/NBD + Gamma-Gamma are fitted on every customer of a cutoff. On large populations the learned
+    model trains on a random sample of at most ``max_train_rows`` customers, and the back-test compares
+    all models on the same random sample of at most ``max_eval_rows`` customers of the held-out cutoff.
+    Every customer is predicted (in batches of ``batch_rows``)."""
     notes: list[str] = []
     performance: list[dict] = []
     fits: dict[str, BtydFit] = {}
-    now = _slice(history, as_of)
-    test, train = _slice(history, cutoffs["clv_test"]), _slice(history, cutoffs["clv_train"])
-    out_test, out_train = _slice(outcomes, cutoffs["clv_test"]), _slice(outcomes, cutoffs["clv_train"])
-    churn_test = _slice(outcomes, cutoffs["churn_test"])
-    levels = category_levels(now, test, train)
+    now = data.features(as_of, BTYD_INPUTS)
+    test_ids = data.sample(cutoffs["clv_test"], max_eval_rows, seed=1)
+    train_ids = data.sample(cutoffs["clv_train"], max_train_rows)
+    test, out_test = (data.features(cutoffs["clv_test"], customers=test_ids),
+                      data.outcomes(cutoffs["clv_test"], customers=test_ids))
+    train, out_train = (data.features(cutoffs["clv_train"], customers=train_ids),
+                        data.outcomes(cutoffs["clv_train"], customers=train_ids))
+    for name, ids, cutoff in (("back-test", test_ids, cutoffs["clv_test"]), ("training", train_ids, cutoffs["clv_train"])):
+        if ids is not None:
+            notes.append(f"{name} sample: {len(ids):,} of {data.count(cutoff):,} customers at {cutoff}")
+    levels = data.category_levels([as_of, cutoffs["clv_test"], cutoffs["clv_train"]], CATEGORICAL)
     predict_kw = dict(horizon_days=horizon_days, churn_horizon_days=churn_horizon_days,
                       annual_discount_rate=annual_discount_rate)
 
     # leads at the as-of date behave like leads in the latest complete windows
-    clv_leads = lead_rates(test, out_test, "clv")
-    churn_leads = lead_rates(_slice(history, cutoffs["churn_test"]), churn_test, "churn")
+    clv_leads = leads_at(data, cutoffs["clv_test"], "clv")
+    churn_leads = leads_at(data, cutoffs["churn_test"], "churn")
     leads_now = LeadRates(
         clv_leads.purchases_per_lead, clv_leads.spend_per_lead, churn_leads.no_purchase_share,
         source=f"CLV window: {clv_leads.source}; churn window: {churn_leads.source}",
@@ -226,8 +237,8 @@ def run_value_models(
         scores[NAIVE_MODEL] = value_metrics(actual, backtest[NAIVE_MODEL])
         # BTYD fitted at the test cutoff; leads from the window before it
         try:
-            fits["backtest"] = fit_btyd(test)
-            leads_train = lead_rates(train, out_train, "clv") if len(train) else LeadRates()
+            fits["backtest"] = fit_btyd(data.features(cutoffs["clv_test"], BTYD_INPUTS))
+            leads_train = leads_at(data, cutoffs["clv_train"], "clv") if len(train) else LeadRates()
             bt = btyd_predict(fits["backtest"], test, leads=leads_train, **predict_kw)
             backtest[BTYD_MODEL] = bt.btyd_expected_spend.to_numpy()
             backtest["btyd_expected_purchases"] = bt.btyd_expected_purchases.to_numpy()
@@ -239,7 +250,7 @@ def run_value_models(
         train_ready = len(train) >= MIN_TRAIN_CUSTOMERS and len(out_train) and bool(out_train.clv_window_complete.all())
         if train_ready and bt is not None:
             try:
-                fits["train"] = fit_btyd(train)
+                fits["train"] = fit_btyd(data.features(cutoffs["clv_train"], BTYD_INPUTS))
                 leads_older = LeadRates()
                 bt_train = btyd_predict(fits["train"], train, leads=leads_older, **predict_kw)
                 y_train = train[["customer_id"]].merge(out_train, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
@@ -283,10 +294,14 @@ def run_value_models(
     result["clv"] = pred.btyd_clv
     result["clv_model"] = f"{BTYD_MODEL}@{as_of}"
     if champion == LEARNED_MODEL:
-        bt_test = btyd_predict(fits["backtest"], test, leads=lead_rates(train, out_train, "clv"), **predict_kw)
+        bt_test = btyd_predict(fits["backtest"], test, leads=leads_train, **predict_kw)
         y = test[["customer_id"]].merge(out_test, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
         model = train_spend_model(design_matrix(test, bt_test, levels), y, max_rows=max_train_rows)
-        spend = predict_spend(model, design_matrix(now, pred, levels))
+        spend = np.concatenate([
+            predict_spend(model, design_matrix(feats, btyd_predict(fits["production"], feats, leads=leads_now, **predict_kw), levels))
+            for feats in data.batches(as_of, batch_rows)])
+        if len(spend) != len(result):
+            raise RuntimeError(f"{len(spend)} learned predictions for {len(result)} customers at {as_of}")
         result["expected_spend"] = spend
         result["clv"] = spend * discount_factor(horizon_days, annual_discount_rate)
         result["clv_model"] = f"{LEARNED_MODEL}@{as_of}"

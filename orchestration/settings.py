@@ -260,12 +260,6 @@ class PipelineSettings(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def load_cutoffs(self, con: duckdb.DuckDBPyConnection, table: str, cutoffs) -> "pd.DataFrame":
-        """Rows of a per-cutoff mart (``customer_features_history``, ``customer_outcomes``) for some cutoffs only."""
-        dates = sorted({str(c) for c in cutoffs})
-        placeholders = ", ".join("cast(? as date)" for _ in dates)
-        return con.sql(f"select * from {table} where as_of_date in ({placeholders})", params=dates).to_arrow_table().to_pandas()
-
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> date:
         """The run's as-of date: the configured one, else the latest order date (capped at today)."""
         if self.as_of_date:

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from ml import plots
+from ml.cutoff_data import CutoffData
 from ml.value_models import BTYD_MODEL, LEARNED_MODEL, NAIVE_MODEL, run_value_models
 from orchestration.publication import ensure_ops_tables
 from orchestration.settings import PipelineSettings
@@ -43,15 +44,14 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)
         cutoffs = settings.cutoffs(as_of)
-        needed = [as_of, cutoffs["clv_test"], cutoffs["clv_train"], cutoffs["churn_test"]]
-        history = settings.load_cutoffs(con, "marts.customer_features_history", needed)
-        outcomes = settings.load_cutoffs(con, "marts.customer_outcomes", needed)
-    context.log.info(f"value models: {len(history):,} feature rows over {history.as_of_date.nunique()} cutoffs")
-    result = run_value_models(
-        history, outcomes, as_of=as_of, cutoffs=cutoffs,
-        horizon_days=settings.clv_horizon_days, churn_horizon_days=settings.churn_horizon_days,
-        annual_discount_rate=settings.annual_discount_rate, run_id=context.run_id,
-    )
+        data = CutoffData(con)
+        context.log.info(f"value models: {data.count(as_of):,} customers at {as_of}")
+        result = run_value_models(
+            data, as_of=as_of, cutoffs=cutoffs,
+            horizon_days=settings.clv_horizon_days, churn_horizon_days=settings.churn_horizon_days,
+            annual_discount_rate=settings.annual_discount_rate, run_id=context.run_id,
+        )
+        median_t = float(data.features(as_of, ["btyd_t_days"]).btyd_t_days.median())
     for note in result.notes:
         context.log.info(f"value models: {note}")
     context.log.info(f"value models: champion {result.champion}")
@@ -59,7 +59,6 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
     report_dir = settings.reports_dir / context.run_id
     plot_paths = {}
     production = result.fits["production"]
-    median_t = float(history.loc[history.as_of_date == as_of, "btyd_t_days"].median())
     plot_paths["frequency_recency_expected"], plot_paths["frequency_recency_p_alive"] = plots.frequency_recency_matrices(
         production.bg, settings.clv_horizon_days, median_t,
         report_dir / "frequency_recency_expected.png", report_dir / "frequency_recency_p_alive.png",
