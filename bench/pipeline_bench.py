@@ -159,8 +159,6 @@ def run_once(source: Path, work: Path) -> RunMeasure:
 
 def compute_floor(source: Path, work: Path) -> dict[str, float]:
     """The same work without orchestration, on a copy of the run's warehouse."""
-    import pandas as pd  # noqa: F401  (imported before timing)
-
     from ml.churn import EVAL_ROWS, churn_cutoffs, cutoff_rows, score, train_churn_models, training_set
     from ml.cutoff_data import CutoffData
     from ml.scoring import ScoringRules, score_customers
@@ -212,7 +210,7 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     _, X_t, _, _ = cutoff_rows(data, cut["test"], levels=levels, customers=data.sample(cut["test"], EVAL_ROWS, 1), **kw)
     backtest.predict(X_t), backtest.predict_logit(X_t)
     models = train_churn_models(training_set(data, cut["production_train"], levels=levels, **kw),
-                                min_customers=settings.churn_min_customers)
+                                min_customers=settings.churn_min_customers, baseline=False)
     models.levels = levels
     churn = score(data, as_of, models, **kw).assign(churn_model="floor")
     floor["churn model"] = time.perf_counter() - t0

@@ -85,7 +85,7 @@ def cutoff_rows(data: CutoffData, cutoff, *, horizon_days, levels, clv_horizon_d
     if feats.empty:
         raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
     bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
-                      annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan))
+                      annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan), with_clv=False)
     X = design_matrix(feats, bt, levels)
     X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
     y = None
@@ -132,7 +132,7 @@ def training_set(data: CutoffData, cutoffs, *, horizon_days, clv_horizon_days, l
 @dataclass
 class ChurnModels:
     model: object  # calibrated HGB
-    logit: object  # calibrated logistic regression
+    logit: object | None  # calibrated logistic regression (None when trained without the baseline)
     features: list[str]
     reference: pd.Series  # per feature: the training median (numeric) or mode (categorical)
     calibration: str
@@ -144,6 +144,8 @@ class ChurnModels:
         return np.clip(self.model.predict_proba(X[self.features])[:, 1], 0, 1)
 
     def predict_logit(self, X: pd.DataFrame) -> np.ndarray:
+        if self.logit is None:
+            raise ValueError("this churn model was trained without the logistic baseline")
         return np.clip(self.logit.predict_proba(X[self.features])[:, 1], 0, 1)
 
 
@@ -159,8 +161,9 @@ def _logit_pipeline(X: pd.DataFrame):
 
 
 def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUSTOMERS, seed: int = 0,
-                       max_rows: int = TRAIN_ROWS) -> ChurnModels:
-    """Fit HGB and the logistic baseline on 80 % of customers, calibrate both on the other 20 %."""
+                       max_rows: int = TRAIN_ROWS, baseline: bool = True) -> ChurnModels:
+    """Fit HGB (and, with ``baseline``, the logistic baseline) on 80 % of customers, calibrate on the other
+    20 %. The baseline is only needed where models are compared (the back-test)."""
     n_customers = len(np.unique(ts.groups))
     if n_customers < min_customers:
         raise ChurnTrainingError(
@@ -192,10 +195,12 @@ def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUST
         categorical_features="from_dtype", random_state=seed,
     )
     hgb.fit(X.iloc[fit_idx], y[fit_idx])
-    logit = _logit_pipeline(X).fit(X.iloc[fit_idx], y[fit_idx])
     method = "isotonic" if len(cal_idx) >= 2000 else "sigmoid"
     model = CalibratedClassifierCV(FrozenEstimator(hgb), method=method).fit(X.iloc[cal_idx], y[cal_idx])
-    logit_cal = CalibratedClassifierCV(FrozenEstimator(logit), method=method).fit(X.iloc[cal_idx], y[cal_idx])
+    logit_cal = None
+    if baseline:
+        logit = _logit_pipeline(X).fit(X.iloc[fit_idx], y[fit_idx])
+        logit_cal = CalibratedClassifierCV(FrozenEstimator(logit), method=method).fit(X.iloc[cal_idx], y[cal_idx])
     reference = pd.Series({c: (X[c].mode().iloc[0] if isinstance(X[c].dtype, pd.CategoricalDtype) and X[c].notna().any()
                                else X[c].median()) for c in X.columns})
     return ChurnModels(model, logit_cal, list(X.columns), reference, method, len(X), notes)

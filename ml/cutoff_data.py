@@ -34,8 +34,10 @@ class CutoffData:
     def from_frames(cls, history: pd.DataFrame, outcomes: pd.DataFrame) -> "CutoffData":
         """The same reads over in-memory frames (tests, notebooks)."""
         con = duckdb.connect()
-        con.register("features_history", history)
-        con.register("outcomes", outcomes)
+        for name, frame in (("features_history", history), ("outcomes", outcomes)):
+            con.register("_frame", frame)  # a view on this connection only: copied into a table every cursor sees
+            con.execute(f"create table {name} as select * from _frame")
+            con.unregister("_frame")
         return cls(con, "features_history", "outcomes")
 
     # ------------------------------------------------------------------ reads
@@ -66,9 +68,15 @@ class CutoffData:
         con = self.con.cursor()
         try:
             reader = con.sql(self._sql(self.features_table, None, False), params=[str(cutoff)]).to_arrow_reader(size)
-            for batch in reader:
-                if batch.num_rows:
-                    yield pa.Table.from_batches([batch]).to_pandas()
+            pending, rows = [], 0
+            for batch in reader:  # DuckDB hands out chunks of its own size: regroup them to about ``size``
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= size:
+                    yield pa.Table.from_batches(pending).to_pandas()
+                    pending, rows = [], 0
+            if rows:
+                yield pa.Table.from_batches(pending).to_pandas()
         finally:
             con.close()
 

@@ -36,10 +36,9 @@ def next_category(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.
     col = np.searchsorted(names, cats["product_category"].astype(str).to_numpy())
     age = (pd.Timestamp(as_of) + pd.Timedelta(days=1) - pd.to_datetime(cats["last_ordered_at"])).dt.days.to_numpy(float)
     weight = cats["n_orders"].to_numpy(float) * 0.5 ** (np.maximum(age, 0) / HALF_LIFE_DAYS)
-    own = np.zeros((n, len(names)))
-    np.add.at(own, (row, col), weight)
-    orders = np.zeros(n)
-    np.add.at(orders, row, cats["n_orders"].to_numpy(float))
+    k = len(names)
+    own = np.bincount(row * k + col, weights=weight, minlength=n * k).reshape(n, k)
+    orders = np.bincount(row, weights=cats["n_orders"].to_numpy(float), minlength=n)
     totals = own.sum(axis=1, keepdims=True)
     own_share = np.divide(own, totals, out=np.zeros_like(own), where=totals > 0)
 

@@ -78,18 +78,21 @@ def potential_score(parts: pd.DataFrame, weights: dict[str, float] = DEFAULT_WEI
 def potential_drivers(parts: pd.DataFrame, features: pd.DataFrame, churn: np.ndarray,
                       weights: dict[str, float] = DEFAULT_WEIGHTS) -> np.ndarray:
     """The two largest weighted parts of each customer's score, in words (vectorised)."""
-    top_pct = np.maximum(1, np.ceil(100 * (1 - parts["value"].to_numpy()))).astype(int)
+    # every phrase is one of a few hundred: look them up as Python strings (no fixed-width text arrays)
+    top_pct = np.clip(np.ceil(100 * (1 - parts["value"].to_numpy())), 1, 100).astype(int)
+    churn_pct = np.clip(np.round(100 * np.asarray(churn, float)), 0, 100).astype(int)
+    percent = np.arange(101)
     consent = features["marketing_consent"]
     words = np.column_stack([
-        np.char.add(np.char.add("expected value in the top ", top_pct.astype(str)), "%"),
-        np.char.add(np.char.add("churn risk only ", np.round(100 * churn).astype(int).astype(str)), "%"),
+        np.array([f"expected value in the top {k}%" for k in percent], dtype=object)[top_pct],
+        np.array([f"churn risk only {k}%" for k in percent], dtype=object)[churn_pct],
         np.where(parts["headroom"].to_numpy() >= 0.6, "room to grow (spend, categories, engagement)",
-                 "little growth headroom"),
+                 "little growth headroom").astype(object),
         np.where(consent.eq(True).to_numpy(), "reachable with marketing consent",
-                 np.where(consent.eq(False).to_numpy(), "no marketing consent", "consent unknown")),
+                 np.where(consent.eq(False).to_numpy(), "no marketing consent", "consent unknown")).astype(object),
     ])
     contribution = parts[list(PARTS)].to_numpy() * np.array([weights.get(p, 0.0) for p in PARTS])
     order = np.argsort(-contribution, axis=1, kind="stable")
     first = np.take_along_axis(words, order[:, :1], axis=1)[:, 0]
     second = np.take_along_axis(words, order[:, 1:2], axis=1)[:, 0]
-    return np.char.add(np.char.add(first.astype(str), "; "), second.astype(str)).astype(object)
+    return first + "; " + second

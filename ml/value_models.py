@@ -97,9 +97,10 @@ def btyd_predict(
     churn_horizon_days: int,
     annual_discount_rate: float,
     leads: LeadRates,
+    with_clv: bool = True,
 ) -> pd.DataFrame:
     """Per customer: p_alive, expected purchases and spend over the horizon, P(no purchase in the churn
-    horizon) and discounted CLV. Leads take ``leads``; nothing is NaN."""
+    horizon) and (``with_clv``) discounted CLV. Leads take ``leads``; nothing is NaN."""
     buyer = (features.n_orders > 0).to_numpy()
     x = features.frequency.to_numpy(float)[buyer]
     tx = features.btyd_recency_days.to_numpy(float)[buyer]
@@ -117,16 +118,17 @@ def btyd_predict(
     avg_spend[buyer] = btyd.expected_average_spend(fit.gg, x, m)
     spend[buyer] = purchases[buyer] * avg_spend[buyer]
     quiet[buyer] = btyd.prob_no_purchase(fit.bg, churn_horizon_days, x, tx, T)
-    clv = spend * discount_factor(horizon_days, annual_discount_rate)
-    clv[buyer] = btyd.customer_lifetime_value(
-        fit.bg, fit.gg, x, tx, T, m, horizon=horizon_days, annual_discount_rate=annual_discount_rate
-    )
+    if with_clv:
+        clv = spend * discount_factor(horizon_days, annual_discount_rate)
+        clv[buyer] = btyd.customer_lifetime_value(
+            fit.bg, fit.gg, x, tx, T, m, horizon=horizon_days, annual_discount_rate=annual_discount_rate
+        )
+        out["btyd_clv"] = clv
     out["p_alive"] = alive
     out["btyd_expected_purchases"] = purchases
     out["btyd_expected_avg_spend"] = avg_spend
     out["btyd_expected_spend"] = spend
     out["btyd_prob_no_purchase_churn"] = quiet
-    out["btyd_clv"] = clv
     return out
 
 
@@ -162,7 +164,7 @@ def train_spend_model(X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, max_rows
         X, y = X.iloc[np.sort(take)], y[np.sort(take)]
     X = X.loc[:, X.notna().any()]  # a column that is null throughout carries nothing (and breaks binning)
     model = HistGradientBoostingRegressor(
-        loss="poisson", learning_rate=0.05, max_iter=400, max_leaf_nodes=31, min_samples_leaf=40,
+        loss="poisson", learning_rate=0.1, max_iter=400, max_leaf_nodes=31, min_samples_leaf=40,
         l2_regularization=1.0, early_stopping=True, validation_fraction=0.15, n_iter_no_change=25,
         categorical_features="from_dtype", random_state=seed,
     )
@@ -239,7 +241,7 @@ def run_value_models(
         try:
             fits["backtest"] = fit_btyd(data.features(cutoffs["clv_test"], BTYD_INPUTS))
             leads_train = leads_at(data, cutoffs["clv_train"], "clv") if len(train) else LeadRates()
-            bt = btyd_predict(fits["backtest"], test, leads=leads_train, **predict_kw)
+            bt = btyd_predict(fits["backtest"], test, leads=leads_train, with_clv=False, **predict_kw)
             backtest[BTYD_MODEL] = bt.btyd_expected_spend.to_numpy()
             backtest["btyd_expected_purchases"] = bt.btyd_expected_purchases.to_numpy()
             scores[BTYD_MODEL] = value_metrics(actual, backtest[BTYD_MODEL])
@@ -252,7 +254,7 @@ def run_value_models(
             try:
                 fits["train"] = fit_btyd(data.features(cutoffs["clv_train"], BTYD_INPUTS))
                 leads_older = LeadRates()
-                bt_train = btyd_predict(fits["train"], train, leads=leads_older, **predict_kw)
+                bt_train = btyd_predict(fits["train"], train, leads=leads_older, with_clv=False, **predict_kw)
                 y_train = train[["customer_id"]].merge(out_train, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
                 model = train_spend_model(design_matrix(train, bt_train, levels), y_train, max_rows=max_train_rows)
                 backtest[LEARNED_MODEL] = predict_spend(model, design_matrix(test, bt, levels))
@@ -294,11 +296,11 @@ def run_value_models(
     result["clv"] = pred.btyd_clv
     result["clv_model"] = f"{BTYD_MODEL}@{as_of}"
     if champion == LEARNED_MODEL:
-        bt_test = btyd_predict(fits["backtest"], test, leads=leads_train, **predict_kw)
+        bt_test = btyd_predict(fits["backtest"], test, leads=leads_train, with_clv=False, **predict_kw)
         y = test[["customer_id"]].merge(out_test, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
         model = train_spend_model(design_matrix(test, bt_test, levels), y, max_rows=max_train_rows)
         spend = np.concatenate([
-            predict_spend(model, design_matrix(feats, btyd_predict(fits["production"], feats, leads=leads_now, **predict_kw), levels))
+            predict_spend(model, design_matrix(feats, btyd_predict(fits["production"], feats, leads=leads_now, with_clv=False, **predict_kw), levels))
             for feats in data.batches(as_of, batch_rows)])
         if len(spend) != len(result):
             raise RuntimeError(f"{len(spend)} learned predictions for {len(result)} customers at {as_of}")

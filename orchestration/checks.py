@@ -16,6 +16,7 @@ from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS, ERASURE_REQUESTS
 from orchestration.assets.publish import publication
 from orchestration.assets.scoring import customer_scores
 from orchestration.assets.value_models import customer_value
+from orchestration.memory import release_memory
 from orchestration.settings import PipelineSettings
 
 
@@ -46,10 +47,13 @@ def build_gx_check(asset_key: dg.AssetKey, suite_name: str, expected_count_sql: 
             return dg.AssetCheckResult(passed=True, description="no rows (optional source absent)")
         suite = SUITES[suite_name](expected, datetime.now(timezone.utc).replace(tzinfo=None))
         outcome = validate(settings.gx_dir, suite_name, frame, suite)
+        rows = len(frame)
+        del frame
+        release_memory()  # the frame can be millions of rows; the next step should not start above it
         return dg.AssetCheckResult(
             passed=outcome.success, severity=dg.AssetCheckSeverity.ERROR,
             description="; ".join(outcome.failures) or f"{outcome.evaluated} expectations met",
-            metadata={"expectations": outcome.evaluated, "rows": len(frame),
+            metadata={"expectations": outcome.evaluated, "rows": rows,
                       "data_docs": dg.MetadataValue.path(outcome.docs_index)},
         )
 

@@ -140,7 +140,7 @@ class PipelineSettings(dg.ConfigurableResource):
         "(orders no longer joining their customers).",
     )
     duckdb_memory_limit: str = Field(
-        default=_default("duckdb_memory_limit", "6GB"),
+        default=_default("duckdb_memory_limit", "3GB"),
         description="DuckDB memory limit for the pipeline's connections and dbt (the rest is left to pandas and "
         "scikit-learn in the same process).",
     )

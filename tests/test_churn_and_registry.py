@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.churn import ChurnTrainingError, TrainingSet, describe_feature, train_churn_models
+from ml.churn import (
+    ChurnTrainingError, TrainingSet, _at_reference, _units, describe_feature, reason_codes, train_churn_models, tree_effects,
+)
+from ml.cutoff_data import CutoffData
 from ml.metrics import churn_metrics
 from ml.registry import ModelCard, Registry, population_stability, retrain_reason, score_reference
 
@@ -53,6 +56,50 @@ def test_all_null_feature_is_left_out_and_noted():
     models = train_churn_models(_training_set(null_column=True), min_customers=100)
     assert "last_nps_score" not in models.features
     assert any("last_nps_score" in note for note in models.notes)
+
+
+def test_tree_effects_equal_full_repredictions():
+    """Re-running only the trees that split on a feature gives exactly the full model's difference,
+    for numeric and categorical features alike."""
+    ts = _training_set(6000)
+    ts.X["country"] = pd.Categorical(np.where(ts.X.unresolved_complaints > 0, "FR", "DE"), categories=["DE", "FR"])
+    models = train_churn_models(ts, min_customers=100)
+    hgb = models.model.estimator.estimator
+    X = ts.X[models.features].iloc[:400]
+    effects = tree_effects(models, X)
+    encoded = effects.encode(X)
+    per_tree = effects.per_tree(encoded)
+    assert np.allclose(per_tree.sum(axis=1) + hgb._baseline_prediction.ravel()[0], hgb.decision_function(X))
+    checked = 0
+    for unit, cols in _units(models.features).items():
+        moved = _at_reference(models, X, cols)
+        full = hgb.decision_function(X) - hgb.decision_function(moved)
+        assert np.allclose(effects.difference(per_tree, encoded, cols), full, atol=1e-9), unit
+        checked += bool(effects.trees_using(cols))
+    assert checked >= 3  # recency, complaints, country (at least) are split on
+    assert len(effects.trees_using(["country"])) < len(effects.trees)  # the saving is real
+    reasons = reason_codes(models, X, batch=150)  # batches give the same words as one pass
+    assert (reasons == reason_codes(models, X)).all()
+    assert reasons.str.contains("unresolved complaint").any()
+
+
+def test_cutoff_data_reads_one_cutoff_a_sample_or_batches():
+    days = [date(2026, 1, 1), date(2026, 4, 1)]
+    history = pd.DataFrame({"as_of_date": np.repeat(days, 50), "customer_id": [f"c{i:03d}" for i in range(50)] * 2,
+                            "n_orders": np.arange(100), "country": ["DE", "FR"] * 50})
+    history = history.sample(frac=1, random_state=0)  # stored in no particular order
+    outcomes = history[["as_of_date", "customer_id"]].assign(churned=True)
+    data = CutoffData.from_frames(history, outcomes)
+    whole = data.features(days[1])
+    assert list(whole.customer_id) == sorted(whole.customer_id) and whole.n_orders.min() == 50 and len(whole) == 50
+    ids = data.sample(days[1], 10, seed=3)
+    assert len(ids) == 10 and (ids == data.sample(days[1], 10, seed=3)).all() and data.sample(days[1], 50) is None
+    part = data.features(days[1], ["customer_id", "n_orders"], customers=ids)
+    assert list(part.columns) == ["customer_id", "n_orders"] and list(part.customer_id) == list(ids)
+    assert len(data.outcomes(days[0], customers=ids)) == 10
+    batches = list(data.batches(days[0], 2048))
+    assert sum(map(len, batches)) == 50 and pd.concat(batches).customer_id.is_monotonic_increasing
+    assert data.category_levels(days, ["country", "absent"]) == {"country": ["DE", "FR"], "absent": []}
 
 
 def test_churn_metrics_known_values():

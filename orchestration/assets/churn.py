@@ -17,6 +17,7 @@ from ml.registry import (
 )
 from ml.value_models import CATEGORICAL, leads_at
 from orchestration.assets.value_models import CUSTOMER_VALUE, FEATURES_HISTORY, OUTCOMES
+from orchestration.memory import release_memory
 from orchestration.publication import ensure_ops_tables
 from orchestration.settings import PipelineSettings
 
@@ -101,10 +102,11 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
                     notes.append(f"back-test on {len(test_ids):,} of {data.count(cut['test']):,} customers at {cut['test']}")
                 # leads have no BG/NBD estimate: the share of leads that did not buy in the window before
                 quiet_t = np.where(np.isnan(quiet_t), leads_at(data, cut["backtest_train"][0], "churn").no_purchase_share, quiet_t)
-                metrics = evaluate(y_t, {CHURN_MODEL: bt_models.predict(X_t), LOGIT_BASELINE: bt_models.predict_logit(X_t),
-                                         BTYD_BASELINE: quiet_t})
+                preds_t = {CHURN_MODEL: bt_models.predict(X_t), LOGIT_BASELINE: bt_models.predict_logit(X_t),
+                           BTYD_BASELINE: quiet_t}
+                metrics = evaluate(y_t, preds_t)
                 ts_prod = training_set(data, cut["production_train"], levels=levels, **kw)
-                models = train_churn_models(ts_prod, min_customers=settings.churn_min_customers)
+                models = train_churn_models(ts_prod, min_customers=settings.churn_min_customers, baseline=False)
                 models.levels = levels
                 _, X_now, _, _ = cutoff_rows(data, as_of, levels=levels, with_labels=False, customers=now_ids, **kw)
                 version = f"churn-hgb-{as_of}-{fingerprint(ts_prod.X, ts_prod.y)[:8]}"
@@ -146,6 +148,13 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
         registry.log(decision)
         context.log.info(f"churn: {decision['action']} ({decision.get('reason') or decision.get('error')})")
 
+        plot_paths = {}
+        if decision["action"] == "retrain":
+            plot_paths = plots.churn_plots(y_t, preds_t, feature_importance(bt_models, X_t),
+                                           settings.reports_dir / context.run_id)
+            del ts_bt, ts_prod, X_t, X_now  # the training and evaluation frames are not needed for scoring
+        release_memory()
+
         # scoring: every customer, in batches
         if active is not None:
             card, models = active
@@ -164,11 +173,6 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
             })
     result["churn_probability"] = result.churn_probability.clip(0, 1)
     model_version = str(result.churn_model.iloc[0]) if len(result) else "none"
-    plot_paths = {}
-    if reason is not None and decision["action"] == "retrain":
-        report_dir = settings.reports_dir / context.run_id
-        preds = {CHURN_MODEL: bt_models.predict(X_t), LOGIT_BASELINE: bt_models.predict_logit(X_t), BTYD_BASELINE: quiet_t}
-        plot_paths = plots.churn_plots(y_t, preds, feature_importance(bt_models, X_t), report_dir)
     with settings.warehouse() as con:
         con.register("churn_df", result)
         con.execute("create or replace table scores.customer_churn as select * from churn_df")

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from orchestration.dbt_project import dbt_project, ensure_manifest, step_target_path
+from orchestration.dbt_project import dbt_project, ensure_manifest, step_target_path, warm_partial_parse
 from orchestration.settings import PipelineSettings
 
 ensure_manifest()
@@ -38,6 +38,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
     dbt_vars = settings.dbt_vars(as_of, context.run_id)
     context.log.info(f"dbt build as of {as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     target = step_target_path(context.op_def.name)
+    warm_partial_parse(context.op_def.name)
     yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
 
 

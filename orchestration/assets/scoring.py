@@ -11,6 +11,7 @@ from ml.scoring import PREVIOUS, score_customers
 from orchestration.assets.churn import CUSTOMER_CHURN
 from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS
 from orchestration.assets.value_models import CUSTOMER_VALUE
+from orchestration.memory import release_memory
 from orchestration.settings import PipelineSettings
 
 CUSTOMER_FEATURES = dg.AssetKey(["marts", "customer_features"])
@@ -27,6 +28,7 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
     "next category and next best action (see ml/scoring.py).",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    release_memory()
     rules = settings.scoring_rules()
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)

@@ -1,13 +1,12 @@
 """Customer value models: back-test, champion choice, predictions, model_performance rows and plots."""
 
-import json
-
 import dagster as dg
 import pandas as pd
 
 from ml import plots
 from ml.cutoff_data import CutoffData
 from ml.value_models import BTYD_MODEL, LEARNED_MODEL, NAIVE_MODEL, run_value_models
+from orchestration.memory import release_memory
 from orchestration.publication import ensure_ops_tables
 from orchestration.settings import PipelineSettings
 
@@ -41,6 +40,7 @@ def _has_tabulate() -> bool:
     "from the back-tested champion of BG/NBD + Gamma-Gamma and a HistGradientBoosting (Poisson) challenger.",
 )
 def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    release_memory()
     with settings.warehouse() as con:
         as_of = settings.resolve_as_of(con)
         cutoffs = settings.cutoffs(as_of)
