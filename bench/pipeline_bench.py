@@ -193,7 +193,8 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
 
     as_of = settings.resolve_as_of(con)
     cutoffs = settings.cutoffs(as_of)
-    data = CutoffData(con)
+    # qualified names: CutoffData reads through cursors, which do not inherit "use warehouse"
+    data = CutoffData(con, "warehouse.marts.customer_features_history", "warehouse.marts.customer_outcomes")
     t0 = time.perf_counter()
     value = run_value_models(data, as_of=as_of, cutoffs=cutoffs, horizon_days=settings.clv_horizon_days,
                              churn_horizon_days=settings.churn_horizon_days,
