@@ -86,7 +86,7 @@ def section(warehouse: Path, customers: int, defaults: dict[str, int]) -> list[s
              "| training rows | churn ROC AUC | churn Brier | churn fit (s) | spend model normalised Gini | "
              "spend Spearman | spend fit (s) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['rows']:,} | {r['roc_auc']:.4f} | {r['brier']:.4f} | {r['churn_fit_s']:.1f} | "
-                     f"{r.get('gini', float('nan')):.4f} | {r.get('spearman', float('nan')):.4f} | "
-                     f"{r.get('value_fit_s', float('nan')):.1f} |")
+        spend = (f"{r['gini']:.4f} | {r['spearman']:.4f} | {r['value_fit_s']:.1f}" if "gini" in r else
+                 f"- | - | - (only {population['value']:,} customers at the training cutoff)")
+        lines.append(f"| {r['rows']:,} | {r['roc_auc']:.4f} | {r['brier']:.4f} | {r['churn_fit_s']:.1f} | {spend} |")
     return lines
