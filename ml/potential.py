@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ml.name_numbers import parse_name_numbers
+
 PARTS = ("value", "retention", "headroom", "reach")
 DEFAULT_WEIGHTS = {"value": 0.45, "retention": 0.25, "headroom": 0.15, "reach": 0.15}
 
@@ -26,17 +28,12 @@ DEFAULT_WEIGHTS = {"value": 0.45, "retention": 0.25, "headroom": 0.15, "reach": 
 def parse_weights(text: str) -> dict[str, float]:
     """``"value=0.45,retention=0.25,headroom=0.15,reach=0.15"`` -> dict; parts left out weigh 0."""
     weights = {part: 0.0 for part in PARTS}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        name, _, number = item.partition("=")
-        name = name.strip()
+    for name, number in parse_name_numbers(text, "potential weights", "value=0.45").items():
         if name not in weights:
             raise ValueError(f"potential weights: unknown part {name!r} in {text!r}; the parts are {', '.join(PARTS)}")
-        try:
-            weights[name] = float(number)
-        except ValueError:
-            raise ValueError(f"potential weights: {item!r} is not name=number (e.g. value=0.45)") from None
-        if weights[name] < 0:
+        if number < 0:
             raise ValueError(f"potential weights: {name} must not be negative")
+        weights[name] = number
     if sum(weights.values()) <= 0:
         raise ValueError(f"potential weights: {text!r} gives no part a positive weight")
     return weights

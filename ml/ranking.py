@@ -5,19 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ml.name_numbers import parse_name_numbers
+
 # upper rank-percentile bound of each tier: A = top 10 %, B = next 20 %, C = next 30 %, D = the rest
 DEFAULT_TIER_BOUNDS = {"A": 0.10, "B": 0.30, "C": 0.60, "D": 1.0}
 
 
 def parse_tier_bounds(text: str) -> dict[str, float]:
     """``"A=0.10,B=0.30,C=0.60,D=1.0"`` -> ordered dict of upper rank-percentile bounds."""
-    bounds: dict[str, float] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        name, _, number = item.partition("=")
-        try:
-            bounds[name.strip()] = float(number)
-        except ValueError:
-            raise ValueError(f"tier bounds: {item!r} is not name=fraction (e.g. A=0.10)") from None
+    bounds = parse_name_numbers(text, "tier bounds", "A=0.10")
     values = list(bounds.values())
     if not values or values != sorted(values) or abs(values[-1] - 1.0) > 1e-9 or values[0] <= 0:
         raise ValueError(f"tier bounds {text!r}: fractions must rise and the last must be 1.0 (e.g. A=0.10,B=0.30,C=0.60,D=1.0)")

@@ -17,6 +17,10 @@ import dagster as dg
 import duckdb
 from pydantic import Field, field_validator
 
+from ml.name_numbers import format_name_numbers
+from ml.potential import DEFAULT_WEIGHTS
+from ml.ranking import DEFAULT_TIER_BOUNDS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # field name -> environment variable
@@ -150,11 +154,11 @@ class PipelineSettings(dg.ConfigurableResource):
         "stability index from the last publication.",
     )
     potential_weights: str = Field(
-        default=_default("potential_weights", "value=0.45,retention=0.25,headroom=0.15,reach=0.15"),
+        default=_default("potential_weights", format_name_numbers(DEFAULT_WEIGHTS)),
         description="Weights of the potential score's parts (value, retention, headroom, reach); see ml/potential.py.",
     )
     tier_bounds: str = Field(
-        default=_default("tier_bounds", "A=0.10,B=0.30,C=0.60,D=1.0"),
+        default=_default("tier_bounds", format_name_numbers(DEFAULT_TIER_BOUNDS)),
         description="Priority tiers by potential-rank percentile: each tier's upper bound (the last must be 1.0).",
     )
     action_rules_file: str = Field(
