@@ -39,9 +39,13 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
         categories = con.sql(
             "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories "
             "where cutoff_date = ?", params=[as_of]).to_arrow_table().to_pandas()
-        previous = last_published_segments(settings.serving_file)
-        scores, facts = score_customers(features, value, churn, run_id=context.run_id, categories=categories,
-                                        pseudonyms=keys, previous=previous, rules=rules)
+    # scored with the connection closed: DuckDB's cache of what was just read is not held meanwhile
+    previous = last_published_segments(settings.serving_file)
+    scores, facts = score_customers(features, value, churn, run_id=context.run_id, categories=categories,
+                                    pseudonyms=keys, previous=previous, rules=rules)
+    del features, value, churn, keys, categories
+    release_memory()
+    with settings.warehouse() as con:
         con.execute("create schema if not exists scores")
         con.register("scores_df", scores)
         con.execute("create or replace table scores.customer_scores as select * from scores_df")
