@@ -159,8 +159,8 @@ def run_once(source: Path, work: Path) -> RunMeasure:
 
 def compute_floor(source: Path, work: Path) -> dict[str, float]:
     """The same work without orchestration, on a copy of the run's warehouse."""
-    from ml.churn import EVAL_ROWS, churn_cutoffs, cutoff_rows, score, train_churn_models, training_set
-    from ml.cutoff_data import CutoffData
+    from ml.churn import churn_cutoffs, cutoff_rows, score, train_churn_models, training_set
+    from ml.cutoff_data import EVAL_ROWS, CutoffData
     from ml.scoring import ScoringRules, score_customers
     from ml.value_models import CATEGORICAL, run_value_models
     from orchestration.dbt_project import step_target_path

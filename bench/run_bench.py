@@ -151,7 +151,6 @@ def section_pipeline(repeats: int, sizes: list[int]) -> list[str]:
 def section_sample(repeats: int, sizes: list[int]) -> list[str]:
     from bench.pipeline_bench import run_once, warehouse_of
     from bench.sample_bench import section
-    from ml import churn, value_models
 
     size = max(sizes)
     warehouse = warehouse_of(CACHE / "work", size)
@@ -160,7 +159,7 @@ def section_sample(repeats: int, sizes: list[int]) -> list[str]:
         measure = run_once(generated(size), CACHE / "work" / f"run_{size}")
         shutil.move(measure.work / "warehouse.duckdb", warehouse)
         shutil.rmtree(measure.work, ignore_errors=True)
-    return section(warehouse, size, {"churn": churn.TRAIN_ROWS, "value": value_models.TRAIN_ROWS})
+    return section(warehouse, size)
 
 
 SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd, "sample": section_sample}

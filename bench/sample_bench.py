@@ -18,8 +18,8 @@ SIZES = (25_000, 50_000, 100_000, 200_000, 400_000)
 
 
 def measure(warehouse: Path, sizes=SIZES) -> tuple[list[dict], dict]:
-    from ml.churn import EVAL_ROWS, churn_cutoffs, cutoff_rows, evaluate, train_churn_models, training_set
-    from ml.cutoff_data import CutoffData
+    from ml.churn import churn_cutoffs, cutoff_rows, evaluate, train_churn_models, training_set
+    from ml.cutoff_data import EVAL_ROWS, CutoffData
     from ml.metrics import value_metrics
     from ml.value_models import (
         BTYD_INPUTS, CATEGORICAL, LeadRates, btyd_predict, design_matrix, fit_btyd, predict_spend, train_spend_model,
@@ -75,11 +75,13 @@ def measure(warehouse: Path, sizes=SIZES) -> tuple[list[dict], dict]:
     return rows, population
 
 
-def section(warehouse: Path, customers: int, defaults: dict[str, int]) -> list[str]:
+def section(warehouse: Path, customers: int) -> list[str]:
+    from ml.cutoff_data import TRAIN_ROWS
+
     rows, population = measure(warehouse)
     lines = [f"## Training sample size ({customers:,} customers)", "",
              "The learned models train on a random sample of customers once the population is large "
-             f"(defaults: churn {defaults['churn']:,} stacked rows, spend model {defaults['value']:,} rows). "
+             f"(default: at most {TRAIN_ROWS:,} rows, stacked over cutoffs for churn). "
              f"Each line trains on a sample of that size and is scored on the same {population['eval']:,} "
              "held-out customers of the back-test cutoff (one fit per size; fit time includes the logistic "
              "baseline and calibration for churn).", "",

@@ -37,19 +37,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from ml import btyd
 from ml.metrics import churn_metrics
 from ml.tree_effects import TreeEffects
-from ml.cutoff_data import CutoffData
+from ml.cutoff_data import TRAIN_ROWS, CutoffData
 from ml.value_models import BTYD_INPUTS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
 
 CHURN_MODEL = "churn_hgb"
 LOGIT_BASELINE = "churn_logit"
 BTYD_BASELINE = "churn_bgnbd"
 DEFAULT_MIN_CUSTOMERS = 500
-# Sized samples for large populations (see bench/results.md, "training sample size"): the model is
-# trained on at most TRAIN_ROWS stacked examples and back-tested on at most EVAL_ROWS customers of the
-# held-out cutoff; every customer is scored.
-TRAIN_ROWS = 200_000
-EVAL_ROWS = 250_000
-SCORE_BATCH_ROWS = 100_000
+SCORE_BATCH_ROWS = 100_000  # every customer is scored, this many at a time
 
 
 class ChurnTrainingError(RuntimeError):
@@ -381,7 +376,7 @@ def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, c
           fits: dict | None = None, batch: int = SCORE_BATCH_ROWS, on_batch=None) -> pd.DataFrame:
     """Churn probability, evidence flag and reasons for every customer at ``cutoff``, read and scored
     ``batch`` customers at a time (memory stays flat whatever the population)."""
-    btyd_fit_at(data, cutoff, fits if fits is not None else (fits := {}))
+    fits = {} if fits is None else fits
     importance = None
     parts = []
     done = 0

@@ -16,6 +16,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+# Sized samples for large populations (see bench/results.md, "Training sample size"): the learned models
+# train on at most TRAIN_ROWS rows and are back-tested on at most EVAL_ROWS customers of a held-out cutoff.
+TRAIN_ROWS = 200_000
+EVAL_ROWS = 250_000
+
 FEATURES_TABLE = "marts.customer_features_history"
 OUTCOMES_TABLE = "marts.customer_outcomes"
 

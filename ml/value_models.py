@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from ml import btyd
-from ml.cutoff_data import CutoffData
+from ml.cutoff_data import EVAL_ROWS, TRAIN_ROWS, CutoffData
 from ml.metrics import value_metrics
 
 BTYD_MODEL = "bgnbd_gg"
@@ -36,9 +36,6 @@ MIN_TRAIN_CUSTOMERS = 200
 BTYD_COLUMNS = ["p_alive", "btyd_expected_purchases", "btyd_expected_avg_spend", "btyd_expected_spend"]
 # what BG/NBD + Gamma-Gamma read per customer (fit and predictions)
 BTYD_INPUTS = ["customer_id", "n_orders", "frequency", "btyd_recency_days", "btyd_t_days", "repeat_spend_mean"]
-# Sized samples for large populations (see bench/results.md, "training sample size")
-TRAIN_ROWS = 200_000
-EVAL_ROWS = 250_000
 PREDICT_BATCH_ROWS = 200_000
 
 

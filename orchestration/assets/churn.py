@@ -8,10 +8,10 @@ import pandas as pd
 
 from ml import plots
 from ml.churn import (
-    BTYD_BASELINE, CHURN_MODEL, EVAL_ROWS, LOGIT_BASELINE, ChurnTrainingError, churn_cutoffs, cutoff_rows, evaluate,
+    BTYD_BASELINE, CHURN_MODEL, LOGIT_BASELINE, ChurnTrainingError, churn_cutoffs, cutoff_rows, evaluate,
     feature_importance, history_flag, score, train_churn_models, training_set,
 )
-from ml.cutoff_data import CutoffData
+from ml.cutoff_data import EVAL_ROWS, CutoffData
 from ml.registry import (
     ModelCard, Registry, fingerprint, library_versions, population_stability, retrain_reason, score_reference,
 )
