@@ -1,35 +1,83 @@
 # Two commands do everything on a fresh machine with Python 3.11:
-#   make run    set up .venv, generate the sample data if missing, run the nightly job
-#   make test   set up .venv, run the test suite
+#   make run    set up .venv from uv.lock, generate the sample data if missing, run the nightly job
+#   make test   set up .venv from uv.lock (with the dev extra), run the test suite
+# Every dependency is installed at the exact version and hash pinned in uv.lock (make lock refreshes it);
+# uv itself, pinned below, is installed from the package index into .venv-tools/ the first time.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 SAMPLE_DIR ?= data/sample
 SAMPLE_CUSTOMERS ?= 5000
 SAMPLE_SEED ?= 42
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: help venv run sample test browser ui manifest bench docs clean
+# uv lives in its own small venv beside the project's: `uv sync` removes from .venv whatever uv.lock
+# does not list, so a uv installed inside .venv would delete itself, and `rm -rf .venv` keeps it.
+UV_VERSION := 0.13.9
+TOOLS ?= .venv-tools
+UV := $(TOOLS)/bin/uv
+UV_STAMP := $(TOOLS)/.uv-$(UV_VERSION)
+# The project venv is $(VENV), made with $(PYTHON); uv never downloads an interpreter of its own.
+# uv gets the interpreter's real path: given another path to the same Python (a pyenv shim, say),
+# it would delete and recreate the venv on every sync.
+PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+# --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml (make lock).
+UV_SYNC = $(UV) sync --locked --python $(PYTHON_EXE)
+
+# STAMP: .venv holds the runtime and the dev extra (tests, benchmarks); RUN_STAMP: at least the runtime.
+# Each is remade when pyproject.toml, uv.lock or the uv version changes.
+STAMP := $(VENV)/.synced-dev
+RUN_STAMP := $(VENV)/.synced-runtime
+
+.PHONY: help venv lock run sample test browser ui manifest bench bench-models docs clean
+.NOTPARALLEL:
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+$(UV_STAMP):
+	@test -n "$(PYTHON)" || { echo "needs python3.11 (or python3) on PATH" >&2; exit 1; }
+	@echo "installing uv $(UV_VERSION) into $(TOOLS)/ (pip, from the package index)"
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@rm -f $(TOOLS)/.uv-* && touch $@
 
-venv: $(STAMP)  ## create or update the virtualenv
+# $(call sync,what,uv options): one exact `uv sync` of .venv to uv.lock, saying what and how long.
+define sync
+echo "installing the locked $(1) dependencies into $(VENV) (uv sync$(if $(2), $(2)), from uv.lock)"; \
+start=$$SECONDS; \
+$(UV_SYNC) $(2) || { echo "uv sync failed; if uv.lock is out of date with pyproject.toml, run 'make lock'" >&2; exit 1; }; \
+echo "$(VENV) holds the locked $(1) dependencies (synced in $$((SECONDS - start)) s)"
+endef
 
-$(SAMPLE_DIR)/customers.csv: | $(STAMP)
+$(STAMP): pyproject.toml uv.lock $(UV_STAMP)
+	@$(call sync,runtime + dev,--extra dev)
+	@touch $@ $(RUN_STAMP)
+
+# The dev set includes the runtime set: when $(STAMP) is current the runtime is already there, and
+# an exact runtime-only sync would only remove the test tools.
+$(RUN_STAMP): pyproject.toml uv.lock $(UV_STAMP)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ $(STAMP) -nt uv.lock ] && [ $(STAMP) -nt $(UV_STAMP) ]; then \
+	  echo "$(VENV) already holds the locked runtime + dev dependencies"; \
+	else \
+	  rm -f $(STAMP); $(call sync,runtime,); \
+	fi
+	@touch $@
+
+venv: $(STAMP)  ## create or update the virtualenv (runtime + dev) from uv.lock
+
+lock: $(UV_STAMP)  ## refresh uv.lock from pyproject.toml (UPGRADE=1: newest allowed release of everything)
+	$(UV) lock --python $(PYTHON_EXE) $(if $(UPGRADE),--upgrade)
+
+$(SAMPLE_DIR)/customers.csv: | $(RUN_STAMP)
 	$(BIN)/crm-potential generate --customers $(SAMPLE_CUSTOMERS) --seed $(SAMPLE_SEED) --out $(SAMPLE_DIR)
 
 sample: $(SAMPLE_DIR)/customers.csv  ## generate the bundled sample data if missing
 
-run: $(STAMP) sample  ## run the whole nightly job on the sample data
+run: $(RUN_STAMP) sample  ## run the whole nightly job on the sample data
 	$(BIN)/crm-potential run --source $(SAMPLE_DIR)
 
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /usr/bin/chromium)
@@ -43,18 +91,21 @@ browser:  ## install Debian's Chromium if missing (the run-report test opens the
 test: $(STAMP) browser  ## run the test suite
 	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
-ui: $(STAMP) sample  ## open the Dagster UI on the same definitions
+ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
 
-manifest: $(STAMP)  ## (re)build the dbt manifest
+manifest: $(RUN_STAMP)  ## (re)build the dbt manifest
 	$(BIN)/crm-potential manifest
 
 bench: $(STAMP)  ## benchmark the nightly job (writes bench/results.md)
 	$(BIN)/python bench/run_bench.py --clean
 
-docs: $(STAMP)  ## build the dbt docs site into dbt_project/target
+bench-models: $(STAMP)  ## real-data benchmark on CDNOW (writes bench/results.md)
+	$(BIN)/python bench/model_bench.py
+
+docs: $(RUN_STAMP)  ## build the dbt docs site into dbt_project/target
 	$(BIN)/crm-potential docs
 
-clean:  ## remove generated data, Dagster home and dbt artefacts (keeps .venv)
+clean:  ## remove generated data, Dagster home and dbt artefacts (keeps .venv and .venv-tools)
 	rm -rf data .dagster dbt_project/target dbt_project/logs bench/cache

@@ -8,7 +8,7 @@ Sections (``--only NAME`` to run one):
 * ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
   warehouse of the largest pipeline size (``bench/sample_bench.py``).
 * ``btyd``: BG/NBD + Gamma-Gamma fits on 1,000,000 generated customers (ours), with the archived
-  ``lifetimes`` package as the baseline when it is installed (``pip install -e '.[dev]'``), and the
+  ``lifetimes`` package as the baseline when it is installed (``make venv``), and the
   CDNOW sample tiled 43 times (a correct fit on weighted unique rows returns the same parameters).
 
 Generated data is cached under ``bench/cache`` (``--clean``, which ``make bench`` passes, removes it and every

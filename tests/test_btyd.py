@@ -30,7 +30,7 @@ PUBLISHED_GG = {"p": 6.25, "q": 3.74, "gamma": 15.44}
 
 def _dataset(name: str) -> pd.DataFrame:
     spec = importlib.util.find_spec("lifetimes")  # test-only dependency (pyproject [dev]); not imported
-    assert spec is not None, "install the dev extras: pip install -e '.[dev]'"
+    assert spec is not None, "install the dev extras: make venv"
     return pd.read_csv(Path(spec.submodule_search_locations[0]) / "datasets" / name)
 
 
