@@ -271,11 +271,17 @@ def expected_purchases(params: BgNbdParams, t: float, frequency, recency, T) -> 
         return np.zeros_like(x)
     key = np.column_stack([x, T])
     uniq, inverse = np.unique(key, axis=0, return_inverse=True)
-    surv = _survival_term(params, uniq[:, 0], uniq[:, 1], t)[inverse.ravel()]
     if abs(a - 1) < 1e-9:
         raise BtydFitError("BG/NBD with a == 1 has no closed-form conditional expectation; refit with a penalizer")
-    numer = (a + b + x - 1) / (a - 1) * (1 - surv)
-    result = numer * p_alive(params, x, t_x, T)
+    ux, uT = uniq[:, 0], uniq[:, 1]
+    active = (a + b + ux - 1) / (a - 1) * (1 - _survival_term(params, ux, uT, t))
+    # scipy's hyp2f1 loses its digits (or returns nan) for z = t/(alpha+T+t) > 0.99: integrate there instead
+    far = t / (alpha + uT + t) > 0.99
+    if far.any():
+        from ml.btyd_family import _future_by_quadrature  # the family module imports this one
+
+        active[far] = [_future_by_quadrature(r + xi, t / (alpha + Ti), a, b + xi) for xi, Ti in zip(ux[far], uT[far])]
+    result = active[inverse.ravel()] * p_alive(params, x, t_x, T)
     return np.maximum(np.nan_to_num(result, nan=0.0, posinf=0.0), 0.0)
 
 

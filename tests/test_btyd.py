@@ -22,6 +22,7 @@ from ml.btyd import (
     prob_no_purchase,
 )
 from ml.sample_data import simulate_btyd
+from ml import btyd
 
 # Fader, Hardie & Lee (2005): CDNOW sample, 2,357 customers, weeks. Published to the digits shown.
 PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
@@ -175,3 +176,14 @@ def test_clv_is_discounted_expected_spend(cdnow_bg):
     discounted = customer_lifetime_value(cdnow_bg, gg, x, tx, T, m, horizon=52, annual_discount_rate=0.1, unit_days=7)
     assert np.all(discounted <= undiscounted + 1e-12) and discounted.sum() > 0.9 * undiscounted.sum()
     assert np.isfinite(discounted).all()
+
+
+def test_expected_purchases_stay_right_at_long_horizons():
+    """For z = t/(alpha+T+t) > 0.99 scipy's hyp2f1 returns nan (once silently turned into 0); the expectation
+    is integrated instead and stays positive, increasing in the horizon and continuous across z = 0.99."""
+    params = btyd.BgNbdParams(r=0.5, alpha=1.0, a=1.5, b=2.4)
+    horizons = np.array([10, 100, 148, 149, 150, 151, 500, 2000], float)  # z crosses 0.99 near t = 148.5
+    values = np.array([btyd.expected_purchases(params, t, [1.0], [0.5], [0.5])[0] for t in horizons])
+    assert (values > 0).all() and (np.diff(values) > 0).all()
+    assert values[3] == pytest.approx(values[4], rel=0.01)
+    assert values[-1] == pytest.approx(4.5378, rel=1e-3)
