@@ -159,7 +159,7 @@ def run_once(source: Path, work: Path) -> RunMeasure:
 
 def compute_floor(source: Path, work: Path) -> dict[str, float]:
     """The same work without orchestration, on a copy of the run's warehouse."""
-    from ml.churn import churn_cutoffs, cutoff_rows, score, train_churn_models, training_set
+    from ml.churn import cutoff_rows, score, train_churn_models, training_set
     from ml.cutoff_data import EVAL_ROWS, CutoffData
     from ml.scoring import ScoringRules, score_customers
     from ml.value_models import CATEGORICAL, run_value_models
@@ -191,26 +191,24 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
                 con.execute(f"create or replace table {result['relation_name']} as {result['compiled_code']}")
         floor[key] = time.perf_counter() - t0
 
-    as_of = settings.resolve_as_of(con)
-    cutoffs = settings.cutoffs(as_of)
+    windows = settings.resolve_windows(con)
+    as_of = windows.as_of
     # qualified names: CutoffData reads through cursors, which do not inherit "use warehouse"
     data = CutoffData(con, "warehouse.marts.customer_features_history", "warehouse.marts.customer_outcomes")
     t0 = time.perf_counter()
-    value = run_value_models(data, as_of=as_of, cutoffs=cutoffs, horizon_days=settings.clv_horizon_days,
-                             churn_horizon_days=settings.churn_horizon_days,
-                             annual_discount_rate=settings.annual_discount_rate, run_id="floor")
+    value = run_value_models(data, windows=windows, annual_discount_rate=settings.annual_discount_rate, run_id="floor")
     floor["value models"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     h = settings.churn_horizon_days
-    cut = churn_cutoffs(as_of, h, settings.churn_stacked_cutoffs)
-    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days, fits={})
-    levels = data.category_levels([as_of, *cut["production_train"], *cut["backtest_train"]], CATEGORICAL)
-    backtest = train_churn_models(training_set(data, cut["backtest_train"], levels=levels, **kw),
+    kw = dict(horizon_days=h, clv_horizon_days=settings.clv_horizon_days, fits={}, btyd_model=value.btyd_model)
+    levels = data.category_levels([as_of, *windows.churn_production_train, *windows.churn_backtest_train], CATEGORICAL)
+    backtest = train_churn_models(training_set(data, windows.churn_backtest_train, levels=levels, **kw),
                                   min_customers=settings.churn_min_customers)
-    _, X_t, _, _ = cutoff_rows(data, cut["test"], levels=levels, customers=data.sample(cut["test"], EVAL_ROWS, 1), **kw)
+    _, X_t, _, _ = cutoff_rows(data, windows.churn_test, levels=levels,
+                               customers=data.sample(windows.churn_test, EVAL_ROWS, 1), **kw)
     backtest.predict(X_t), backtest.predict_logit(X_t)
-    models = train_churn_models(training_set(data, cut["production_train"], levels=levels, **kw),
+    models = train_churn_models(training_set(data, windows.churn_production_train, levels=levels, **kw),
                                 min_customers=settings.churn_min_customers, baseline=False)
     models.levels = levels
     churn = score(data, as_of, models, **kw).assign(churn_model="floor")

@@ -18,7 +18,7 @@ SIZES = (25_000, 50_000, 100_000, 200_000, 400_000)
 
 
 def measure(warehouse: Path, sizes=SIZES) -> tuple[list[dict], dict]:
-    from ml.churn import churn_cutoffs, cutoff_rows, evaluate, train_churn_models, training_set
+    from ml.churn import cutoff_rows, evaluate, train_churn_models, training_set
     from ml.cutoff_data import EVAL_ROWS, CutoffData
     from ml.metrics import value_metrics
     from ml.value_models import (
@@ -30,30 +30,30 @@ def measure(warehouse: Path, sizes=SIZES) -> tuple[list[dict], dict]:
     rows: list[dict] = []
     with duckdb.connect(str(warehouse), read_only=True) as con:
         data = CutoffData(con)
-        as_of = settings.resolve_as_of(con)
-        cut = churn_cutoffs(as_of, settings.churn_horizon_days, settings.churn_stacked_cutoffs)
+        w = settings.resolve_windows(con)
+        as_of = w.as_of
         kw = dict(horizon_days=settings.churn_horizon_days, clv_horizon_days=settings.clv_horizon_days, fits={})
-        levels = data.category_levels([as_of, *cut["production_train"], *cut["backtest_train"]], CATEGORICAL)
-        _, X_t, y_t, _ = cutoff_rows(data, cut["test"], levels=levels, customers=data.sample(cut["test"], EVAL_ROWS, 1), **kw)
+        levels = data.category_levels([as_of, *w.churn_production_train, *w.churn_backtest_train], CATEGORICAL)
+        _, X_t, y_t, _ = cutoff_rows(data, w.churn_test, levels=levels, customers=data.sample(w.churn_test, EVAL_ROWS, 1), **kw)
 
-        cutoffs = settings.cutoffs(as_of)
-        value_kw = dict(horizon_days=settings.clv_horizon_days, churn_horizon_days=settings.churn_horizon_days,
+        cutoffs = {"clv_test": w.value_test, "clv_train": w.value_train}
+        value_kw = dict(horizon_days=w.value_window_days, churn_horizon_days=settings.churn_horizon_days,
                         annual_discount_rate=settings.annual_discount_rate, leads=LeadRates())
         test_ids = data.sample(cutoffs["clv_test"], EVAL_ROWS, seed=1)
         test = data.features(cutoffs["clv_test"], customers=test_ids)
         actual = test[["customer_id"]].merge(data.outcomes(cutoffs["clv_test"], customers=test_ids), on="customer_id",
-                                             how="left").spend_clv_window.fillna(0).to_numpy()
+                                             how="left").spend_value_window.fillna(0).to_numpy()
         X_value_test = design_matrix(test, btyd_predict(fit_btyd(data.features(cutoffs["clv_test"], BTYD_INPUTS)), test,
                                                         **value_kw), levels)
         train_fit = fit_btyd(data.features(cutoffs["clv_train"], BTYD_INPUTS))
-        population = {"churn": sum(data.count(c) for c in cut["backtest_train"]),
+        population = {"churn": sum(data.count(c) for c in w.churn_backtest_train),
                       "value": data.count(cutoffs["clv_train"]), "eval": len(y_t)}
 
         for n in sizes:
             if n > population["churn"]:
                 break
             t0 = time.perf_counter()
-            models = train_churn_models(training_set(data, cut["backtest_train"], levels=levels, max_rows=n, **kw),
+            models = train_churn_models(training_set(data, w.churn_backtest_train, levels=levels, max_rows=n, **kw),
                                         min_customers=settings.churn_min_customers, max_rows=n)
             fit_s = time.perf_counter() - t0
             m = evaluate(y_t, {"hgb": models.predict(X_t)})["hgb"]
@@ -62,7 +62,7 @@ def measure(warehouse: Path, sizes=SIZES) -> tuple[list[dict], dict]:
                 ids = data.sample(cutoffs["clv_train"], n)
                 train = data.features(cutoffs["clv_train"], customers=ids)
                 y = train[["customer_id"]].merge(data.outcomes(cutoffs["clv_train"], customers=ids), on="customer_id",
-                                                 how="left").spend_clv_window.fillna(0).to_numpy()
+                                                 how="left").spend_value_window.fillna(0).to_numpy()
                 t0 = time.perf_counter()
                 model = train_spend_model(design_matrix(train, btyd_predict(train_fit, train, **value_kw), levels), y,
                                           max_rows=n)

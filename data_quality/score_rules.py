@@ -8,7 +8,8 @@ from __future__ import annotations
 import duckdb
 
 
-VALUE_COLUMNS = ("p_alive", "expected_purchases", "prob_no_purchase_churn_horizon", "expected_spend", "clv")
+VALUE_COLUMNS = ("p_alive", "expected_purchases", "prob_no_purchase_churn_horizon", "expected_spend", "clv",
+                 "expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high")
 
 
 def value_violations(con: duckdb.DuckDBPyConnection, value: str, features: str) -> dict[str, int]:
@@ -21,6 +22,10 @@ def value_violations(con: duckdb.DuckDBPyConnection, value: str, features: str) 
             select count(*) from {value}
             where p_alive not between 0 and 1 or prob_no_purchase_churn_horizon not between 0 and 1""",
         "clv_model not null": f"select count(*) from {value} where clv_model is null",
+        "intervals hold their point prediction": f"""
+            select count(*) from {value}
+            where not (expected_purchases_low <= expected_purchases and expected_purchases <= expected_purchases_high
+                       and clv_low <= clv and clv <= clv_high)""",
     }
     for col in VALUE_COLUMNS:
         rules[f"{col} finite and >= 0"] = f"select count(*) from {value} where {col} is null or isnan({col}) or {col} < 0"

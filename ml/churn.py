@@ -2,25 +2,31 @@
 
 Churn at a cutoff = no completed purchase in the ``churn_horizon_days`` after it (``customer_outcomes``).
 
-Windows (h = churn horizon; every cutoff's features come from ``customer_features_history``, the same
-dbt code that builds the scoring features):
+Windows (``ml/windows.py``; h = churn horizon; every cutoff's features come from
+``customer_features_history``, the same dbt code that builds the scoring features):
 
 * **back-test**: train on cutoffs ``as_of - 2h`` and ``as_of - 3h`` (stacked; labels end by
   ``as_of - h``), test on cutoff ``as_of - h`` (labels end at the as-of date). No test label is seen in
   training.
 * **production**: the same procedure moved one window later: train on ``as_of - h`` and ``as_of - 2h``,
   score the as-of date.
+Every stacked cutoff with enough customers is used; at an early cutoff where the BTYD model cannot be
+fitted the rows come without the BTYD features. Minimum history: one complete churn window (h days before
+the as-of date) with ``CRM_CHURN_MIN_CUSTOMERS`` customers trains the production model; a back-test also
+needs one earlier window (2h days of history).
 
 Model: HistGradientBoostingClassifier with balanced class weights, calibrated (isotonic with at least
 2,000 calibration rows, else sigmoid) on customers held out of the fit. Baselines on the same rows:
-logistic regression (same calibration) and the BG/NBD probability of no purchase in the horizon.
+logistic regression (same calibration), the chosen BTYD model's probability of no purchase in the horizon,
+and recency (days since the last purchase). The decisions around them (reuse, retrain, promote, fall back)
+live in ``ml/churn_lifecycle.py``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -38,26 +44,16 @@ from ml import btyd
 from ml.metrics import churn_metrics
 from ml.tree_effects import TreeEffects
 from ml.cutoff_data import TRAIN_ROWS, CutoffData
-from ml.value_models import BTYD_INPUTS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
+from ml.value_models import BTYD_COLUMNS, BTYD_INPUTS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
 
 CHURN_MODEL = "churn_hgb"
 LOGIT_BASELINE = "churn_logit"
-BTYD_BASELINE = "churn_bgnbd"
 DEFAULT_MIN_CUSTOMERS = 500
 SCORE_BATCH_ROWS = 100_000  # every customer is scored, this many at a time
 
 
 class ChurnTrainingError(RuntimeError):
     """The churn model cannot be trained; the message says why. The pipeline falls back to BG/NBD."""
-
-
-def churn_cutoffs(as_of: date, horizon_days: int, stacked: int = 2) -> dict[str, list[date] | date]:
-    h = timedelta(days=horizon_days)
-    return {
-        "test": as_of - h,
-        "backtest_train": [as_of - (k + 1) * h for k in range(1, stacked + 1)],
-        "production_train": [as_of - k * h for k in range(1, stacked + 1)],
-    }
 
 
 @dataclass
@@ -70,17 +66,23 @@ class TrainingSet:
 
 
 def cutoff_rows(data: CutoffData, cutoff, *, horizon_days, levels, clv_horizon_days, with_labels=True,
-                customers=None, fits: dict | None = None, feats: pd.DataFrame | None = None):
+                customers=None, fits: dict | None = None, feats: pd.DataFrame | None = None,
+                btyd_model: str = "bgnbd"):
     """Features (+ BTYD outputs fitted at the cutoff on all its customers) and, if asked, labels for one
     cutoff: every customer, those in ``customers``, or the rows given as ``feats``. Pass the same
-    ``fits`` dict to calls on the same data to fit BG/NBD + Gamma-Gamma once per cutoff."""
-    fit = btyd_fit_at(data, cutoff, fits)
+    ``fits`` dict to calls on the same data to fit the BTYD model once per cutoff. Where the BTYD model
+    cannot be fitted (too few repeat buyers at an early cutoff), the rows come without the BTYD features
+    (null: the gradient-boosting model handles missing values) instead of failing."""
+    fit = btyd_fit_at(data, cutoff, fits, btyd_model)
     if feats is None:
         feats = data.features(cutoff, customers=customers)
     if feats.empty:
         raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
-    bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
-                      annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan), with_clv=False)
+    if fit is not None:
+        bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
+                          annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan), with_clv=False)
+    else:
+        bt = pd.DataFrame({c: np.full(len(feats), np.nan) for c in [*BTYD_COLUMNS, "btyd_prob_no_purchase_churn"]})
     X = design_matrix(feats, bt, levels)
     X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
     y = None
@@ -93,34 +95,48 @@ def cutoff_rows(data: CutoffData, cutoff, *, horizon_days, levels, clv_horizon_d
     return feats, X, y, bt.btyd_prob_no_purchase_churn.to_numpy()
 
 
-def btyd_fit_at(data: CutoffData, cutoff, fits: dict | None = None) -> BtydFit:
-    """BG/NBD + Gamma-Gamma fitted on every customer of a cutoff (reads only the summary columns)."""
-    if fits is not None and cutoff in fits:
-        return fits[cutoff]
+def btyd_fit_at(data: CutoffData, cutoff, fits: dict | None = None, model: str = "bgnbd") -> BtydFit | None:
+    """The BTYD model fitted on every customer of a cutoff (reads only the summary columns); None where it
+    cannot be fitted (the reason is kept in ``fits["notes"]``)."""
+    key = (cutoff, model)
+    if fits is not None and key in fits:
+        return fits[key]
     try:
-        fit = fit_btyd(data.features(cutoff, BTYD_INPUTS))
+        fit = fit_btyd(data.features(cutoff, BTYD_INPUTS), model)
     except btyd.BtydFitError as exc:
-        raise ChurnTrainingError(f"BG/NBD features at {cutoff}: {exc}") from exc
+        fit = None
+        if fits is not None:
+            fits.setdefault("notes", []).append(f"no BTYD features at {cutoff}: {exc}")
     if fits is not None:
-        fits[cutoff] = fit
+        fits[key] = fit
     return fit
 
 
+MIN_CUTOFF_CUSTOMERS = 50  # a stacked cutoff with fewer customers adds nothing but noise
+
+
 def training_set(data: CutoffData, cutoffs, *, horizon_days, clv_horizon_days, levels,
-                 max_rows: int = TRAIN_ROWS, seed: int = 0, fits: dict | None = None) -> TrainingSet:
-    """Stacked examples from several cutoffs; at most ``max_rows`` in all, a random sample of customers
-    drawn evenly per cutoff (BG/NBD is fitted on every customer of a cutoff, the sample only is read)."""
-    per_cutoff = max(1, max_rows // max(1, len(cutoffs)))
+                 max_rows: int = TRAIN_ROWS, seed: int = 0, fits: dict | None = None,
+                 btyd_model: str = "bgnbd") -> TrainingSet:
+    """Stacked examples from every cutoff that has ``MIN_CUTOFF_CUSTOMERS`` customers and a complete churn
+    window; at most ``max_rows`` in all, a random sample of customers drawn evenly per cutoff (the BTYD model
+    is fitted on every customer of a cutoff, the sample only is read)."""
+    usable = [c for c in cutoffs if data.count(c) >= MIN_CUTOFF_CUSTOMERS]
+    if not usable:
+        raise ChurnTrainingError(
+            f"no churn training cutoff with {MIN_CUTOFF_CUSTOMERS} customers among {', '.join(map(str, cutoffs)) or 'none'} "
+            "(the history before the as-of date is shorter than two churn horizons)")
+    per_cutoff = max(1, max_rows // len(usable))
     parts = []
-    for c in cutoffs:
+    for c in usable:
         parts.append(cutoff_rows(data, c, horizon_days=horizon_days, levels=levels, clv_horizon_days=clv_horizon_days,
-                                 customers=data.sample(c, per_cutoff, seed), fits=fits))
+                                 customers=data.sample(c, per_cutoff, seed), fits=fits, btyd_model=btyd_model))
     return TrainingSet(
         X=pd.concat([p[1] for p in parts], ignore_index=True),
         y=np.concatenate([p[2] for p in parts]),
         groups=np.concatenate([p[0].customer_id.to_numpy() for p in parts]),
         btyd_quiet=np.concatenate([p[3] for p in parts]),
-        cutoffs=list(cutoffs),
+        cutoffs=list(usable),
     )
 
 
@@ -373,7 +389,7 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
 
 
 def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, clv_horizon_days: int,
-          fits: dict | None = None, batch: int = SCORE_BATCH_ROWS, on_batch=None) -> pd.DataFrame:
+          fits: dict | None = None, batch: int = SCORE_BATCH_ROWS, on_batch=None, btyd_model: str = "bgnbd") -> pd.DataFrame:
     """Churn probability, evidence flag and reasons for every customer at ``cutoff``, read and scored
     ``batch`` customers at a time (memory stays flat whatever the population)."""
     fits = {} if fits is None else fits
@@ -383,7 +399,8 @@ def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, c
     total = data.count(cutoff)
     for feats in data.batches(cutoff, batch):
         _, X, _, _ = cutoff_rows(data, cutoff, horizon_days=horizon_days, levels=models.levels,
-                                 clv_horizon_days=clv_horizon_days, with_labels=False, fits=fits, feats=feats)
+                                 clv_horizon_days=clv_horizon_days, with_labels=False, fits=fits, feats=feats,
+                                 btyd_model=btyd_model)
         if importance is None:  # from the first customers, as for a whole-population call
             importance = feature_importance(models, X)
         parts.append(pd.DataFrame({
@@ -406,6 +423,13 @@ def history_flag(features: pd.DataFrame, horizon_days: int) -> pd.Series:
                  "limited history: customer for less than one churn horizon", ""),
     )
     return pd.Series(flag, index=features.index, dtype=object)
+
+
+def recency_baseline(features: pd.DataFrame) -> np.ndarray:
+    """The naive churn ranking: days since the last purchase (days since creation for prospects), as a
+    percentile in 0..1 (a ranking, not a calibrated probability: its Brier score is not meaningful)."""
+    days = features.recency_days.astype(float).fillna(features.tenure_days.astype(float)).fillna(0.0)
+    return days.rank(pct=True).to_numpy()
 
 
 def evaluate(y: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

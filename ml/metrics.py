@@ -25,6 +25,17 @@ def normalised_gini(actual, predicted) -> float:
     return float(gini(actual, predicted) / best) if best and np.isfinite(best) else float("nan")
 
 
+def poisson_deviance(actual, predicted) -> float:
+    """Mean Poisson deviance of counts (a proper score for predicted means; 0 = perfect). Predictions are
+    floored at 1e-9 so a zero prediction for a customer who bought is heavily, not infinitely, penalised."""
+    y = np.asarray(actual, float)
+    mu = np.maximum(np.asarray(predicted, float), 1e-9)
+    if y.size == 0:
+        return float("nan")
+    term = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+    return float(np.mean(2 * (term - (y - mu))))
+
+
 def value_metrics(actual, predicted) -> dict[str, float]:
     actual = np.asarray(actual, float)
     predicted = np.asarray(predicted, float)

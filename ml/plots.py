@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ml import btyd  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -22,33 +21,34 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def calibration_by_frequency(backtest: pd.DataFrame, path: Path, max_group: int = 7) -> Path:
-    """Mean holdout purchases, actual vs BG/NBD-predicted, by number of calibration repeat purchases."""
+def calibration_by_frequency(backtest: pd.DataFrame, path: Path, max_group: int = 7, label: str = "BTYD") -> Path:
+    """Mean holdout purchases, actual vs BTYD-predicted, by number of calibration repeat purchases."""
     buyers = backtest[backtest.n_orders > 0]
     group = np.minimum(buyers.frequency.to_numpy(int), max_group)
     table = pd.DataFrame({"group": group, "actual": buyers.actual_purchases, "predicted": buyers.btyd_expected_purchases})
     agg = table.groupby("group").mean()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(agg.index, agg.actual, "o-", label="actual")
-    ax.plot(agg.index, agg.predicted, "s--", label="BG/NBD predicted")
+    ax.plot(agg.index, agg.predicted, "s--", label=f"{label} predicted")
     ax.set_xticks(agg.index, [str(i) if i < max_group else f"{max_group}+" for i in agg.index])
     ax.set_xlabel("repeat purchases in the calibration period")
     ax.set_ylabel("mean purchases in the holdout window")
-    ax.set_title("BG/NBD calibration vs holdout")
+    ax.set_title(f"{label} calibration vs holdout")
     ax.legend()
     return _save(fig, path)
 
 
-def frequency_recency_matrices(bg: btyd.BgNbdParams, horizon_days: int, T_days: float, path_expected: Path,
+def frequency_recency_matrices(fit, horizon_days: int, T_days: float, path_expected: Path,
                                path_alive: Path, max_frequency: int = 30) -> tuple[Path, Path]:
-    """Expected purchases in the horizon and P(alive) for a customer observed ``T_days`` days."""
+    """Expected purchases in the horizon and P(alive) for a customer observed ``T_days`` days, from a fitted
+    BTYD model (``ml.value_models.BtydFit``: any member of the family)."""
     freq = np.arange(0, max_frequency + 1, dtype=float)
     rec = np.linspace(0, T_days, 40)
     F, R = np.meshgrid(freq, rec, indexing="ij")
     R = np.where(F == 0, 0.0, R)
     T = np.full(F.size, T_days)
-    expected = btyd.expected_purchases(bg, horizon_days, F.ravel(), R.ravel(), T).reshape(F.shape)
-    alive = btyd.p_alive(bg, F.ravel(), R.ravel(), T).reshape(F.shape)
+    expected = fit.spec.expected_purchases(fit.params, horizon_days, F.ravel(), R.ravel(), T).reshape(F.shape)
+    alive = fit.spec.p_alive(fit.params, F.ravel(), R.ravel(), T).reshape(F.shape)
     paths = []
     for values, title, path in ((expected, f"expected purchases in the next {horizon_days} days", path_expected),
                                 (alive, "probability alive", path_alive)):
@@ -57,7 +57,7 @@ def frequency_recency_matrices(bg: btyd.BgNbdParams, horizon_days: int, T_days: 
         fig.colorbar(im, ax=ax)
         ax.set_xlabel("recency: days from first to last purchase")
         ax.set_ylabel("frequency: repeat purchases")
-        ax.set_title(f"{title}\n(customers first seen {T_days:.0f} days ago)")
+        ax.set_title(f"{fit.spec.label}: {title}\n(customers first seen {T_days:.0f} days ago)")
         paths.append(_save(fig, path))
     return paths[0], paths[1]
 

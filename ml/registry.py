@@ -1,12 +1,17 @@
-"""Model registry on disk: versioned artifacts with model cards, a champion pointer, a decision log.
+"""Model registry on disk: versioned artifacts with model cards, a champion pointer per warehouse, a decision log.
 
 Layout (``models/`` by default; artifacts are not committed)::
 
-    models/<task>/<version>/model.joblib   the trained object
-    models/<task>/<version>/card.json      version, windows, features, metrics, fingerprint, libraries
-    models/<task>/<version>/card.md        the same for people
-    models/<task>/champion.json            {"version": ..., "since": ...}
-    models/<task>/decisions.jsonl          one line per nightly decision (reuse, retrain, promote, keep)
+    models/<task>/<version>/model.joblib      the trained object
+    models/<task>/<version>/card.json         version, lineage, windows, features, metrics, fingerprint, libraries
+    models/<task>/<version>/card.md           the same for people
+    models/<task>/champion-<scope>.json       {"version": ..., "since": ...}: the champion of one warehouse
+    models/<task>/decisions.jsonl             one line per nightly decision (reuse, retrain, promote, keep)
+
+A trained model belongs to the warehouse and source it was trained on and to the as-of date it was
+trained for (``Lineage``, recorded on its card). Champions are kept per warehouse (``scope`` is a hash of
+the warehouse path), and ``reuse_blockers`` refuses a champion from another source, one trained on data
+after the run's as-of date, or one whose features differ from today's columns.
 """
 
 from __future__ import annotations
@@ -41,6 +46,18 @@ def fingerprint(X: pd.DataFrame, y: np.ndarray | None = None) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model's training data came from: the warehouse file and the source it was loaded from."""
+
+    warehouse: str
+    source: str
+
+    @property
+    def scope(self) -> str:
+        return hashlib.sha256(self.warehouse.encode()).hexdigest()[:12]
+
+
 @dataclass
 class ModelCard:
     task: str
@@ -61,6 +78,8 @@ class ModelCard:
     calibration: str
     score_reference: dict = field(default_factory=dict)  # decile edges of the scores at training time
     notes: list[str] = field(default_factory=list)
+    warehouse: str = ""  # lineage: the warehouse and source the model was trained on
+    source: str = ""
 
     def markdown(self) -> str:
         rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in self.metrics.items() if not k.startswith("calib_"))
@@ -72,6 +91,8 @@ class ModelCard:
             f"# Model card: {self.task} / {self.version}\n\n"
             f"- model: {self.model_name} (calibration: {self.calibration})\n"
             f"- trained for as-of date {self.trained_for_as_of} at {self.trained_at}\n"
+            f"- lineage: warehouse `{self.warehouse}`, source `{self.source}` (reused only there, and only by runs "
+            f"as of {self.label_window_end} or later)\n"
             f"- training cutoffs: {', '.join(self.train_cutoffs)}; labels end {self.label_window_end}\n"
             f"- back-test: trained on {', '.join(self.backtest_train_cutoffs)}, tested on cutoff "
             f"{self.backtest_test_cutoff}\n"
@@ -85,9 +106,16 @@ class ModelCard:
 
 
 class Registry:
-    def __init__(self, root: Path, task: str):
+    """One task's models (``root/task``); ``lineage`` scopes the champion pointer to one warehouse."""
+
+    def __init__(self, root: Path, task: str, lineage: Lineage | None = None):
         self.dir = Path(root) / task
         self.task = task
+        self.lineage = lineage
+
+    @property
+    def _pointer(self) -> Path:
+        return self.dir / (f"champion-{self.lineage.scope}.json" if self.lineage else "champion.json")
 
     def save(self, card: ModelCard, model) -> Path:
         folder = self.dir / card.version
@@ -102,8 +130,16 @@ class Registry:
         card = ModelCard(**json.loads((folder / "card.json").read_text()))
         return card, joblib.load(folder / "model.joblib")
 
+    def save_record(self, version: str, record: dict, markdown: str) -> Path:
+        """A card without an artifact (models that are refitted every run and published with their card)."""
+        folder = self.dir / version
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "card.json").write_text(json.dumps(record, indent=2, default=str))
+        (folder / "card.md").write_text(markdown)
+        return folder
+
     def champion(self):
-        pointer = self.dir / "champion.json"
+        pointer = self._pointer
         if not pointer.exists():
             return None
         version = json.loads(pointer.read_text())["version"]
@@ -113,9 +149,9 @@ class Registry:
 
     def promote(self, version: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / "champion.json.tmp"
+        tmp = self._pointer.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"version": version, "since": datetime.now(timezone.utc).isoformat()}))
-        tmp.replace(self.dir / "champion.json")
+        tmp.replace(self._pointer)
 
     def log(self, decision: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +177,24 @@ def population_stability(reference: dict, scores: np.ndarray) -> float:
     actual = np.clip(counts / counts.sum(), 1e-4, None)
     expected = np.full(10, 0.1)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def reuse_blockers(card: ModelCard, *, lineage: Lineage, as_of: date, features: list[str]) -> list[str]:
+    """Why a registered model may not score this run at all (empty: it may). Checked before anything else,
+    and on the fallback path too: a model from another warehouse or source, one trained on labels after the
+    as-of date, or one whose features differ from today's columns never scores."""
+    blockers = []
+    if (card.warehouse, card.source) != (lineage.warehouse, lineage.source):
+        blockers.append(f"trained on another warehouse or source ({card.warehouse or 'unrecorded'} from "
+                        f"{card.source or 'unrecorded'})")
+    if date.fromisoformat(card.label_window_end) > as_of or date.fromisoformat(card.trained_for_as_of) > as_of:
+        blockers.append(f"trained on data up to {card.label_window_end}, after the as-of date {as_of}")
+    if set(card.features) != set(features):
+        gone, new = sorted(set(card.features) - set(features)), sorted(set(features) - set(card.features))
+        blockers.append("features changed: " + "; ".join(
+            part for part in (f"no longer available: {', '.join(gone[:5])}" if gone else "",
+                              f"new: {', '.join(new[:5])}" if new else "") if part))
+    return blockers
 
 
 def retrain_reason(card: ModelCard | None, *, as_of: date, cadence_days: int, features: list[str],

@@ -37,6 +37,7 @@ SCORE_COLUMNS = [
     "score_value", "score_retention", "score_headroom", "score_reach", "behaviour_cluster", "behaviour_cluster_label",
     "next_category_probability", "action_channel", "action_reason",
     "previous_rfm_segment", "previous_lifecycle_stage", "previous_priority_tier", "previous_potential_rank",
+    "expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high",
 ]
 PREVIOUS = ["rfm_segment", "lifecycle_stage", "priority_tier", "potential_rank"]
 
@@ -86,6 +87,8 @@ def score_customers(
     out["expected_spend"] = v["expected_spend"].to_numpy()
     out["clv"] = v["clv"].to_numpy()
     out["clv_model"] = v["clv_model"].to_numpy()
+    for col in ("expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high"):
+        out[col] = v[col].to_numpy()
 
     parts = potential_parts(f, out)
     out["potential_score"] = potential_score(parts, rules.weights)

@@ -1,17 +1,29 @@
-"""Customer value: BG/NBD + Gamma-Gamma, a learned challenger, a back-test that picks the champion.
+"""Customer value: the BTYD family (BG/NBD, MBG/NBD, Pareto/NBD, each with Gamma-Gamma spend), a learned
+challenger, naive baselines, and a back-test that makes every choice.
 
-Time windows (H = CLV horizon in days; all dates are cutoffs in ``customer_features_history``):
+Windows (``ml/windows.py``; H = CLV horizon, L = value back-test window = H when two horizons of history
+are in view, shorter otherwise; all dates are cutoffs in ``customer_features_history``):
 
-* **back-test**: every model predicts spend in ``(as_of - H, as_of]`` from what was known at
-  ``as_of - H``, and is scored against what happened (normalised Gini, Spearman, total predicted vs
-  actual). BG/NBD + Gamma-Gamma are fitted at ``as_of - H``; the learned model is trained at
-  ``as_of - 2H`` with labels from ``(as_of - 2H, as_of - H]``; the naive baseline predicts last year's
-  spend. Nothing a model sees is dated after its cutoff, and no metric uses training rows.
-* **production**: the champion predicts ``(as_of, as_of + H]``. BG/NBD + Gamma-Gamma are refitted at the
-  as-of date; the learned model is retrained at ``as_of - H`` with labels ``(as_of - H, as_of]``.
+* **selection window** ``(as_of - 2L, as_of - L]``: each BTYD model is fitted at ``as_of - 2L`` and predicts
+  the purchases of those L days; the one with the lowest mean Poisson deviance of purchase counts is chosen.
+  Its total bias there (actual / predicted, purchases and spend) is the candidate bias correction.
+* **test window** ``(as_of - L, as_of]``: every BTYD model (fitted at ``as_of - L``), the learned model
+  (trained at ``as_of - 2L`` on the L-day spend of the selection window, the chosen BTYD model's outputs among
+  its features) and the naive baselines (spend of the last period, scaled to L days) predict the L days and
+  are scored on the same held-out customers: normalised Gini, Spearman, total ratio. The champion is the
+  better of the chosen BTYD model and the learned model by normalised Gini (BTYD on ties). The bias
+  correction is kept only if applying the selection window's factor improves the test window's total error;
+  the 80 % intervals' coverage is measured here too. Without a selection window (short history), the BTYD
+  model is chosen on the test window (noted: its test metrics are then optimistic) and totals are not corrected.
+  Without any window, the BTYD model with the highest log-likelihood at the as-of date is used.
+* **production**: the chosen BTYD model is refitted at the as-of date and predicts H days; a learned champion
+  is retrained at ``as_of - L`` on the test window's L-day spend and its L-day prediction is scaled to H days
+  per customer by the BTYD model's own ratio (spend over H / spend over L). Intervals (``ml/intervals.py``):
+  parameter uncertainty by a Poisson bootstrap of the fits plus simulation of the purchase process; a learned
+  champion's intervals are the BTYD intervals scaled by the ratio of the two point predictions.
 
-Customers without a purchase (leads) have no BTYD summary; they get the empirical rates of leads at
-the latest complete back-dated window (purchases and spend per lead), so they are never a silent guess.
+Customers without a purchase (leads) have no BTYD summary; they get the empirical rates of leads at the
+latest complete back-dated window (purchases and spend per lead, scaled to H), so they are never a silent guess.
 """
 
 from __future__ import annotations
@@ -22,21 +34,35 @@ from datetime import date
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from ml import btyd
+from ml.btyd_family import MODELS
 from ml.cutoff_data import EVAL_ROWS, TRAIN_ROWS, CutoffData
-from ml.metrics import value_metrics
+from ml.intervals import bootstrap_fits, interval_coverage, predictive_intervals
+from ml.metrics import poisson_deviance, value_metrics
+from ml.windows import Windows
 
-BTYD_MODEL = "bgnbd_gg"
+BTYD_FAMILY = ("bgnbd", "mbgnbd", "pareto_nbd")
+BTYD_MODEL = "bgnbd_gg"  # the default BTYD model's name (used without any back-test window)
 LEARNED_MODEL = "hgb_poisson"
-NAIVE_MODEL = "naive_last_year"
+NAIVE_MODEL = "naive_last_period"
+NAIVE_MODELS = (NAIVE_MODEL,)
 CATEGORICAL = ["country", "acquisition_channel", "age_band", "preferred_channel", "top_category", "gender"]
 EXCLUDE = {"customer_id", "as_of_date", "created_at", "first_purchase_date", "last_purchase_date", "region"}
 MIN_TRAIN_CUSTOMERS = 200
 BTYD_COLUMNS = ["p_alive", "btyd_expected_purchases", "btyd_expected_avg_spend", "btyd_expected_spend"]
-# what BG/NBD + Gamma-Gamma read per customer (fit and predictions)
+# what the BTYD models read per customer (fit and predictions)
 BTYD_INPUTS = ["customer_id", "n_orders", "frequency", "btyd_recency_days", "btyd_t_days", "repeat_spend_mean"]
 PREDICT_BATCH_ROWS = 200_000
+FEATURE_WINDOWS_DAYS = (30, 90, 365)  # the spend_last_<n>d features (dbt var feature_windows_days)
+INTERVAL_LEVEL = 0.8
+BOOTSTRAP_FITS = 12
+
+
+def btyd_model_name(family: str) -> str:
+    """The published model name of a BTYD family member with Gamma-Gamma spend, e.g. ``pareto_nbd_gg``."""
+    return f"{family}_gg"
 
 
 @dataclass
@@ -46,13 +72,33 @@ class LeadRates:
     purchases_per_lead: float = 0.0
     spend_per_lead: float = 0.0
     no_purchase_share: float = 1.0
+    purchases_high: float = 0.0  # upper end of the 80 % interval of a lead's purchases / spend
+    spend_high: float = 0.0
     source: str = "no complete window: leads get 0"
+
+    def scaled(self, factor: float) -> "LeadRates":
+        return LeadRates(self.purchases_per_lead * factor, self.spend_per_lead * factor, self.no_purchase_share,
+                         self.purchases_high * factor, self.spend_high * factor, self.source)
 
 
 @dataclass
 class BtydFit:
-    bg: btyd.BgNbdParams
+    """A fitted BTYD family member (``model`` keys ``ml.btyd_family.MODELS``) with its Gamma-Gamma fit."""
+
+    model: str
+    params: object
     gg: btyd.GammaGammaParams
+
+    @property
+    def name(self) -> str:
+        return btyd_model_name(self.model)
+
+    @property
+    def spec(self):
+        return MODELS[self.model]
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, self.model: self.params.as_dict(), "gamma_gamma": self.gg.as_dict()}
 
 
 @dataclass
@@ -63,27 +109,56 @@ class ValueResult:
     fits: dict[str, BtydFit] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     backtest: pd.DataFrame | None = None  # per customer at the back-test cutoff: actual and predictions
+    btyd_model: str = "bgnbd"  # the chosen BTYD family member
+    card: dict = field(default_factory=dict)  # what the value model card records
 
 
 def lead_rates(features: pd.DataFrame, outcomes: pd.DataFrame, window: str) -> LeadRates:
-    """Empirical lead behaviour at one cutoff (``features`` and ``outcomes`` of that cutoff)."""
+    """Empirical lead behaviour at one cutoff (``features`` and ``outcomes`` of that cutoff); ``window`` is
+    ``value`` (purchases and spend in the value window) or ``churn`` (share without a purchase)."""
     leads = features.loc[features.n_orders == 0, ["customer_id"]].merge(outcomes, on="customer_id")
     complete = leads[f"{window}_window_complete"].all() if len(leads) else False
     if len(leads) < 20 or not complete:
         return LeadRates()
+    q = 0.5 + INTERVAL_LEVEL / 2
     return LeadRates(
-        purchases_per_lead=float(leads.purchase_days_clv_window.mean()),
-        spend_per_lead=float(leads.spend_clv_window.mean()),
+        purchases_per_lead=float(leads.purchase_days_value_window.mean()),
+        spend_per_lead=float(leads.spend_value_window.mean()),
         no_purchase_share=float(leads.churned.mean()),
+        purchases_high=float(leads.purchase_days_value_window.quantile(q)),
+        spend_high=float(leads.spend_value_window.quantile(q)),
         source=f"{len(leads)} leads at {outcomes.as_of_date.iloc[0]}",
     )
 
 
-def fit_btyd(features: pd.DataFrame) -> BtydFit:
-    buyers = features[features.n_orders > 0]
-    bg = btyd.fit_bgnbd(buyers.frequency, buyers.btyd_recency_days, buyers.btyd_t_days, time_unit="days")
-    gg = btyd.fit_gamma_gamma(buyers.frequency, buyers.repeat_spend_mean)
-    return BtydFit(bg, gg)
+def _buyers(features: pd.DataFrame):
+    buyer = (features.n_orders > 0).to_numpy()
+    return (buyer, features.frequency.to_numpy(float)[buyer], features.btyd_recency_days.to_numpy(float)[buyer],
+            features.btyd_t_days.to_numpy(float)[buyer], features.repeat_spend_mean.to_numpy(float)[buyer])
+
+
+def fit_btyd(features: pd.DataFrame, model: str = "bgnbd") -> BtydFit:
+    """``model`` and Gamma-Gamma fitted on every buyer of ``features`` (raises ``btyd.BtydFitError``).
+
+    BLAS runs single-threaded here: the fits' small dot products were 10-20 times slower with OpenBLAS
+    threads on a busy machine."""
+    _, x, tx, T, m = _buyers(features)
+    with threadpool_limits(1, user_api="blas"):
+        params = MODELS[model].fit(x, tx, T, time_unit="days")
+        return BtydFit(model, params, btyd.fit_gamma_gamma(x, m))
+
+
+def discounted_purchases(fit: BtydFit, x, tx, T, *, horizon: float, annual_discount_rate: float,
+                         steps: int = 12) -> np.ndarray:
+    """Expected purchases over ``horizon`` days, each part of the horizon discounted to its middle at the
+    annual rate (the horizon is cut into ``steps`` equal parts)."""
+    edges = np.linspace(0.0, horizon, steps + 1)
+    cumulative = [np.zeros(len(x))] + [fit.spec.expected_purchases(fit.params, t, x, tx, T) for t in edges[1:]]
+    value = np.zeros(len(x))
+    for k in range(steps):
+        years = (edges[k] + edges[k + 1]) / 2 / 365.25
+        value += (cumulative[k + 1] - cumulative[k]) / (1 + annual_discount_rate) ** years
+    return value
 
 
 def btyd_predict(
@@ -98,11 +173,8 @@ def btyd_predict(
 ) -> pd.DataFrame:
     """Per customer: p_alive, expected purchases and spend over the horizon, P(no purchase in the churn
     horizon) and (``with_clv``) discounted CLV. Leads take ``leads``; nothing is NaN."""
-    buyer = (features.n_orders > 0).to_numpy()
-    x = features.frequency.to_numpy(float)[buyer]
-    tx = features.btyd_recency_days.to_numpy(float)[buyer]
-    T = features.btyd_t_days.to_numpy(float)[buyer]
-    m = features.repeat_spend_mean.to_numpy(float)[buyer]
+    buyer, x, tx, T, m = _buyers(features)
+    spec, params = fit.spec, fit.params
     n = len(features)
     out = pd.DataFrame({"customer_id": features.customer_id.to_numpy()})
     alive = np.ones(n)
@@ -110,16 +182,15 @@ def btyd_predict(
     avg_spend = np.full(n, fit.gg.population_mean_spend)
     spend = np.full(n, leads.spend_per_lead)
     quiet = np.full(n, leads.no_purchase_share)
-    alive[buyer] = btyd.p_alive(fit.bg, x, tx, T)
-    purchases[buyer] = btyd.expected_purchases(fit.bg, horizon_days, x, tx, T)
+    alive[buyer] = spec.p_alive(params, x, tx, T)
+    purchases[buyer] = spec.expected_purchases(params, horizon_days, x, tx, T)
     avg_spend[buyer] = btyd.expected_average_spend(fit.gg, x, m)
     spend[buyer] = purchases[buyer] * avg_spend[buyer]
-    quiet[buyer] = btyd.prob_no_purchase(fit.bg, churn_horizon_days, x, tx, T)
+    quiet[buyer] = spec.prob_no_purchase(params, churn_horizon_days, x, tx, T)
     if with_clv:
         clv = spend * discount_factor(horizon_days, annual_discount_rate)
-        clv[buyer] = btyd.customer_lifetime_value(
-            fit.bg, fit.gg, x, tx, T, m, horizon=horizon_days, annual_discount_rate=annual_discount_rate
-        )
+        clv[buyer] = np.maximum(avg_spend[buyer] * discounted_purchases(
+            fit, x, tx, T, horizon=horizon_days, annual_discount_rate=annual_discount_rate), 0.0)
         out["btyd_clv"] = clv
     out["p_alive"] = alive
     out["btyd_expected_purchases"] = purchases
@@ -174,137 +245,384 @@ def predict_spend(model, X: pd.DataFrame) -> np.ndarray:
     return np.maximum(model.predict(X[list(model.feature_names_in_)]), 0.0)
 
 
+def naive_last_period(features: pd.DataFrame, window_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spend and orders of the last period, scaled to ``window_days``: the feature window closest to it
+    (30, 90 or 365 days; on a log scale)."""
+    w = min(FEATURE_WINDOWS_DAYS, key=lambda d: abs(np.log(d / window_days)))
+    scale = window_days / w
+    return (features[f"spend_last_{w}d"].to_numpy(float) * scale,
+            features[f"orders_last_{w}d"].to_numpy(float) * scale)
+
+
+def gamma_gamma_independence(features: pd.DataFrame) -> float:
+    """Pearson correlation of repeat purchases and mean repeat spend among repeat buyers (Gamma-Gamma
+    assumes the two are independent; near 0 is good)."""
+    rep = features[(features.frequency > 0) & features.repeat_spend_mean.notna()]
+    if len(rep) < 3:
+        return float("nan")
+    return float(np.corrcoef(rep.frequency.to_numpy(float), rep.repeat_spend_mean.to_numpy(float))[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# one window: actuals of a cutoff's customers and the BTYD family's predictions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    cutoff: date
+    features: pd.DataFrame
+    spend: np.ndarray  # actual spend in the window after the cutoff
+    purchases: np.ndarray  # actual purchase days
+    ready: bool
+
+
+def _window(data: CutoffData, cutoff: date, ids) -> _Window:
+    feats = data.features(cutoff, customers=ids)
+    out = data.outcomes(cutoff, customers=ids)
+    ready = len(feats) >= MIN_TRAIN_CUSTOMERS and len(out) > 0 and bool(out.value_window_complete.all())
+    joined = feats[["customer_id"]].merge(out, on="customer_id", how="left")
+    return _Window(cutoff, feats, joined.spend_value_window.fillna(0).to_numpy(float),
+                   joined.purchase_days_value_window.fillna(0).to_numpy(float), ready)
+
+
+def _family_predictions(data: CutoffData, w: _Window, *, window_days: int, churn_horizon_days: int,
+                        leads: LeadRates, notes: list[str], label: str) -> dict[str, tuple[BtydFit, pd.DataFrame]]:
+    """Each BTYD family member fitted on every customer at the window's cutoff, predicting the window."""
+    summary = data.features(w.cutoff, BTYD_INPUTS)
+    out = {}
+    for family in BTYD_FAMILY:
+        try:
+            fit = fit_btyd(summary, family)
+            out[family] = (fit, btyd_predict(fit, w.features, horizon_days=window_days, churn_horizon_days=churn_horizon_days,
+                                             annual_discount_rate=0.0, leads=leads, with_clv=False))
+        except (btyd.BtydFitError, FloatingPointError, ValueError) as exc:
+            notes.append(f"{btyd_model_name(family)} not fitted at the {label} cutoff {w.cutoff}: {exc}")
+    return out
+
+
+def _purchase_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {"poisson_deviance": poisson_deviance(actual, predicted),
+            "total_ratio": float(predicted.sum() / actual.sum()) if actual.sum() > 0 else float("nan"),
+            "n_customers": float(len(actual))}
+
+
+def _improves(ratio: float, factor: float) -> bool:
+    return bool(np.isfinite(ratio) and np.isfinite(factor) and abs(ratio * factor - 1) < abs(ratio - 1))
+
+
 def run_value_models(
     data: CutoffData,
     *,
-    as_of: date,
-    cutoffs: dict[str, date],
-    horizon_days: int,
-    churn_horizon_days: int,
+    windows: Windows,
     annual_discount_rate: float,
     run_id: str,
     max_train_rows: int = TRAIN_ROWS,
     max_eval_rows: int = EVAL_ROWS,
     batch_rows: int = PREDICT_BATCH_ROWS,
+    bootstrap: int = BOOTSTRAP_FITS,
 ) -> ValueResult:
-    """Back-test BTYD, the learned model and the naive baseline; predict with the champion.
+    """Choose, back-test and apply the value models (see the module docstring).
 
-    BG/NBD + Gamma-Gamma are fitted on every customer of a cutoff. On large populations the learned
-    model trains on a random sample of at most ``max_train_rows`` customers, and the back-test compares
-    all models on the same random sample of at most ``max_eval_rows`` customers of the held-out cutoff.
-    Every customer is predicted (in batches of ``batch_rows``)."""
-    notes: list[str] = []
+    BTYD models are fitted on every customer of a cutoff. On large populations the learned model trains on a
+    random sample of at most ``max_train_rows`` customers, and the back-test compares all models on the same
+    random sample of at most ``max_eval_rows`` customers of the held-out cutoff. Every customer is predicted
+    (in batches of ``batch_rows``)."""
+    as_of, H, L, h = windows.as_of, windows.clv_horizon_days, windows.value_window_days, windows.churn_horizon_days
+    notes: list[str] = list(windows.notes)
     performance: list[dict] = []
     fits: dict[str, BtydFit] = {}
+    card: dict = {"windows": {"value_window_days": L, "clv_horizon_days": H, "test_cutoff": str(windows.value_test),
+                              "selection_cutoff": str(windows.value_train)}}
     now = data.features(as_of, BTYD_INPUTS)
-    test_ids = data.sample(cutoffs["clv_test"], max_eval_rows, seed=1)
-    train_ids = data.sample(cutoffs["clv_train"], max_train_rows)
-    test, out_test = (data.features(cutoffs["clv_test"], customers=test_ids),
-                      data.outcomes(cutoffs["clv_test"], customers=test_ids))
-    train, out_train = (data.features(cutoffs["clv_train"], customers=train_ids),
-                        data.outcomes(cutoffs["clv_train"], customers=train_ids))
-    for name, ids, cutoff in (("back-test", test_ids, cutoffs["clv_test"]), ("training", train_ids, cutoffs["clv_train"])):
+    test_ids = data.sample(windows.value_test, max_eval_rows, seed=1)
+    train_ids = data.sample(windows.value_train, max_train_rows)
+    test = _window(data, windows.value_test, test_ids)
+    sel = _window(data, windows.value_train, train_ids)
+    for name, ids, cutoff in (("back-test", test_ids, windows.value_test), ("training", train_ids, windows.value_train)):
         if ids is not None:
             notes.append(f"{name} sample: {len(ids):,} of {data.count(cutoff):,} customers at {cutoff}")
-    levels = data.category_levels([as_of, cutoffs["clv_test"], cutoffs["clv_train"]], CATEGORICAL)
-    predict_kw = dict(horizon_days=horizon_days, churn_horizon_days=churn_horizon_days,
-                      annual_discount_rate=annual_discount_rate)
+    levels = data.category_levels([as_of, windows.value_test, windows.value_train], CATEGORICAL)
+    kw = dict(churn_horizon_days=h, annual_discount_rate=annual_discount_rate)
 
-    # leads at the as-of date behave like leads in the latest complete windows
-    clv_leads = leads_at(data, cutoffs["clv_test"], "clv")
-    churn_leads = leads_at(data, cutoffs["churn_test"], "churn")
-    leads_now = LeadRates(
-        clv_leads.purchases_per_lead, clv_leads.spend_per_lead, churn_leads.no_purchase_share,
-        source=f"CLV window: {clv_leads.source}; churn window: {churn_leads.source}",
-    )
+    # leads at the as-of date behave like leads in the latest complete windows (scaled from L to H days)
+    value_leads = leads_at(data, windows.value_test, "value")
+    churn_leads = leads_at(data, windows.churn_test, "churn")
+    leads_now = LeadRates(value_leads.purchases_per_lead, value_leads.spend_per_lead, churn_leads.no_purchase_share,
+                          value_leads.purchases_high, value_leads.spend_high,
+                          source=f"value window: {value_leads.source}; churn window: {churn_leads.source}").scaled(H / L)
+    leads_sel = leads_at(data, windows.value_train, "value") if sel.ready else LeadRates()
     notes.append(f"lead rates from {leads_now.source}")
 
-    # --- back-test at as_of - H -------------------------------------------------------------
+    # --- BTYD family: choice on the selection window ---------------------------------------
+    chosen, chosen_on = None, None
+    factors = {"purchases": float("nan"), "spend": float("nan")}
+    if sel.ready:
+        cands = _family_predictions(data, sel, window_days=L, churn_horizon_days=h, leads=LeadRates(),
+                                    notes=notes, label="selection")
+        deviance = {}
+        for family, (fit, pred) in cands.items():
+            fits[f"selection_{family}"] = fit
+            pm = _purchase_metrics(sel.purchases, pred.btyd_expected_purchases.to_numpy())
+            deviance[family] = pm["poisson_deviance"]
+            for metric, value in {**pm, **{f"spend_{k}": v for k, v in value_metrics(
+                    sel.spend, pred.btyd_expected_spend.to_numpy()).items() if k in ("normalised_gini", "total_ratio")}}.items():
+                performance.append(_row(run_id, as_of, btyd_model_name(family), windows.value_train, "btyd_selection", metric,
+                                        value, None, windows.value_train, windows.value_train, windows.value_test, False))
+        if deviance:
+            chosen, chosen_on = min(deviance, key=deviance.get), "selection"
+            pred = cands[chosen][1]
+            factors = {"purchases": _safe_ratio(sel.purchases.sum(), pred.btyd_expected_purchases.sum()),
+                       "spend": _safe_ratio(sel.spend.sum(), pred.btyd_expected_spend.sum())}
+            for row in performance:
+                if row["task"] == "btyd_selection" and row["model_name"] == btyd_model_name(chosen):
+                    row["is_champion"] = True
+
+    # --- back-test on the test window ------------------------------------------------------
     backtest = None
-    champion = BTYD_MODEL
-    window = dict(test_window_start=cutoffs["clv_test"], test_window_end=as_of)
-    test_ready = len(test) >= MIN_TRAIN_CUSTOMERS and bool(out_test.clv_window_complete.all()) and len(out_test)
-    if test_ready:
-        actual = test[["customer_id"]].merge(out_test, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
-        backtest = pd.DataFrame({"customer_id": test.customer_id, "frequency": test.frequency,
-                                 "n_orders": test.n_orders, "actual_spend": actual,
-                                 "actual_purchases": test[["customer_id"]].merge(out_test, on="customer_id", how="left")
-                                 .purchase_days_clv_window.fillna(0).to_numpy()})
+    champion = btyd_model_name(chosen or "bgnbd")
+    window = dict(test_window_start=windows.value_test, test_window_end=as_of)
+    if test.ready:
+        backtest = pd.DataFrame({"customer_id": test.features.customer_id, "frequency": test.features.frequency,
+                                 "n_orders": test.features.n_orders, "actual_spend": test.spend,
+                                 "actual_purchases": test.purchases})
         scores: dict[str, dict] = {}
-        # naive: last year's spend, scaled to the horizon
-        backtest[NAIVE_MODEL] = test.spend_last_365d.to_numpy(float) * horizon_days / 365.0
-        scores[NAIVE_MODEL] = value_metrics(actual, backtest[NAIVE_MODEL])
-        # BTYD fitted at the test cutoff; leads from the window before it
-        try:
-            fits["backtest"] = fit_btyd(data.features(cutoffs["clv_test"], BTYD_INPUTS))
-            leads_train = leads_at(data, cutoffs["clv_train"], "clv") if len(train) else LeadRates()
-            bt = btyd_predict(fits["backtest"], test, leads=leads_train, with_clv=False, **predict_kw)
-            backtest[BTYD_MODEL] = bt.btyd_expected_spend.to_numpy()
+        purchase_scores: dict[str, dict] = {}
+        naive_spend, naive_orders = naive_last_period(test.features, L)
+        backtest[NAIVE_MODEL] = naive_spend
+        scores[NAIVE_MODEL] = value_metrics(test.spend, naive_spend)
+        purchase_scores[NAIVE_MODEL] = _purchase_metrics(test.purchases, naive_orders)
+        fam = _family_predictions(data, test, window_days=L, churn_horizon_days=h, leads=leads_sel, notes=notes,
+                                  label="back-test")
+        for family, (fit, pred) in fam.items():
+            fits[f"backtest_{family}"] = fit
+            name = btyd_model_name(family)
+            backtest[name] = pred.btyd_expected_spend.to_numpy()
+            scores[name] = value_metrics(test.spend, backtest[name])
+            purchase_scores[name] = _purchase_metrics(test.purchases, pred.btyd_expected_purchases.to_numpy())
+        if chosen is None and fam:
+            chosen, chosen_on = min(fam, key=lambda f: purchase_scores[btyd_model_name(f)]["poisson_deviance"]), "test"
+            notes.append(f"{btyd_model_name(chosen)} chosen on the test window (no earlier window with "
+                         f"{MIN_TRAIN_CUSTOMERS} customers): its back-test metrics are optimistic")
+        if chosen in fam:
+            bt = fam[chosen][1]
             backtest["btyd_expected_purchases"] = bt.btyd_expected_purchases.to_numpy()
-            scores[BTYD_MODEL] = value_metrics(actual, backtest[BTYD_MODEL])
-        except btyd.BtydFitError as exc:
-            notes.append(f"BTYD back-test not possible: {exc}")
-            bt = None
-        # learned model: trained at as_of - 2H, evaluated at as_of - H
-        train_ready = len(train) >= MIN_TRAIN_CUSTOMERS and len(out_train) and bool(out_train.clv_window_complete.all())
-        if train_ready and bt is not None:
+            champion = btyd_model_name(chosen)
+            # bias correction: the selection window's factor must improve the test window's totals
+            for what, key in (("purchases", "btyd_expected_purchases"), ("spend", "btyd_expected_spend")):
+                ratio = float(bt[key].sum() / max((test.purchases if what == "purchases" else test.spend).sum(), 1e-12))
+                if _improves(ratio, factors[what]):
+                    target = scores[champion] if what == "spend" else purchase_scores[champion]
+                    target["total_ratio_corrected"] = ratio * factors[what]
+                    factors[what] = _safe_ratio(1.0, ratio)  # production: corrected by the newest window's bias
+                    notes.append(f"{what} totals corrected by {factors[what]:.3f} (bias on the selection window "
+                                 f"also fixes the test window: {ratio:.3f} -> {target['total_ratio_corrected']:.3f})")
+                else:
+                    factors[what] = float("nan")
+            # 80 % intervals: coverage of what happened in the test window
             try:
-                fits["train"] = fit_btyd(data.features(cutoffs["clv_train"], BTYD_INPUTS))
-                leads_older = LeadRates()
-                bt_train = btyd_predict(fits["train"], train, leads=leads_older, with_clv=False, **predict_kw)
-                y_train = train[["customer_id"]].merge(out_train, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
-                model = train_spend_model(design_matrix(train, bt_train, levels), y_train, max_rows=max_train_rows)
-                backtest[LEARNED_MODEL] = predict_spend(model, design_matrix(test, bt, levels))
-                scores[LEARNED_MODEL] = value_metrics(actual, backtest[LEARNED_MODEL])
-            except btyd.BtydFitError as exc:
-                notes.append(f"learned model not back-tested: BTYD at the training cutoff failed: {exc}")
+                boot = bootstrap_fits(chosen, *_summary_arrays(data.features(windows.value_test, BTYD_INPUTS)),
+                                      n_boot=bootstrap, seed=0)
+                buyer, x, tx, T, m = _buyers(test.features)
+                iv = predictive_intervals(chosen, boot, x, tx, T, m, horizon=L, level=INTERVAL_LEVEL, seed=1)
+                pc = purchase_scores[champion]
+                # counts tie: an "80 %" interval holds more than 80 % by the model's own probability
+                # (interval_probability), which is what the observed coverage is to be compared with
+                pc["interval_coverage"] = interval_coverage(iv.expected_purchases_low, iv.expected_purchases_high,
+                                                            test.purchases[buyer])
+                pc["interval_probability"] = float(iv.purchases_interval_prob.mean())
+                scores[champion]["interval_coverage"] = interval_coverage(iv.spend_low, iv.spend_high, test.spend[buyer])
+                scores[champion]["interval_probability"] = float(iv.spend_interval_prob.mean())
+            except (btyd.BtydFitError, ValueError) as exc:
+                notes.append(f"interval coverage not measured: {exc}")
         else:
-            notes.append(
-                f"learned model not back-tested: {len(train)} customers at {cutoffs['clv_train']} "
-                f"(need {MIN_TRAIN_CUSTOMERS} and a complete outcome window)"
-            )
-        candidates = {k: v for k, v in scores.items() if k in (BTYD_MODEL, LEARNED_MODEL)}
+            notes.append("no BTYD model could be fitted at the back-test cutoff")
+        # learned model: trained at as_of - 2L on the selection window, tested on the test window
+        sel_fit = fits.get(f"selection_{chosen}") if chosen else None
+        if sel.ready and sel_fit is not None and chosen in fam:
+            bt_train = btyd_predict(sel_fit, sel.features, horizon_days=L, leads=LeadRates(), with_clv=False, **kw)
+            model = train_spend_model(design_matrix(sel.features, bt_train, levels), sel.spend, max_rows=max_train_rows)
+            backtest[LEARNED_MODEL] = predict_spend(model, design_matrix(test.features, fam[chosen][1], levels))
+            scores[LEARNED_MODEL] = value_metrics(test.spend, backtest[LEARNED_MODEL])
+        else:
+            notes.append(f"learned model not back-tested: {len(sel.features)} customers at {windows.value_train} "
+                         f"(need {MIN_TRAIN_CUSTOMERS}, a complete outcome window and a BTYD fit there)")
+        candidates = {k: v for k, v in scores.items() if k in (champion, LEARNED_MODEL)}
         if candidates:
-            champion = max(candidates, key=lambda k: (np.nan_to_num(candidates[k]["normalised_gini"], nan=-1), k == BTYD_MODEL))
+            champion = max(candidates, key=lambda k: (np.nan_to_num(candidates[k]["normalised_gini"], nan=-1),
+                                                      k != LEARNED_MODEL))
+        if champion == LEARNED_MODEL:
+            factors["spend"] = float("nan")  # validated for the BTYD model only
         for model_name, metrics in scores.items():
-            train_start = cutoffs["clv_train"] if model_name == LEARNED_MODEL else None
+            train_start = windows.value_train if model_name == LEARNED_MODEL else None
             for metric, value in metrics.items():
-                performance.append(dict(
-                    run_id=run_id, as_of_date=as_of, model_name=model_name,
-                    model_version=f"{model_name}@{cutoffs['clv_test']}", task="clv_spend", metric=metric,
-                    value=float(value), train_window_start=train_start,
-                    train_window_end=cutoffs["clv_test"] if model_name != NAIVE_MODEL else None,
-                    is_champion=model_name == champion, **window,
-                ))
+                performance.append(_row(run_id, as_of, model_name, windows.value_test, "clv_spend", metric, value,
+                                        train_start, windows.value_test if model_name not in NAIVE_MODELS else None,
+                                        **window, is_champion=model_name == champion))
+        for model_name, metrics in purchase_scores.items():
+            for metric, value in metrics.items():
+                performance.append(_row(run_id, as_of, model_name, windows.value_test, "clv_purchases", metric, value,
+                                        None, windows.value_test if model_name not in NAIVE_MODELS else None,
+                                        **window, is_champion=model_name == btyd_model_name(chosen or "")))
     else:
         notes.append(
-            f"no back-test: {len(test)} customers at {cutoffs['clv_test']} or its outcome window is incomplete; "
-            "BG/NBD + Gamma-Gamma used without one"
+            f"no back-test: {len(test.features)} customers at {windows.value_test} or its outcome window is incomplete "
+            f"(the value models need {MIN_TRAIN_CUSTOMERS} customers known {L} days before the as-of date)"
         )
 
     # --- production at the as-of date -------------------------------------------------------
-    fits["production"] = fit_btyd(now)
-    pred = btyd_predict(fits["production"], now, leads=leads_now, **predict_kw)
+    if chosen is None:
+        chosen = _best_by_likelihood(now, notes)
+        champion = btyd_model_name(chosen)
+    fits["production"] = production = fit_btyd(now, chosen)
+    pred = btyd_predict(production, now, horizon_days=H, leads=leads_now, **kw)
     result = pd.DataFrame({"customer_id": now.customer_id})
     result["p_alive"] = pred.p_alive
     result["expected_purchases"] = pred.btyd_expected_purchases
     result["prob_no_purchase_churn_horizon"] = pred.btyd_prob_no_purchase_churn
     result["expected_spend"] = pred.btyd_expected_spend
     result["clv"] = pred.btyd_clv
-    result["clv_model"] = f"{BTYD_MODEL}@{as_of}"
+    result["clv_model"] = f"{production.name}@{as_of}"
+    result["btyd_model"] = chosen
+    _production_intervals(result, production, now, leads_now, horizon=H, bootstrap=bootstrap,
+                          annual_discount_rate=annual_discount_rate, notes=notes)
     if champion == LEARNED_MODEL:
-        bt_test = btyd_predict(fits["backtest"], test, leads=leads_train, with_clv=False, **predict_kw)
-        y = test[["customer_id"]].merge(out_test, on="customer_id", how="left").spend_clv_window.fillna(0).to_numpy()
-        model = train_spend_model(design_matrix(test, bt_test, levels), y, max_rows=max_train_rows)
-        spend = np.concatenate([
-            predict_spend(model, design_matrix(feats, btyd_predict(fits["production"], feats, leads=leads_now, with_clv=False, **predict_kw), levels))
+        fit_t = fits[f"backtest_{chosen}"]
+        bt_test = btyd_predict(fit_t, test.features, horizon_days=L, leads=leads_sel, with_clv=False, **kw)
+        model = train_spend_model(design_matrix(test.features, bt_test, levels), test.spend, max_rows=max_train_rows)
+        spend_L = np.concatenate([
+            predict_spend(model, design_matrix(feats, btyd_predict(production, feats, horizon_days=L, leads=leads_now.scaled(L / H),
+                                                                    with_clv=False, **kw), levels))
             for feats in data.batches(as_of, batch_rows)])
-        if len(spend) != len(result):
-            raise RuntimeError(f"{len(spend)} learned predictions for {len(result)} customers at {as_of}")
+        if len(spend_L) != len(result):
+            raise RuntimeError(f"{len(spend_L)} learned predictions for {len(result)} customers at {as_of}")
+        btyd_L = btyd_predict(production, now, horizon_days=L, leads=leads_now.scaled(L / H), with_clv=False, **kw)
+        to_horizon = np.where(btyd_L.btyd_expected_spend > 0,
+                              result.expected_spend / np.maximum(btyd_L.btyd_expected_spend, 1e-12), H / L)
+        spend = spend_L * to_horizon
+        scale = np.where(result.expected_spend > 0, spend / np.maximum(result.expected_spend, 1e-12), 1.0)
+        for col in ("clv_low", "clv_high"):
+            result[col] = result[col] * scale
         result["expected_spend"] = spend
-        result["clv"] = spend * discount_factor(horizon_days, annual_discount_rate)
+        result["clv"] = spend * discount_factor(H, annual_discount_rate)
         result["clv_model"] = f"{LEARNED_MODEL}@{as_of}"
+        if L < H:
+            notes.append(f"learned model predicts {L} days; scaled to {H} days by the {production.name} ratio per customer")
+    for what, cols in (("purchases", ("expected_purchases", "expected_purchases_low", "expected_purchases_high")),
+                       ("spend", ("expected_spend", "clv", "clv_low", "clv_high"))):
+        if np.isfinite(factors[what]):
+            for col in cols:
+                result[col] = result[col] * factors[what]
+    _hold_point(result)
     numeric = result.select_dtypes("number")
     if not np.isfinite(numeric.to_numpy()).all():
         raise btyd.BtydFitError("value predictions contain non-finite values; refusing to publish them")
-    return ValueResult(result, performance, champion, fits, notes, backtest)
+    card.update(
+        champion=champion, btyd_model=btyd_model_name(chosen), btyd_chosen_on=chosen_on or "log-likelihood at the as-of date",
+        parameters=production.as_dict(), gamma_gamma_independence=gamma_gamma_independence(now),
+        bias_factors={k: (v if np.isfinite(v) else None) for k, v in factors.items()}, leads=leads_now.source,
+    )
+    return ValueResult(result, performance, champion, fits, notes, backtest, chosen, card)
+
+
+def _safe_ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 else float("nan")
+
+
+def _summary_arrays(features: pd.DataFrame):
+    _, x, tx, T, m = _buyers(features)
+    return x, tx, T, m
+
+
+def _best_by_likelihood(now: pd.DataFrame, notes: list[str]) -> str:
+    """Without a back-test window: the family member with the highest log-likelihood (same parameter count)."""
+    _, x, tx, T, _ = _buyers(now)
+    best, best_ll = "bgnbd", -np.inf
+    for family in BTYD_FAMILY:
+        try:
+            with threadpool_limits(1, user_api="blas"):
+                ll = MODELS[family].fit(x, tx, T).log_likelihood
+        except (btyd.BtydFitError, FloatingPointError, ValueError):
+            continue
+        if ll > best_ll:
+            best, best_ll = family, ll
+    notes.append(f"{btyd_model_name(best)} chosen by log-likelihood at the as-of date (no back-test window)")
+    return best
+
+
+def _production_intervals(result: pd.DataFrame, fit: BtydFit, now: pd.DataFrame, leads: LeadRates, *, horizon: int,
+                          bootstrap: int, annual_discount_rate: float, notes: list[str]) -> None:
+    """80 % intervals of purchases and CLV for every customer (leads: 0 to the leads' upper quantile)."""
+    n = len(now)
+    low_p, high_p = np.zeros(n), np.full(n, leads.purchases_high)
+    low_c = np.zeros(n)
+    high_c = np.full(n, leads.spend_high * discount_factor(horizon, annual_discount_rate))
+    buyer, x, tx, T, m = _buyers(now)
+    try:
+        boot = [(fit.params, fit.gg)] + bootstrap_fits(fit.model, x, tx, T, m, n_boot=bootstrap, seed=0)
+        iv = predictive_intervals(fit.model, boot, x, tx, T, m, horizon=horizon, level=INTERVAL_LEVEL,
+                                  annual_discount_rate=annual_discount_rate, seed=2)
+        low_p[buyer], high_p[buyer] = iv.expected_purchases_low, iv.expected_purchases_high
+        low_c[buyer], high_c[buyer] = iv.clv_low, iv.clv_high
+    except (btyd.BtydFitError, ValueError) as exc:
+        notes.append(f"intervals from the point fit only: {exc}")
+        low_p[buyer], high_p[buyer] = result.expected_purchases[buyer], result.expected_purchases[buyer]
+        low_c[buyer], high_c[buyer] = result.clv[buyer], result.clv[buyer]
+    result["expected_purchases_low"], result["expected_purchases_high"] = low_p, high_p
+    result["clv_low"], result["clv_high"] = low_c, high_c
+
+
+def _hold_point(result: pd.DataFrame) -> None:
+    """An interval always holds its own point prediction (the point is a mean, the ends are quantiles of a
+    skewed distribution: a likely-dead customer's [0, 0] becomes [0, mean])."""
+    for point in ("expected_purchases", "clv"):
+        result[f"{point}_low"] = np.minimum(result[f"{point}_low"], result[point])
+        result[f"{point}_high"] = np.maximum(result[f"{point}_high"], result[point])
+
+
+def _row(run_id, as_of, model_name, version_cutoff, task, metric, value, train_start, train_end,
+         test_window_start, test_window_end, is_champion) -> dict:
+    return dict(run_id=run_id, as_of_date=as_of, model_name=model_name, model_version=f"{model_name}@{version_cutoff}",
+                task=task, metric=metric, value=float(value), train_window_start=train_start, train_window_end=train_end,
+                test_window_start=test_window_start, test_window_end=test_window_end, is_champion=is_champion)
+
+
+MIN_HISTORY = (
+    "Minimum history: a back-test needs 200 customers known one value window (the CLV horizon, or with less than "
+    "two horizons of history the longest window that fits: ml/windows.py) before the as-of date; the BTYD choice "
+    "and the bias correction need one more window before that (selection window), the learned model too. With "
+    "less, the BTYD model with the best likelihood at the as-of date is used without a back-test, and leads get 0."
+)
+
+
+def value_card_markdown(version: str, result: ValueResult, lineage) -> str:
+    """The value models' card for people: lineage, windows, the candidates' back-test, the choice and why."""
+    card = result.card
+    perf = pd.DataFrame(result.performance)
+    tables = []
+    for task, title in (("clv_spend", "Spend over the test window"), ("clv_purchases", "Purchases over the test window"),
+                        ("btyd_selection", "BTYD choice on the selection window")):
+        part = perf[perf.task == task] if len(perf) else perf
+        if len(part):
+            pivot = part.pivot_table(index="model_name", columns="metric", values="value")
+            cols = [c for c in ("normalised_gini", "spearman", "total_ratio", "total_ratio_corrected", "interval_coverage",
+                                "poisson_deviance", "spend_normalised_gini", "spend_total_ratio", "n_customers")
+                    if c in pivot]
+            head = "| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
+            rows = "".join(f"| {name} | " + " | ".join(f"{row[c]:.4f}" for c in cols) + " |\n" for name, row in pivot.iterrows())
+            tables.append(f"## {title}\n\n{head}{rows}")
+    w = card.get("windows", {})
+    corr = card.get("gamma_gamma_independence", float("nan"))
+    return (
+        f"# Model card: value / {version}\n\n"
+        f"- champion: {result.champion}; BTYD model: {card.get('btyd_model')} (chosen on: {card.get('btyd_chosen_on')})\n"
+        f"- lineage: warehouse `{lineage.warehouse}`, source `{lineage.source}`\n"
+        f"- windows: value window {w.get('value_window_days')} days (CLV horizon {w.get('clv_horizon_days')}); "
+        f"test cutoff {w.get('test_cutoff')}, selection cutoff {w.get('selection_cutoff')}\n"
+        f"- Gamma-Gamma independence check: correlation of repeat purchases and mean repeat spend = {corr:.3f} "
+        f"(near 0 supports the model's assumption)\n"
+        f"- bias correction factors (applied only where they improved the held-out totals): {card.get('bias_factors')}\n"
+        f"- parameters at the as-of date: `{card.get('parameters')}`\n"
+        f"- leads: {card.get('leads')}\n\n{MIN_HISTORY}\n\n" + "\n".join(tables)
+        + ("\n## Notes\n\n" + "\n".join(f"- {n}" for n in result.notes) + "\n" if result.notes else "")
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +20,8 @@ from pydantic import Field, field_validator
 from ml.name_numbers import format_name_numbers
 from ml.potential import DEFAULT_WEIGHTS
 from ml.ranking import DEFAULT_TIER_BOUNDS
+from ml.registry import Lineage
+from ml.windows import Windows, plan_windows
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +180,7 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     model_registry_dir: str = Field(
         default=_default("model_registry_dir", str(PROJECT_ROOT / "models")),
-        description="Model registry folder (versioned artifacts and model cards).",
+        description="Model registry folder (versioned artifacts and model cards; champions are kept per warehouse).",
     )
     churn_retrain_days: int = Field(
         default=_default("churn_retrain_days", 7),
@@ -224,6 +226,11 @@ class PipelineSettings(dg.ConfigurableResource):
     def serving_file(self) -> Path:
         """The serving database: ``serving_path``, or ``serving.duckdb`` beside the warehouse."""
         return Path(self.serving_path) if self.serving_path else Path(self.warehouse_path).with_name("serving.duckdb")
+
+    @property
+    def lineage(self) -> Lineage:
+        """The warehouse and source a trained model belongs to (its champion is reused only there)."""
+        return Lineage(warehouse=str(Path(self.warehouse_path).resolve()), source=str(Path(self.source_dir).resolve()))
 
     @property
     def gx_dir(self) -> Path:
@@ -274,22 +281,20 @@ class PipelineSettings(dg.ConfigurableResource):
         today = date.today()
         return min(latest, today) if latest else today
 
-    def cutoffs(self, as_of: date) -> dict[str, date]:
-        """Back-dated cutoffs: models train on ``*_train`` (outcome window ending at ``*_test``) and
-        are back-tested at ``*_test`` (outcome window ending at the as-of date)."""
-        cutoffs = {
-            "clv_test": as_of - timedelta(days=self.clv_horizon_days),
-            "clv_train": as_of - timedelta(days=2 * self.clv_horizon_days),
-            "churn_test": as_of - timedelta(days=self.churn_horizon_days),
-        }
-        for k in range(2, self.churn_stacked_cutoffs + 2):  # churn training cutoffs as_of - k * horizon
-            cutoffs[f"churn_train_{k}"] = as_of - timedelta(days=k * self.churn_horizon_days)
-        return cutoffs
+    def resolve_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
+        """The run's as-of date and every back-dated cutoff, sized to the order history in view."""
+        as_of = self.resolve_as_of(con)
+        first = con.execute(
+            "select min(d) from (select cast(try_cast(trim(ordered_at) as timestamp) as date) as d from raw.orders) "
+            "where d <= ?", [as_of]).fetchall()[0][0]
+        return plan_windows(as_of, first, churn_horizon_days=self.churn_horizon_days,
+                            clv_horizon_days=self.clv_horizon_days, stacked=self.churn_stacked_cutoffs)
 
-    def dbt_vars(self, as_of: date, run_id: str) -> dict:
+    def dbt_vars(self, windows: Windows, run_id: str) -> dict:
         return {
-            "as_of_date": as_of.isoformat(),
-            "feature_cutoffs": sorted({d.isoformat() for d in self.cutoffs(as_of).values()}),
+            "as_of_date": windows.as_of.isoformat(),
+            "feature_cutoffs": [d.isoformat() for d in windows.cutoffs()],
+            "value_window_days": windows.value_window_days,
             "run_id": run_id,
             "warehouse_path": str(Path(self.warehouse_path).resolve()),
             "churn_horizon_days": self.churn_horizon_days,

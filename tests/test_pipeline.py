@@ -95,7 +95,13 @@ def test_run_is_recorded_and_repeat_runs_are_identical(published):
     assert first[previous].isna().all().all()  # the first run had no earlier publication
     assert (second.previous_rfm_segment == first.rfm_segment).all()  # the second knows the first's segments
     assert (second.previous_potential_rank == first.potential_rank).all()
-    assert json.loads(last.model_versions)["clv"].startswith(("bgnbd_gg@", "hgb_poisson@"))
+    assert json.loads(last.model_versions)["clv"].startswith(("bgnbd_gg@", "mbgnbd_gg@", "pareto_nbd_gg@", "hgb_poisson@"))
+
+
+def perf_task(work: Path, task: str) -> pd.DataFrame:
+    return _table(work / "serving.duckdb", f"""
+        select * from model_performance where task = '{task}'
+          and run_id = (select run_id from pipeline_runs order by finished_at desc limit 1)""")
 
 
 def test_value_champion_beats_naive_baseline_on_held_out_window(published):
@@ -104,11 +110,28 @@ def test_value_champion_beats_naive_baseline_on_held_out_window(published):
         select * from model_performance where task = 'clv_spend'
           and run_id = (select run_id from pipeline_runs order by finished_at desc limit 1)""")
     metrics = perf.pivot_table(index="model_name", columns="metric", values="value")
-    assert {"bgnbd_gg", "hgb_poisson", "naive_last_year"} <= set(metrics.index)
+    btyd = {"bgnbd_gg", "mbgnbd_gg", "pareto_nbd_gg"}
+    assert {"hgb_poisson", "naive_last_period"} <= set(metrics.index) and len(btyd & set(metrics.index)) >= 2
     champions = perf.loc[perf.is_champion, "model_name"].unique()
-    assert len(champions) == 1 and champions[0] in ("bgnbd_gg", "hgb_poisson")
+    assert len(champions) == 1 and champions[0] in btyd | {"hgb_poisson"}
     champion = metrics.loc[champions[0]]
-    assert champion.normalised_gini > metrics.loc["naive_last_year"].normalised_gini
+    assert champion.normalised_gini > metrics.loc["naive_last_period"].normalised_gini
+    # every BTYD candidate was scored on the selection window, and exactly one was chosen there
+    selection = _table(work / "serving.duckdb", """
+        select * from model_performance where task = 'btyd_selection' and metric = 'poisson_deviance'
+          and run_id = (select run_id from pipeline_runs order by finished_at desc limit 1)""")
+    assert len(selection) >= 2 and selection.is_champion.sum() == 1
+    chosen = selection.loc[selection.is_champion].iloc[0]
+    assert chosen.value == selection.value.min()
+    # the 80 % intervals cover about 80 % of what happened in the held-out window, and hold their point
+    purchases = perf_task(work, "clv_purchases")
+    coverage = purchases.loc[purchases.metric == "interval_coverage", "value"]
+    assert len(coverage) == 1 and 0.7 <= coverage.iloc[0] <= 0.95
+    intervals = _table(work / "serving.duckdb", "select * from customer_scores")
+    assert (intervals.clv_low <= intervals.clv).all() and (intervals.clv <= intervals.clv_high).all()
+    assert (intervals.expected_purchases_low <= intervals.expected_purchases).all()
+    assert (intervals.expected_purchases <= intervals.expected_purchases_high).all()
+    assert (intervals.clv_high > intervals.clv_low).mean() > 0.5
     assert abs(champion.total_ratio - 1) <= 0.10
     # the held-out window ends at the as-of date and starts one CLV horizon earlier; training ends there
     row = perf[perf.model_name == "hgb_poisson"].iloc[0]
@@ -236,7 +259,7 @@ def test_minimal_source_runs_and_contract_breaks_stop_before_publishing(small_sa
     scores = _table(serving, "select * from customer_scores")
     assert scores.potential_rank.max() == len(scores) > 1000
     assert scores.churn_probability.between(0, 1).all()
-    assert json.loads(scores.model_versions.iloc[0])["churn"] == "bgnbd_no_purchase (fallback)"
+    assert json.loads(scores.model_versions.iloc[0])["churn"].endswith("_no_purchase (fallback)")
     decision = json.loads((work / "models" / "churn" / "decisions.jsonl").read_text().splitlines()[-1])
     assert decision["action"] == "fallback" and "the configured minimum is 100000" in decision["error"]
     before = _digest(serving)

@@ -113,12 +113,12 @@ model("customer_outcomes",
       [("as_of_date", "The cutoff date.", "[not_null]"),
        ("customer_id", "Customer key.", "[not_null]"),
        ("churn_window_complete", "The churn window after the cutoff ends by the run's as-of date.", "[not_null]"),
-       ("clv_window_complete", "The CLV window after the cutoff ends by the run's as-of date.", "[not_null]"),
+       ("value_window_complete", "The value back-test window after the cutoff (the CLV horizon, or shorter when the history is short: ml/windows.py) ends by the run's as-of date.", "[not_null]"),
        ("churned", "No completed order in the churn window after the cutoff.", "[not_null]"),
        ("orders_churn_window", "Completed orders in the churn window after the cutoff.", "range0"),
-       ("orders_clv_window", "Completed orders in the CLV window after the cutoff.", "range0"),
-       ("purchase_days_clv_window", "Days with a completed order in the CLV window (BTYD transactions).", "range0"),
-       ("spend_clv_window", "Spend on completed orders in the CLV window after the cutoff.", "range0")],
+       ("orders_value_window", "Completed orders in the value window after the cutoff.", "range0"),
+       ("purchase_days_value_window", "Days with a completed order in the value window (BTYD transactions).", "range0"),
+       ("spend_value_window", "Spend on completed orders in the value window after the cutoff.", "range0")],
       tests=["- unique_combination:", "    arguments:", "      columns: [as_of_date, customer_id]"])
 # models written by hand (customer_profile, with its enforced contract) follow the marker and are kept
 MARKER = "  # --- written by hand below; generate_marts_yml.py keeps this part ---"

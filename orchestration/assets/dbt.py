@@ -34,9 +34,9 @@ ANALYTICS = "path:models/analytics"
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars."""
     with settings.warehouse() as con:
-        as_of = settings.resolve_as_of(con)
-    dbt_vars = settings.dbt_vars(as_of, context.run_id)
-    context.log.info(f"dbt build as of {as_of.isoformat()} into {dbt_vars['warehouse_path']}")
+        windows = settings.resolve_windows(con)
+    dbt_vars = settings.dbt_vars(windows, context.run_id)
+    context.log.info(f"dbt build as of {windows.as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     target = step_target_path(context.op_def.name)
     warm_partial_parse(context.op_def.name)
     yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()

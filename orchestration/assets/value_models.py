@@ -5,7 +5,8 @@ import pandas as pd
 
 from ml import plots
 from ml.cutoff_data import CutoffData
-from ml.value_models import BTYD_MODEL, LEARNED_MODEL, NAIVE_MODEL, run_value_models
+from ml.registry import Registry
+from ml.value_models import LEARNED_MODEL, NAIVE_MODEL, run_value_models, value_card_markdown
 from orchestration.memory import release_memory
 from orchestration.publication import ensure_ops_tables
 from orchestration.settings import PipelineSettings
@@ -18,8 +19,9 @@ OUTCOMES = dg.AssetKey(["marts", "customer_outcomes"])
 def _metrics_markdown(performance: list[dict]) -> str:
     if not performance:
         return "no back-test"
-    table = pd.DataFrame(performance).pivot_table(index="model_name", columns="metric", values="value")
-    cols = [c for c in ("normalised_gini", "spearman", "total_ratio", "mae", "n_customers") if c in table]
+    frame = pd.DataFrame(performance)
+    table = frame[frame.task == "clv_spend"].pivot_table(index="model_name", columns="metric", values="value")
+    cols = [c for c in ("normalised_gini", "spearman", "total_ratio", "interval_coverage", "mae", "n_customers") if c in table]
     return table[cols].round(4).to_markdown() if hasattr(table, "to_markdown") and _has_tabulate() else table[cols].round(4).to_string()
 
 
@@ -36,37 +38,43 @@ def _has_tabulate() -> bool:
     deps=[FEATURES_HISTORY, OUTCOMES],
     group_name="models",
     kinds={"python", "scikitlearn", "duckdb"},
-    description="p_alive, expected purchases and spend, P(no purchase in the churn horizon) and CLV per customer "
-    "from the back-tested champion of BG/NBD + Gamma-Gamma and a HistGradientBoosting (Poisson) challenger.",
+    description="p_alive, expected purchases and spend with 80 % intervals, P(no purchase in the churn horizon) and "
+    "CLV per customer from the back-tested champion of the BTYD family (BG/NBD, MBG/NBD, Pareto/NBD, each with "
+    "Gamma-Gamma spend; chosen by held-out Poisson deviance) and a HistGradientBoosting (Poisson) challenger. "
+    "Needs 200 customers known one value window (the CLV horizon, shorter with a short history) before the "
+    "as-of date for a back-test; without one, the BTYD model with the best likelihood is used.",
 )
 def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     release_memory()
     with settings.warehouse() as con:
-        as_of = settings.resolve_as_of(con)
-        cutoffs = settings.cutoffs(as_of)
+        windows = settings.resolve_windows(con)
         data = CutoffData(con)
-        context.log.info(f"value models: {data.count(as_of):,} customers at {as_of}")
-        result = run_value_models(
-            data, as_of=as_of, cutoffs=cutoffs,
-            horizon_days=settings.clv_horizon_days, churn_horizon_days=settings.churn_horizon_days,
-            annual_discount_rate=settings.annual_discount_rate, run_id=context.run_id,
-        )
-        median_t = float(data.features(as_of, ["btyd_t_days"]).btyd_t_days.median())
+        context.log.info(f"value models: {data.count(windows.as_of):,} customers at {windows.as_of}")
+        result = run_value_models(data, windows=windows, annual_discount_rate=settings.annual_discount_rate,
+                                  run_id=context.run_id)
+        median_t = float(con.execute(
+            f"select median(btyd_t_days) from {data.features_table} where as_of_date = ? and n_orders > 0",
+            [windows.as_of]).fetchall()[0][0] or 0.0)
     for note in result.notes:
         context.log.info(f"value models: {note}")
-    context.log.info(f"value models: champion {result.champion}")
+    context.log.info(f"value models: champion {result.champion} (BTYD model {result.btyd_model})")
+    version = f"value-{result.champion}-{windows.as_of}-{context.run_id[:8]}"
+    Registry(settings.model_registry_dir, "value", settings.lineage).save_record(
+        version, {**result.card, "version": version, "run_id": context.run_id, "as_of": str(windows.as_of),
+                  "warehouse": settings.lineage.warehouse, "source": settings.lineage.source, "notes": result.notes},
+        value_card_markdown(version, result, settings.lineage))
 
     report_dir = settings.reports_dir / context.run_id
     plot_paths = {}
     production = result.fits["production"]
     plot_paths["frequency_recency_expected"], plot_paths["frequency_recency_p_alive"] = plots.frequency_recency_matrices(
-        production.bg, settings.clv_horizon_days, median_t,
+        production, settings.clv_horizon_days, median_t,
         report_dir / "frequency_recency_expected.png", report_dir / "frequency_recency_p_alive.png",
     )
-    if result.backtest is not None and BTYD_MODEL in result.backtest:
+    if result.backtest is not None and production.name in result.backtest:
         plot_paths["calibration_by_frequency"] = plots.calibration_by_frequency(
-            result.backtest, report_dir / "calibration_by_frequency.png")
-        models = [m for m in (BTYD_MODEL, LEARNED_MODEL, NAIVE_MODEL) if m in result.backtest]
+            result.backtest, report_dir / "calibration_by_frequency.png", label=production.spec.label)
+        models = [m for m in (production.name, LEARNED_MODEL, NAIVE_MODEL) if m in result.backtest]
         plot_paths["spend_by_decile"] = plots.spend_by_decile(
             result.backtest, models, result.champion, report_dir / "spend_by_decile.png")
 
@@ -82,11 +90,13 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
             con.execute("insert into ops.model_performance by name select * from perf_df")
             con.unregister("perf_df")
 
-    fits = {name: {"bgnbd": fit.bg.as_dict(), "gamma_gamma": fit.gg.as_dict()} for name, fit in result.fits.items()}
+    fits = {name: fit.as_dict() for name, fit in result.fits.items()}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(result.predictions),
             "champion": result.champion,
+            "btyd_model": result.btyd_model,
+            "model_card": dg.MetadataValue.path(str(Registry(settings.model_registry_dir, "value").dir / version / "card.md")),
             "clv_model": str(result.predictions.clv_model.iloc[0]),
             "fitted_parameters": dg.MetadataValue.json(fits),
             "backtest": dg.MetadataValue.md(_metrics_markdown(result.performance)),

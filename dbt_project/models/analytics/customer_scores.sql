@@ -47,7 +47,11 @@ final as (
         cast(previous_rfm_segment as {{ dbt.type_string() }}) as previous_rfm_segment,
         cast(previous_lifecycle_stage as {{ dbt.type_string() }}) as previous_lifecycle_stage,
         cast(previous_priority_tier as {{ dbt.type_string() }}) as previous_priority_tier,
-        cast(previous_potential_rank as {{ dbt.type_bigint() }}) as previous_potential_rank
+        cast(previous_potential_rank as {{ dbt.type_bigint() }}) as previous_potential_rank,
+        cast(expected_purchases_low as double) as expected_purchases_low,
+        cast(expected_purchases_high as double) as expected_purchases_high,
+        cast(clv_low as double) as clv_low,
+        cast(clv_high as double) as clv_high
 
     from scores
 

@@ -1,5 +1,6 @@
 -- Per back-dated cutoff and customer: what happened after the cutoff, for training labels and
--- back-tests. A window counts only when it ends by the as-of date (`*_window_complete`); the run
+-- back-tests (the value window is the value models' back-test window, the CLV horizon unless the
+-- history is shorter: see ml/windows.py). A window counts only when it ends by the as-of date (`*_window_complete`); the run
 -- never looks past the as-of date.
 
 with cutoffs as (
@@ -32,7 +33,7 @@ after_cutoff as (
         purchases.order_date,
         purchases.amount,
         purchases.ordered_at < {{ dbt.dateadd('day', var('churn_horizon_days'), 'cutoffs.cutoff_end') }} as in_churn_window,
-        purchases.ordered_at < {{ dbt.dateadd('day', var('clv_horizon_days'), 'cutoffs.cutoff_end') }} as in_clv_window
+        purchases.ordered_at < {{ dbt.dateadd('day', var('value_window_days'), 'cutoffs.cutoff_end') }} as in_value_window
 
     from purchases
     inner join cutoffs
@@ -46,9 +47,9 @@ per_customer as (
         cutoff_date,
         customer_id,
         sum(case when in_churn_window then 1 else 0 end) as orders_churn_window,
-        sum(case when in_clv_window then 1 else 0 end) as orders_clv_window,
-        count(distinct case when in_clv_window then order_date end) as purchase_days_clv_window,
-        {{ money_sum('case when in_clv_window then amount else 0 end') }} as spend_clv_window
+        sum(case when in_value_window then 1 else 0 end) as orders_value_window,
+        count(distinct case when in_value_window then order_date end) as purchase_days_value_window,
+        {{ money_sum('case when in_value_window then amount else 0 end') }} as spend_value_window
 
     from after_cutoff
     group by cutoff_date, customer_id
@@ -62,13 +63,13 @@ final as (
         customers.customer_id,
         {{ dbt.dateadd('day', var('churn_horizon_days'), 'customers.cutoff_date') }} <= {{ as_of_date() }}
             as churn_window_complete,
-        {{ dbt.dateadd('day', var('clv_horizon_days'), 'customers.cutoff_date') }} <= {{ as_of_date() }}
-            as clv_window_complete,
+        {{ dbt.dateadd('day', var('value_window_days'), 'customers.cutoff_date') }} <= {{ as_of_date() }}
+            as value_window_complete,
         coalesce(per_customer.orders_churn_window, 0) = 0 as churned,
         cast(coalesce(per_customer.orders_churn_window, 0) as {{ dbt.type_bigint() }}) as orders_churn_window,
-        cast(coalesce(per_customer.orders_clv_window, 0) as {{ dbt.type_bigint() }}) as orders_clv_window,
-        coalesce(per_customer.purchase_days_clv_window, 0) as purchase_days_clv_window,
-        coalesce(per_customer.spend_clv_window, 0) as spend_clv_window
+        cast(coalesce(per_customer.orders_value_window, 0) as {{ dbt.type_bigint() }}) as orders_value_window,
+        coalesce(per_customer.purchase_days_value_window, 0) as purchase_days_value_window,
+        coalesce(per_customer.spend_value_window, 0) as spend_value_window
 
     from customers
     left join per_customer
