@@ -19,6 +19,7 @@ section run alone (``--only``) replaces its own part of the file and keeps the o
 from __future__ import annotations
 
 import argparse
+import re
 import importlib.util
 import os
 import platform
@@ -169,7 +170,11 @@ MARKER = "<!-- section: {} -->"
 
 
 def merge(previous: str, sections: dict[str, list[str]]) -> list[str]:
-    """The results file with the sections just run replaced and the others kept."""
+    """The results file with the sections just run replaced and the others kept (the CDNOW block that
+    ``bench/model_bench.py`` writes between its own markers is kept at the end)."""
+    cdnow = re.search(r"<!-- cdnow:start -->.*?<!-- cdnow:end -->", previous, re.S)
+    if cdnow:
+        previous = previous.replace(cdnow.group(0), "")
     kept: dict[str, str] = {}
     for part in previous.split("<!-- section: ")[1:]:
         name, _, body = part.partition(" -->")
@@ -180,6 +185,8 @@ def merge(previous: str, sections: dict[str, list[str]]) -> list[str]:
             out += [MARKER.format(name), *sections[name], ""]
         elif name in kept:
             out += [MARKER.format(name), kept[name], ""]
+    if cdnow:
+        out += [cdnow.group(0), ""]
     return out
 
 

@@ -48,6 +48,7 @@ from ml.value_models import BTYD_COLUMNS, BTYD_INPUTS, BtydFit, LeadRates, btyd_
 
 CHURN_MODEL = "churn_hgb"
 LOGIT_BASELINE = "churn_logit"
+BTYD_CHURN = "churn_btyd"  # the BTYD model's P(no purchase in the horizon), named churn_<model> in model_performance
 DEFAULT_MIN_CUSTOMERS = 500
 SCORE_BATCH_ROWS = 100_000  # every customer is scored, this many at a time
 
@@ -150,9 +151,22 @@ class ChurnModels:
     n_train: int
     notes: list[str] = field(default_factory=list)
     levels: dict = field(default_factory=dict)  # categorical levels the model was trained with
+    # which probability is published: the back-test winner among CHURN_MODEL, LOGIT_BASELINE and BTYD_CHURN
+    # (reasons always come from the gradient-boosting model); leads get ``lead_share`` under BTYD_CHURN
+    published: str = "churn_hgb"
+    lead_share: float = float("nan")
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.clip(self.model.predict_proba(X[self.features])[:, 1], 0, 1)
+
+    def predict_published(self, X: pd.DataFrame) -> np.ndarray:
+        """The churn probability this model publishes (see ``published``)."""
+        if self.published == LOGIT_BASELINE:
+            return self.predict_logit(X)
+        if self.published == BTYD_CHURN:
+            quiet = X["btyd_prob_no_purchase"].to_numpy(float)
+            return np.clip(np.where(np.isnan(quiet), self.lead_share, quiet), 0, 1)
+        return self.predict(X)
 
     def predict_logit(self, X: pd.DataFrame) -> np.ndarray:
         if self.logit is None:
@@ -286,6 +300,7 @@ RHYTHM = "purchase_rhythm"
 RHYTHM_FEATURES = [
     "recency_days", "frequency", "btyd_recency_days", "btyd_t_days", "p_alive", "btyd_expected_purchases",
     "btyd_prob_no_purchase", "btyd_expected_spend", "btyd_expected_avg_spend", "purchase_rate_per_year",
+    "recency_gap_ratio", "recency_tenure_ratio", "repeat_rate_per_year",
 ]
 
 
@@ -405,7 +420,7 @@ def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, c
             importance = feature_importance(models, X)
         parts.append(pd.DataFrame({
             "customer_id": feats.customer_id.to_numpy(),
-            "churn_probability": models.predict(X),
+            "churn_probability": models.predict_published(X),
             "churn_flag": history_flag(feats, horizon_days).to_numpy(),
             "churn_reasons": reason_codes(models, X, batch=batch, importance=importance).to_numpy(),
         }))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ml.churn import (
-    CHURN_MODEL, LOGIT_BASELINE, ChurnTrainingError, cutoff_rows, evaluate, feature_importance,
+    BTYD_CHURN, CHURN_MODEL, LOGIT_BASELINE, ChurnTrainingError, cutoff_rows, evaluate, feature_importance,
     history_flag, recency_baseline, score, train_churn_models, training_set,
 )
 from ml.cutoff_data import EVAL_ROWS, CutoffData
@@ -58,15 +58,32 @@ class ChurnOutcome:
     evaluation: tuple | None = None  # (y, {model: predictions}, importance) of a back-test, for plots
 
 
-def _performance_rows(run_id, as_of, metrics, card_version, champion_name, windows):
+def _performance_rows(run_id, as_of, metrics, card: ModelCard, champion: bool, windows):
+    """One row per model and metric; the card's published model carries the card's version (and is the
+    champion when ``champion``)."""
     rows = []
     for model_name, values in metrics.items():
         for metric, value in values.items():
+            mine = model_name == card.model_name
             rows.append(dict(run_id=run_id, as_of_date=as_of, model_name=model_name,
-                             model_version=card_version if model_name == CHURN_MODEL else f"{model_name}@{windows['test_window_start']}",
-                             task="churn", metric=metric, value=float(value), is_champion=model_name == champion_name,
+                             model_version=card.version if mine else f"{model_name}@{windows['test_window_start']}",
+                             task="churn", metric=metric, value=float(value), is_champion=champion and mine,
                              **windows))
     return rows
+
+
+def published_model(metrics: dict[str, dict], btyd_name: str) -> str:
+    """The back-test winner whose probability is published: the BTYD estimate unless a learned model (the
+    gradient-boosting model or the logistic regression) has a higher ROC AUC; the two learned models by AUC.
+    Without a back-test, the gradient-boosting model."""
+    auc = {name: m.get("roc_auc", float("nan")) for name, m in metrics.items()}
+    if not auc:
+        return CHURN_MODEL
+    best = btyd_name if btyd_name in auc else CHURN_MODEL
+    for name in (LOGIT_BASELINE, CHURN_MODEL):
+        if name in auc and np.isfinite(auc[name]) and not auc[name] <= auc.get(best, -np.inf):
+            best = name
+    return best
 
 
 def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, lineage: Lineage,
@@ -99,12 +116,12 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
     if champion is not None:
         card, models = champion
         _, X_c, _, _ = cutoff_rows(data, as_of, levels=models.levels, with_labels=False, customers=now_ids, **kw)
-        psi = population_stability(card.score_reference, models.predict(X_c))
+        psi = population_stability(card.score_reference, models.predict_published(X_c))
         current_auc = None
         if str(windows.churn_test) >= card.label_window_end:
             try:  # the newest window the champion has not seen
                 _, X_t, y_t, _ = cutoff_rows(data, windows.churn_test, levels=models.levels, customers=test_ids, **kw)
-                current_auc = evaluate(y_t, {CHURN_MODEL: models.predict(X_t)})[CHURN_MODEL]["roc_auc"]
+                current_auc = evaluate(y_t, {CHURN_MODEL: models.predict_published(X_t)})[CHURN_MODEL]["roc_auc"]
             except (ChurnTrainingError, ValueError) as exc:
                 notes.append(f"champion not re-evaluated: {exc}")
         reason = retrain_reason(card, as_of=as_of, cadence_days=policy.cadence_days, features=list(X_c.columns), psi=psi,
@@ -116,8 +133,8 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
     if reason is None:
         decision.update(action="reuse", reason="champion within cadence, no drift, no degradation")
         card = champion[0]
-        performance += _performance_rows(run_id, as_of, {CHURN_MODEL: card.metrics, **card.baseline_metrics},
-                                         card.version, CHURN_MODEL, window_cols)
+        performance += _performance_rows(run_id, as_of, {card.model_name: card.metrics, **card.baseline_metrics},
+                                         card, True, window_cols)
     else:
         # 3. retrain
         decision.update(action="retrain", reason=reason)
@@ -125,20 +142,28 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
         try:
             metrics, bt_cutoffs, evaluation = _backtest(data, windows, levels, kw, test_ids, policy, notes)
             ts_prod = training_set(data, windows.churn_production_train, levels=levels, **kw)
-            models = train_churn_models(ts_prod, min_customers=policy.min_customers, baseline=False)
+            btyd_name = f"churn_{btyd_model}"
+            winner = published_model(metrics, btyd_name)
+            models = train_churn_models(ts_prod, min_customers=policy.min_customers, baseline=winner == LOGIT_BASELINE)
             models.levels = levels
+            models.published = {btyd_name: BTYD_CHURN}.get(winner, winner)
+            models.lead_share = leads_at(data, windows.churn_test, "churn").no_purchase_share
             version = f"churn-hgb-{as_of}-{fingerprint(ts_prod.X, ts_prod.y)[:8]}"
+            if winner != CHURN_MODEL:
+                notes.append(f"{winner} won the back-test (ROC AUC {metrics[winner]['roc_auc']:.3f} against "
+                             f"{metrics[CHURN_MODEL]['roc_auc']:.3f} for {CHURN_MODEL}): its probability is published, "
+                             f"the reasons still come from {CHURN_MODEL}")
             card = ModelCard(
-                task="churn", version=version, model_name=CHURN_MODEL, trained_for_as_of=str(as_of),
+                task="churn", version=version, model_name=winner, trained_for_as_of=str(as_of),
                 trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 train_cutoffs=[str(c) for c in ts_prod.cutoffs], label_window_end=str(as_of),
                 backtest_train_cutoffs=[str(c) for c in bt_cutoffs],
                 backtest_test_cutoff=str(windows.churn_test) if metrics else "",
-                features=models.features, metrics=metrics.get(CHURN_MODEL, {}),
-                baseline_metrics={k: v for k, v in metrics.items() if k != CHURN_MODEL},
+                features=models.features, metrics=metrics.get(winner, {}),
+                baseline_metrics={k: v for k, v in metrics.items() if k != winner},
                 data_fingerprint=fingerprint(ts_prod.X, ts_prod.y), library_versions=library_versions(),
                 n_train_rows=models.n_train, calibration=models.calibration,
-                score_reference=score_reference(models.predict(X_now)),
+                score_reference=score_reference(models.predict_published(X_now)),
                 notes=models.notes + kw["fits"].get("notes", []) + notes, warehouse=lineage.warehouse, source=lineage.source,
             )
             registry.save(card, models)
@@ -151,10 +176,10 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
                 active = (card, models)
             else:
                 notes.append(f"challenger {version} (AUC {new:.3f}) not promoted over {champion[0].version} (AUC {old:.3f})")
-            performance += _performance_rows(run_id, as_of, metrics, version, CHURN_MODEL if promote else None, window_cols)
+            performance += _performance_rows(run_id, as_of, metrics, card, promote, window_cols)
             if not promote:  # the challenger's rows are kept for the record; the champion stays in charge
-                performance += _performance_rows(run_id, as_of, {CHURN_MODEL: champion[0].metrics}, champion[0].version,
-                                                 CHURN_MODEL, window_cols)
+                performance += _performance_rows(run_id, as_of, {champion[0].model_name: champion[0].metrics},
+                                                 champion[0], True, window_cols)
         except ChurnTrainingError as exc:
             # 4. fall back: the usable champion, else the BTYD estimate
             decision.update(action="fallback", error=str(exc), fallback=champion[0].version if champion else "btyd")

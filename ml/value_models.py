@@ -217,7 +217,28 @@ def design_matrix(features: pd.DataFrame, btyd_out: pd.DataFrame, categories: di
             X[col] = pd.Categorical(features[col].astype(object), categories=categories[col])
     for col in BTYD_COLUMNS:
         X[col] = btyd_out[col].to_numpy()
+    X = X.assign(**rhythm_ratios(features))
     return X
+
+
+def rhythm_ratios(features: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Purchase-rhythm features that do not grow with a customer's age: days since the last purchase over
+    the customer's usual gap between purchases and over the time since the first purchase, and repeat
+    purchases per year since the first. Raw recency and tenure grow for every customer as a cohort ages, so
+    a model trained at earlier cutoffs sees values at scoring time it never saw in training; the ratios
+    keep their meaning (null where undefined: no purchase, or no repeat purchase for the gap)."""
+    if not {"recency_days", "frequency", "btyd_recency_days", "btyd_t_days"} <= set(features.columns):
+        return {}
+    recency = features.recency_days.to_numpy(float)
+    freq = features.frequency.to_numpy(float)
+    t = features.btyd_t_days.to_numpy(float)
+    gap = np.where(freq > 0, features.btyd_recency_days.to_numpy(float) / np.where(freq > 0, freq, 1.0), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "recency_gap_ratio": np.where(gap > 0, recency / gap, np.nan),
+            "recency_tenure_ratio": np.where(t > 0, recency / t, np.nan),
+            "repeat_rate_per_year": np.where(t > 0, freq / np.maximum(t, 1.0) * 365.0, np.nan),
+        }
 
 
 def leads_at(data: CutoffData, cutoff, window: str) -> LeadRates:

@@ -160,3 +160,27 @@ def test_registry_roundtrip_and_decision_log(tmp_path):
     assert (tmp_path / "churn" / "v1" / "card.md").read_text().startswith("# Model card: churn / v1")
     reg.log({"action": "reuse"})
     assert reg.decisions()[0]["action"] == "reuse"
+
+
+def test_published_churn_model_is_the_back_test_winner_and_btyd_wins_ties():
+    from ml.churn_lifecycle import published_model
+
+    m = lambda auc: {"roc_auc": auc}  # noqa: E731
+    assert published_model({"churn_hgb": m(0.80), "churn_logit": m(0.78), "churn_mbgnbd": m(0.79)}, "churn_mbgnbd") == "churn_hgb"
+    assert published_model({"churn_hgb": m(0.73), "churn_logit": m(0.743), "churn_mbgnbd": m(0.741)}, "churn_mbgnbd") == "churn_logit"
+    # a learned model must beat the BTYD estimate, not tie it
+    assert published_model({"churn_hgb": m(0.74), "churn_logit": m(0.74), "churn_bgnbd": m(0.74)}, "churn_bgnbd") == "churn_bgnbd"
+    assert published_model({}, "churn_bgnbd") == "churn_hgb"  # no back-test: the learned model
+
+
+def test_reuse_blockers_name_source_time_and_features():
+    from ml.registry import Lineage, reuse_blockers
+
+    card = _card(warehouse="/w.duckdb", source="/src")
+    home = Lineage("/w.duckdb", "/src")
+    assert reuse_blockers(card, lineage=home, as_of=date(2026, 9, 1), features=["a", "b"]) == []
+    assert "another warehouse or source" in reuse_blockers(card, lineage=Lineage("/w.duckdb", "/other"),
+                                                           as_of=date(2026, 9, 1), features=["a", "b"])[0]
+    assert "after the as-of date" in reuse_blockers(card, lineage=home, as_of=date(2026, 8, 31), features=["a", "b"])[0]
+    assert "new: c" in reuse_blockers(card, lineage=home, as_of=date(2026, 9, 1), features=["a", "b", "c"])[0]
+    assert "no longer available: b" in reuse_blockers(card, lineage=home, as_of=date(2026, 9, 1), features=["a"])[0]
