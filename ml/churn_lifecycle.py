@@ -148,7 +148,7 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
             models.levels = levels
             models.published = {btyd_name: BTYD_CHURN}.get(winner, winner)
             models.lead_share = leads_at(data, windows.churn_test, "churn").no_purchase_share
-            version = f"churn-hgb-{as_of}-{fingerprint(ts_prod.X, ts_prod.y)[:8]}"
+            version = f"churn-{winner.removeprefix('churn_')}-{as_of}-{fingerprint(ts_prod.X, ts_prod.y)[:8]}"
             if winner != CHURN_MODEL:
                 notes.append(f"{winner} won the back-test (ROC AUC {metrics[winner]['roc_auc']:.3f} against "
                              f"{metrics[CHURN_MODEL]['roc_auc']:.3f} for {CHURN_MODEL}): its probability is published, "

@@ -171,8 +171,8 @@ def test_pipeline_writes_the_next_category_backtest(two_publications):
                where status = 'completed' and product_category is not null
                  and ordered_at >= cast(? as date) + 1 and ordered_at < cast(? as date) + 1""",
             [cutoff, as_of]).fetchall())
-        cats = {d: con.execute("select * from intermediate.int_customer_categories where cutoff_date = ?",
-                               [d]).to_arrow_table().to_pandas() for d in (cutoff, as_of)}
+        cats = {d: con.sql("select * from intermediate.int_customer_categories where cutoff_date = ?",
+                           params=[d]).to_arrow_table().to_pandas() for d in (cutoff, as_of)}
     grew = bought_in_window(cats[cutoff], cats[as_of])
     assert set(map(tuple, grew.to_numpy())) == pairs_direct
     assert last.loc[last.metric == "n_customers", "value"].iloc[0] == direct

@@ -291,3 +291,41 @@ def test_minimal_source_runs_and_contract_breaks_stop_before_publishing(small_sa
     with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
         statuses = sorted(r[0] for r in con.execute("select status from ops.pipeline_runs").fetchall())
     assert statuses == ["failed", "failed", "success"]
+
+
+def test_another_source_and_a_back_dated_run_never_use_a_champion_they_should_not(published, small_sample, tmp_path,
+                                                                                     monkeypatch):
+    """The bug this guards against: after a run on the sample, a run on another source (only the required
+    columns) reused the sample's churn champion from the shared registry, and a back-dated run kept a model
+    trained for a later as-of date."""
+    work, _ = published
+    registry = work / "models" / "churn"
+    minimal = tmp_path / "minimal"
+    minimal.mkdir()
+    for entity in (CUSTOMERS, ORDERS):
+        duckdb.execute(
+            f"copy (select {', '.join(entity.required_columns)} from read_csv('{small_sample}/{entity.name}.csv', "
+            f"all_varchar=true)) to '{minimal}/{entity.name}.csv' (header)")
+    other = tmp_path / "other"
+    args = ["run", "--source", str(minimal), "--warehouse", str(other / "warehouse.duckdb"),
+            "--serving", str(other / "serving.duckdb"), "--models", str(work / "models"), "--quiet"]
+
+    def published_churn_card() -> dict | None:
+        versions = json.loads(_table(other / "serving.duckdb", "select model_versions from customer_scores limit 1")
+                              .model_versions.iloc[0])
+        folder = registry / versions["churn"]
+        return json.loads((folder / "card.json").read_text()) if folder.exists() else None
+
+    assert main(args) == 0
+    decision = json.loads((registry / "decisions.jsonl").read_text().splitlines()[-1])
+    assert decision["champion"] is None and decision["action"] == "retrain"  # the sample's champion is not seen
+    card = published_churn_card()
+    assert card["warehouse"] == str((other / "warehouse.duckdb").resolve()) and card["source"] == str(minimal.resolve())
+    assert card["trained_for_as_of"] == "2026-09-30"
+
+    monkeypatch.setenv("CRM_MAX_DRIFT_PSI", "10")  # a back-dated night legitimately scores differently
+    assert main([*args, "--as-of", "2026-06-30"]) == 0
+    decision = json.loads((registry / "decisions.jsonl").read_text().splitlines()[-1])
+    assert decision["champion"] is None  # the champion trained for 2026-09-30 is not usable on 2026-06-30
+    card = published_churn_card()
+    assert card is None or (card["trained_for_as_of"] <= "2026-06-30" and card["label_window_end"] <= "2026-06-30")
