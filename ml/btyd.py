@@ -43,12 +43,11 @@ class BtydFitError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BgNbdParams:
-    r: float
-    alpha: float
-    a: float
-    b: float
+@dataclass(frozen=True, kw_only=True)
+class FitFacts:
+    """What every fit of a BTYD purchase model records besides its parameters (keyword-only, so each model's
+    parameters stay first and positional)."""
+
     time_unit: str = "days"
     log_likelihood: float = float("nan")
     n_customers: int = 0
@@ -57,6 +56,14 @@ class BgNbdParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BgNbdParams(FitFacts):
+    r: float
+    alpha: float
+    a: float
+    b: float
 
 
 @dataclass

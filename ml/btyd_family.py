@@ -65,7 +65,7 @@ six functions each, so callers can switch model by name.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.integrate import quad
@@ -75,6 +75,7 @@ from ml import btyd
 from ml.btyd import (
     MIN_REPEAT_BUYERS,
     BtydFitError,
+    FitFacts,
     _BgData,
     _compress,
     _fit_facts,
@@ -144,19 +145,11 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class MbgNbdParams:
+class MbgNbdParams(FitFacts):
     r: float
     alpha: float
     a: float
     b: float
-    time_unit: str = "days"
-    log_likelihood: float = float("nan")
-    n_customers: int = 0
-    n_unique_rows: int = 0
-    iterations: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _mbgnbd_nll_grad(log_params: np.ndarray, d: _BgData, penalizer: float):
@@ -543,19 +536,11 @@ def _log1mexp(v: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ParetoNbdParams:
+class ParetoNbdParams(FitFacts):
     r: float
     alpha: float
     s: float
     beta: float
-    time_unit: str = "days"
-    log_likelihood: float = float("nan")
-    n_customers: int = 0
-    n_unique_rows: int = 0
-    iterations: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
