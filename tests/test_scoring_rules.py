@@ -43,10 +43,11 @@ def _scores(**columns):
 
 @pytest.mark.parametrize("row, consent, channel, expected", [
     (_scores(), True, "sms", ("upsell", "sms")),
-    (_scores(), False, "sms", ("no_action", "none")),
+    (_scores(), False, "sms", ("account_review", "account_manager")),
     (_scores(churn_probability=0.7), True, None, ("retention_call", "phone")),
     (_scores(priority_tier="C", lifecycle_stage="lapsed", churn_probability=0.9), True, None, ("win_back_offer", "email")),
-    (_scores(priority_tier="C", lifecycle_stage="prospect", churn_probability=0.9), None, "web", ("onboarding", "web")),
+    (_scores(priority_tier="C", lifecycle_stage="prospect", churn_probability=0.9), True, "web", ("onboarding", "web")),
+    (_scores(priority_tier="C", lifecycle_stage="prospect", churn_probability=0.9), None, "web", ("consent_request", "service_contact")),
     (_scores(priority_tier="B"), True, "email", ("cross_sell", "email")),
     (_scores(priority_tier="D", lifecycle_stage="repeat"), True, "phone", ("nurture", "email")),
     (_scores(priority_tier="D", lifecycle_stage="churned", churn_probability=0.99), True, "phone", ("no_action", "none")),
@@ -60,13 +61,13 @@ def test_the_default_action_table(row, consent, channel, expected):
 def test_a_custom_action_table_is_used_and_broken_ones_are_refused(tmp_path):
     custom = tmp_path / "rules.csv"
     custom.write_text("action,channel,priority_tiers,lifecycle_stages,rfm_segments,min_churn,max_churn,marketing_consent,why\n"
-                      "retention_call,phone,,,,0.2,,,anyone at some risk\n"
-                      "nurture,email,,,,,,,everyone else\n")
+                      "retention_call,phone,,,,0.2,,yes,anyone at some risk\n"
+                      "no_action,none,,,,,,,everyone else\n")
     rules = load_rules(custom)
     frame = pd.concat([_scores(churn_probability=0.3), _scores(churn_probability=0.1)], ignore_index=True)
     out = next_best_actions(frame, pd.Series([True, True]), pd.Series([None, None], dtype=object), rules)
-    assert out.next_best_action.tolist() == ["retention_call", "nurture"]
-    custom.write_text(custom.read_text().replace("nurture,email,,,,,,,everyone else", "nurture,email,A,,,,,,only A"))
+    assert out.next_best_action.tolist() == ["retention_call", "no_action"]
+    custom.write_text(custom.read_text().replace("no_action,none,,,,,,,everyone else", "no_action,none,A,,,,,,only A"))
     with pytest.raises(ActionRulesError, match="last rule must have no conditions"):
         load_rules(custom)
     custom.write_text(custom.read_text().replace("retention_call", "send_flowers"))

@@ -1,7 +1,13 @@
 -- Published. Per kind of segment, segment and demographic/geographic cut: size, share, revenue, value,
--- average scores and the action recommended most often. segment_type names the kind of segment
+-- average scores and the recommended action. segment_type names the kind of segment
 -- (rfm_segment, lifecycle_stage, value_segment, priority_tier, behaviour_cluster); cut_type the cut
 -- ('all' for every customer, country, age_band), so that one row of cut_type 'all' sums up a segment.
+--
+-- recommended_action is the action that serves the segment's value best: of the actions its customers
+-- get (next_best_action, which already says what each customer may be offered), the one whose customers
+-- hold the largest share of the segment's CLV; no_action only when no customer of the segment gets an
+-- action. Ties: more customers, then the action's name. recommended_action_clv_share is that share
+-- (of customers when the segment's CLV is 0).
 
 {%- set segment_types = ['rfm_segment', 'lifecycle_stage', 'value_segment', 'priority_tier', 'behaviour_cluster_label'] %}
 {%- set cut_types = ['all', 'country', 'age_band'] %}
@@ -64,9 +70,15 @@ actions_ranked as (
 
     select
         segment_type, segment, cut_type, cut_value, next_best_action,
+        customers as action_customers,
+        total_clv as action_clv,
         row_number() over (
             partition by segment_type, segment, cut_type, cut_value
-            order by customers desc, next_best_action
+            order by
+                case when next_best_action = 'no_action' then 1 else 0 end,
+                total_clv desc,
+                customers desc,
+                next_best_action
         ) as action_rank
 
     from by_segment
@@ -105,6 +117,12 @@ final as (
         cast(totals.avg_churn_probability as double) as avg_churn_probability,
         cast(totals.avg_potential_score as double) as avg_potential_score,
         actions_ranked.next_best_action as recommended_action,
+        cast(
+            case
+                when totals.total_clv > 0 then actions_ranked.action_clv / totals.total_clv
+                else actions_ranked.action_customers * 1.0 / totals.customers
+            end as double
+        ) as recommended_action_clv_share,
         {{ as_of_date() }} as as_of_date,
         '{{ var("run_id") }}' as run_id
 
