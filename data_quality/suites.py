@@ -11,6 +11,7 @@ from datetime import datetime
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
+from great_expectations.expectations.row_conditions import Column
 
 from data_quality.contract import ORDER_STATUSES
 from ml.segments import RFM_SEGMENTS
@@ -25,7 +26,7 @@ COLUMNS = {
     "customer_scores": ["customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
                         "expected_spend", "clv", "clv_model", "potential_score", "potential_rank", "priority_tier",
                         "rfm_segment", "lifecycle_stage", "value_segment", "next_best_action", "top_reasons",
-                        "model_versions"],
+                        "model_versions", "churn_flag"],
 }
 
 
@@ -86,7 +87,7 @@ def customer_features(n_expected: int | None, now: datetime) -> gx.ExpectationSu
 
 def customer_scores(n_expected: int | None, now: datetime) -> gx.ExpectationSuite:
     n = n_expected
-    not_null = ["as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases", "expected_spend", "clv",
+    not_null = ["as_of_date", "run_id", "churn_probability", "expected_purchases", "expected_spend", "clv",
                 "clv_model", "potential_score", "potential_rank", "lifecycle_stage", "value_segment",
                 "next_best_action", "top_reasons", "model_versions"]
     return _suite("customer_scores", [
@@ -95,6 +96,10 @@ def customer_scores(n_expected: int | None, now: datetime) -> gx.ExpectationSuit
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in not_null],
         gxe.ExpectColumnValuesToBeBetween(column="churn_probability", min_value=0, max_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="p_alive", min_value=0, max_value=1),
+        # p_alive is null exactly for customers without a purchase (the data contract), churn_flag null or words
+        gxe.ExpectColumnValuesToNotBeNull(column="p_alive", row_condition=Column("lifecycle_stage") != "prospect"),
+        gxe.ExpectColumnValuesToBeNull(column="p_alive", row_condition=Column("lifecycle_stage") == "prospect"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="churn_flag", min_value=1),
         *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("clv", "expected_spend", "expected_purchases")],
         gxe.ExpectColumnValuesToBeBetween(column="potential_score", min_value=0, max_value=100),
         *_key("potential_rank"),

@@ -234,80 +234,217 @@ def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUST
 # ---------------------------------------------------------------------------------------------
 # reason codes
 # ---------------------------------------------------------------------------------------------
+#
+# A reason is a behaviour the customer or the account team can act on, or that a manager recognises: the
+# purchase rhythm, orders and spend, complaints and tickets, contacts, campaign responses, satisfaction and
+# NPS answers.
+# Three rules keep the words honest (tests/test_reasons.py checks them on unit models and on a real run):
+# 1. Only behaviours are named. The profile (country, region, age band, gender, acquisition channel,
+#    preferred channel, top category, B2B, consent) moves the model's score but is nothing anyone can act
+#    on; where nothing else raises the risk the text says that the profile does, without naming it alone.
+# 2. A behaviour is named only when it raises this customer's risk (a positive contribution) AND its value
+#    lies on the side its direction calls risky (``_DIRECTION``: more complaints, fewer visits, ...). The
+#    trees can score a safe value up ("answers 50 % of campaigns" where the typical customer answers 5 %):
+#    that difference is noise of the fit, and the words would tell the reader the opposite. A feature
+#    without a declared direction is never named.
+# 3. A count of zero is worded as an absence ("no web visits in the last 90 days"), never "only 0".
 
+RISK_UP, RISK_DOWN = 1, -1  # more of it is riskier / less of it is riskier
+_DIRECTION = {
+    "open_tickets": RISK_UP, "unresolved_tickets": RISK_UP, "complaints_total": RISK_UP,
+    "unresolved_complaints": RISK_UP, "n_cancelled": RISK_UP, "n_refunded": RISK_UP,
+    "days_since_last_interaction": RISK_UP,
+    "last_satisfaction_score": RISK_DOWN, "last_nps_score": RISK_DOWN, "campaign_response_rate": RISK_DOWN,
+    "order_trend": RISK_DOWN, "orders_last_90d": RISK_DOWN, "orders_last_365d": RISK_DOWN,
+    "spend_last_90d": RISK_DOWN, "spend_last_365d": RISK_DOWN, "monetary_mean": RISK_DOWN,
+    "monetary_total": RISK_DOWN, "repeat_spend_mean": RISK_DOWN, "n_categories": RISK_DOWN,
+}
+# n_<interaction type>_<d>d, n_channel_<channel>_<d>d and n_interactions_<d>d: (singular, plural, direction)
+_COUNT = re.compile(r"n_(.+)_(\d+)d")
 _TYPE_WORDS = {
-    "support_ticket": "support tickets", "complaint": "complaints", "campaign_response": "campaign responses",
-    "email_open": "e-mail opens", "email_click": "e-mail clicks", "web_visit": "web visits", "survey": "surveys",
+    "support_ticket": ("support ticket", "support tickets", RISK_UP),
+    "complaint": ("complaint", "complaints", RISK_UP),
+    "campaign_response": ("campaign response", "campaign responses", RISK_DOWN),
+    "email_open": ("e-mail opened", "e-mails opened", RISK_DOWN),
+    "email_click": ("e-mail click", "e-mail clicks", RISK_DOWN),
+    "web_visit": ("web visit", "web visits", RISK_DOWN),
+    "survey": ("survey answer", "survey answers", None),  # answering a survey or not is no warning sign
+    "interactions": ("contact", "contacts", RISK_DOWN),
 }
-_PLAIN = {
-    "recency_days": "no purchase for {v:.0f} days",
-    "unresolved_complaints": "{v:.0f} unresolved complaint(s)",
-    "unresolved_tickets": "{v:.0f} unresolved ticket(s)",
-    "open_tickets": "{v:.0f} open ticket(s)",
-    "complaints_total": "{v:.0f} complaint(s) so far",
-    "last_satisfaction_score": "last satisfaction {v:.0f}/5",
-    "last_nps_score": "last NPS answer {v:.0f}/10",
-    "order_trend": "order trend {v:+.0%} vs the previous 90 days",
-    "n_orders": "{v:.0f} purchase(s) so far",
-    "frequency": "{v:.0f} repeat purchase(s)",
-    "monetary_mean": "average order {v:,.0f}",
-    "tenure_days": "customer for {v:.0f} days",
-    "days_since_last_interaction": "no contact for {v:.0f} days",
-    "campaign_response_rate": "answers {v:.0%} of campaigns",
-    "p_alive": "{v:.0%} likely still active (BG/NBD)",
-    "btyd_prob_no_purchase": "BG/NBD: {v:.0%} chance of no purchase",
-    "btyd_expected_purchases": "{v:.1f} purchases expected (BG/NBD)",
-    "orders_last_90d": "{v:.0f} order(s) in the last 90 days",
-    "orders_last_365d": "{v:.0f} order(s) in the last year",
-    "spend_last_365d": "spent {v:,.0f} in the last year",
-    "n_categories": "buys in {v:.0f} categories",
-    "purchase_rate_per_year": "{v:.1f} purchases a year",
-}
-
-
+_CHANNEL_WORDS = {"email": "e-mail", "social": "social media"}
+# features whose missing value is itself the risky side (no contact at all; no campaign ever opened)
+_MISSING_IS_RISK = {"days_since_last_interaction", "campaign_response_rate"}
 _MISSING = {
     "days_since_last_interaction": "no contact on record",
     "last_nps_score": "no NPS answer on record",
     "last_satisfaction_score": "no satisfaction survey on record",
-    "campaign_response_rate": "never reached by a campaign",
+    "campaign_response_rate": "has not opened any campaign",
     "monetary_mean": "no purchase yet",
+    "repeat_spend_mean": "no repeat purchase yet",
     "top_category_share": "no purchase yet",
+}
+# The customer's profile: never named as a reason (rule 1); its joint contribution picks the fallback text.
+PROFILE_FEATURES = ["country", "region", "acquisition_channel", "age_band", "gender", "preferred_channel",
+                    "top_category", "is_b2b", "marketing_consent"]
+# where no behaviour qualifies; the second where the profile raises the risk (rule 1)
+NOTHING_TEXT = "no behaviour raises the risk above a typical customer's"
+PROFILE_TEXT = NOTHING_TEXT + "; customers with this profile churn more often"
+
+
+def _count(v: float, one: str, many: str, *, only: bool = False, zero: str | None = None) -> str:
+    """``3 complaints``, ``1 complaint``, ``only 1 web visit``; zero as an absence (``no complaints``)."""
+    if round(v) == 0:
+        return zero or f"no {many}"
+    return f"{'only ' if only else ''}{v:.0f} {one if round(v) == 1 else many}"
+
+
+def _days(v: float) -> str:
+    return f"{v:.0f} day" + ("" if round(v) == 1 else "s")
+
+
+def _ago(v: float) -> str:
+    return "on the as-of date" if round(v) == 0 else f"{_days(v)} ago"
+
+
+def _trend_text(v: float, low: bool) -> str:
+    """``order_trend`` = (last 90 days - the 90 before) / (both): -1 when the orders stopped."""
+    if v <= -1:
+        return "no orders in the last 90 days after some in the 90 before"
+    if v < 0:
+        return "fewer orders in the last 90 days than in the 90 before"
+    if v == 0:
+        return "as many orders in the last 90 days as in the 90 before"
+    return "more orders in the last 90 days than in the 90 before"
+
+
+def _money(v: float, low: bool, what: str, zero: str) -> str:
+    return zero if round(v) == 0 else f"{what} {'only ' if low else ''}{v:,.0f}"
+
+
+# plain words per feature: f(value, below_reference) -> text
+_PLAIN = {
+    "recency_days": lambda v, low: f"no purchase for {_days(v)}" if round(v) > 0 else "bought on the as-of date",
+    "unresolved_complaints": lambda v, low: _count(v, "unresolved complaint", "unresolved complaints"),
+    "unresolved_tickets": lambda v, low: _count(v, "unresolved ticket", "unresolved tickets"),
+    "open_tickets": lambda v, low: _count(v, "open ticket", "open tickets"),
+    "complaints_total": lambda v, low: _count(v, "complaint", "complaints") + " so far",
+    "n_cancelled": lambda v, low: _count(v, "cancelled order", "cancelled orders"),
+    "n_refunded": lambda v, low: _count(v, "refunded order", "refunded orders"),
+    "last_satisfaction_score": lambda v, low: f"last satisfaction score {v:.0f}/5",
+    "last_nps_score": lambda v, low: f"last NPS answer {v:.0f}/10",
+    "order_trend": _trend_text,
+    "n_orders": lambda v, low: (_count(v, "purchase", "purchases", only=low) + " so far") if round(v) else "no purchase yet",
+    "frequency": lambda v, low: _count(v, "repeat purchase", "repeat purchases", only=low, zero="no repeat purchase"),
+    "monetary_mean": lambda v, low: f"average order {'only ' if low else ''}{v:,.0f}",
+    "repeat_spend_mean": lambda v, low: f"average repeat order {'only ' if low else ''}{v:,.0f}",
+    "monetary_total": lambda v, low: _money(v, low, "spent", "no spend yet") + (" so far" if v else ""),
+    "tenure_days": lambda v, low: f"customer for {'only ' if low else ''}{_days(v)}",
+    "days_since_last_interaction": lambda v, low: (f"no contact for {_days(v)}" if round(v) > 0
+                                                   else "in contact on the as-of date"),
+    "campaign_response_rate": lambda v, low: ("answered none of the campaigns they opened" if v == 0 else
+                                              "answered under 1% of the campaigns they opened" if v < 0.005 else
+                                              f"answered {'only ' if low else ''}{v:.0%} of the campaigns they opened"),
+    "p_alive": lambda v, low: f"{v:.0%} likely still active (BTYD)",
+    "btyd_prob_no_purchase": lambda v, low: f"BTYD: {v:.0%} chance of no purchase",
+    "btyd_expected_purchases": lambda v, low: f"{v:.1f} purchases expected (BTYD)",
+    "orders_last_90d": lambda v, low: _count(v, "order", "orders", only=low) + " in the last 90 days",
+    "orders_last_365d": lambda v, low: _count(v, "order", "orders", only=low) + " in the last year",
+    "orders_prev_90d": lambda v, low: _count(v, "order", "orders") + " in the 90 days before the last 90",
+    "spend_last_90d": lambda v, low: _money(v, low, "spent", "no spend") + " in the last 90 days",
+    "spend_last_365d": lambda v, low: _money(v, low, "spent", "no spend") + " in the last year",
+    "spend_prev_90d": lambda v, low: _money(v, low, "spent", "no spend") + " in the 90 days before the last 90",
+    "n_categories": lambda v, low: ("no category bought yet" if round(v) == 0 else
+                                    f"buys in {'only ' if low else ''}{_count(v, 'category', 'categories')}"),
+    "top_category_share": lambda v, low: f"{v:.0%} of purchases in one category",
+    "purchase_rate_per_year": lambda v, low: f"{v:.1f} purchases a year",
+    "has_purchased": lambda v, low: "has purchased" if v else "no purchase yet",
+    "is_b2b": lambda v, low: "business customer" if v else "consumer",
+    "marketing_consent": lambda v, low: "marketing consent given" if v else "no marketing consent",
 }
 
 
+def _count_feature(name: str):
+    """(singular, plural, direction, days) of an ``n_<what>_<d>d`` count feature, else None."""
+    m = _COUNT.fullmatch(name)
+    if not m:
+        return None
+    what, days = m.group(1), m.group(2)
+    if what.startswith("channel_"):
+        channel = what.removeprefix("channel_")
+        words = _CHANNEL_WORDS.get(channel, channel)
+        return f"{words} contact", f"{words} contacts", RISK_DOWN, days
+    one, many, risk = _TYPE_WORDS.get(what, (what.replace("_", " "), what.replace("_", " "), None))
+    return one, many, risk, days
+
+
+def direction(name: str) -> int | None:
+    """``RISK_UP`` (more is riskier), ``RISK_DOWN`` (less is riskier) or None (never named as a reason)."""
+    count = _count_feature(name)
+    return count[2] if count else _DIRECTION.get(name)
+
+
 def describe_feature(name: str, value, reference) -> str:
-    """Plain words for one feature's value, e.g. ``no purchase for 143 days``."""
+    """Plain words for one feature's value, e.g. ``no purchase for 143 days``; ``only`` where the value is
+    below the reference (the typical customer's) of a feature where less is riskier; zero as an absence."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return _MISSING.get(name, f"no {name.replace('_', ' ')} on record")
     if isinstance(value, str):
         return f"{name.replace('_', ' ')}: {value}"
     value = float(f"{float(value):.10g}")  # the same words whatever the last bits (sums in another order)
-    m = re.fullmatch(r"n_(.+)_(\d+)d", name)
-    if m:
-        what, days = m.group(1), m.group(2)
-        words = _TYPE_WORDS.get(what) or (what.replace("channel_", "") + " contacts")
-        prefix = "only " if reference is not None and not isinstance(reference, str) and value < reference else ""
-        return f"{prefix}{value:.0f} {words} in the last {days} days"
-    template = _PLAIN.get(name)
-    if template:
-        return template.format(v=float(value))
-    return f"{name.replace('_', ' ')} {float(value):,.2f}"
+    numeric_reference = reference is not None and not isinstance(reference, str) and not pd.isna(reference)
+    low = numeric_reference and direction(name) == RISK_DOWN and value < float(reference)
+    count = _count_feature(name)
+    if count:
+        one, many, _, days = count
+        return f"{_count(value, one, many, only=low)} in the last {days} days"
+    words = _PLAIN.get(name)
+    if words:
+        return words(value, low)
+    return f"{name.replace('_', ' ')} {value:,.2f}"
 
 
-# Features read together as one reason: the BG/NBD outputs summarise the purchase rhythm, so they are
-# moved together with the raw recency and frequency they come from, and described in those terms.
+def risky_side(name: str, values, reference) -> np.ndarray:
+    """Per value: does it lie on the side ``direction(name)`` calls risky, compared with ``reference``?
+    A missing value counts as risky only for ``_MISSING_IS_RISK`` features; a feature without a
+    direction never does (rule 2 above)."""
+    values = np.asarray(values, dtype=float)
+    d = direction(name)
+    if d is None:
+        return np.zeros(values.shape, dtype=bool)
+    ref = float(reference) if reference is not None and not isinstance(reference, str) and not pd.isna(reference) \
+        else np.nan
+    with np.errstate(invalid="ignore"):
+        side = (values - ref) * d > 0
+    return np.where(np.isnan(values), name in _MISSING_IS_RISK, side)
+
+
+# Features read together as one reason: the BTYD outputs summarise the purchase rhythm, so they are moved
+# together with the raw recency, frequency, order count and age (days since sign-up, since the first
+# purchase) they come from, and described in those terms.
 RHYTHM = "purchase_rhythm"
 RHYTHM_FEATURES = [
-    "recency_days", "frequency", "btyd_recency_days", "btyd_t_days", "p_alive", "btyd_expected_purchases",
-    "btyd_prob_no_purchase", "btyd_expected_spend", "btyd_expected_avg_spend", "purchase_rate_per_year",
-    "recency_gap_ratio", "recency_tenure_ratio", "repeat_rate_per_year",
+    "recency_days", "frequency", "n_orders", "has_purchased", "tenure_days", "btyd_recency_days", "btyd_t_days",
+    "p_alive", "btyd_expected_purchases", "btyd_prob_no_purchase", "btyd_expected_spend", "btyd_expected_avg_spend",
+    "purchase_rate_per_year", "recency_gap_ratio", "recency_tenure_ratio", "repeat_rate_per_year",
 ]
 
 
+# ... and the complaints: how many so far, how many unresolved and how recent, read as one reason.
+COMPLAINTS = "complaints"
+COMPLAINT_FEATURES = ["complaints_total", "unresolved_complaints", "n_complaint_30d", "n_complaint_90d",
+                      "n_complaint_365d"]
+GROUPS = {RHYTHM: RHYTHM_FEATURES, COMPLAINTS: COMPLAINT_FEATURES}
+
+
 def _units(features: list[str]) -> dict[str, list[str]]:
-    rhythm = [c for c in RHYTHM_FEATURES if c in features]
-    units = {RHYTHM: rhythm} if rhythm else {}
-    units.update({c: [c] for c in features if c not in rhythm})
+    """Reason units: each group (``GROUPS``) with its features present, then every other feature alone."""
+    units: dict[str, list[str]] = {}
+    for name, members in GROUPS.items():
+        cols = [c for c in members if c in features]
+        if cols:
+            units[name] = cols
+    grouped = {c for cols in units.values() for c in cols}
+    units.update({c: [c] for c in features if c not in grouped})
     return units
 
 
@@ -341,22 +478,59 @@ def feature_importance(models: ChurnModels, X: pd.DataFrame, sample: int = 5000,
 
 
 def _rhythm_text(row: dict) -> str:
+    """The purchase rhythm in words: against the customer's usual gap where they have one."""
     recency, freq = row.get("recency_days"), row.get("frequency")
     if recency is None or (isinstance(recency, float) and np.isnan(recency)):
-        return "no purchase yet"
-    if not freq:
-        return f"one purchase, {recency:.0f} days ago"
-    gap = row.get("btyd_recency_days", 0) / freq if freq else None
-    return f"no purchase for {recency:.0f} days (usually every {gap:.0f} days)" if gap else f"no purchase for {recency:.0f} days"
+        tenure = row.get("tenure_days")
+        if tenure is None or (isinstance(tenure, float) and np.isnan(tenure)):
+            return "no purchase yet"
+        return f"no purchase since signing up {_ago(tenure)}"
+    if not freq or (isinstance(freq, float) and np.isnan(freq)):
+        return f"one purchase only, {_ago(recency)}"
+    span = row.get("btyd_recency_days")
+    gap = span / freq if span is not None and not (isinstance(span, float) and np.isnan(span)) else None
+    if not gap:
+        return f"no purchase for {_days(recency)}"
+    if recency > gap:
+        return f"no purchase for {_days(recency)} (usually every {_days(round(gap))})"
+    return f"buys only every {_days(round(gap))} or so (last purchase {_ago(recency)})"
+
+
+def _complaints_text(row: dict) -> str:
+    """``3 complaints so far (1 in the last 30 days), 1 unresolved``, from the complaint features present."""
+    def value(name):
+        v = row.get(name)
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+    total, unresolved = value("complaints_total"), value("unresolved_complaints")
+    windows = [(d, value(f"n_complaint_{d}d")) for d in (30, 90, 365)]
+    recent = next(((d, v) for d, v in windows if v), None)
+    if total:
+        text = _count(total, "complaint", "complaints") + " so far"
+        if recent and recent[1] < total:
+            text += f" ({recent[1]:.0f} in the last {recent[0]} days)"
+        return text + (f", {unresolved:.0f} unresolved" if unresolved else "")
+    if unresolved:
+        return _count(unresolved, "unresolved complaint", "unresolved complaints")
+    if recent:
+        return f"{_count(recent[1], 'complaint', 'complaints')} in the last {recent[0]} days"
+    return "no complaints"
+
+
+_GROUP_WORDS = {RHYTHM: (["recency_days", "frequency", "btyd_recency_days", "tenure_days"], _rhythm_text),
+                COMPLAINTS: (COMPLAINT_FEATURES, _complaints_text)}
 
 
 def _unit_words(models: ChurnModels, part: pd.DataFrame, unit: str) -> np.ndarray:
-    """``describe_feature`` (or the rhythm text) for every row, computed once per distinct value."""
-    if unit == RHYTHM:
-        cols = [c for c in ("recency_days", "frequency", "btyd_recency_days") if c in part]
+    """``describe_feature`` (or a group's text) for every row, computed once per distinct value."""
+    if unit in _GROUP_WORDS:
+        wanted, text = _GROUP_WORDS[unit]
+        cols = [c for c in wanted if c in part]
         keys = part[cols].astype(float).reset_index(drop=True)
+        if unit == RHYTHM and {"recency_days", "tenure_days"} <= set(cols):  # tenure is only said for prospects
+            keys.loc[keys["recency_days"].notna(), "tenure_days"] = np.nan
         distinct = keys.drop_duplicates()
-        described = distinct.assign(_text=[_rhythm_text(row) for row in distinct.to_dict("records")])
+        described = distinct.assign(_text=[text(row) for row in distinct.to_dict("records")])
         return keys.merge(described, on=cols, how="left")["_text"].to_numpy(dtype=object)
     values = part[unit]
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
@@ -365,22 +539,66 @@ def _unit_words(models: ChurnModels, part: pd.DataFrame, unit: str) -> np.ndarra
     return described[np.where(codes < 0, len(uniques), codes)]
 
 
+def nameable(unit: str) -> bool:
+    """Can ``unit`` be named as a reason at all (a group, or a feature with a direction)?"""
+    return unit in GROUPS or direction(unit) is not None
+
+
+# Purchase facts the rhythm text already says: nothing of them is named for a customer without a purchase,
+# and a window without orders or spend is not named when the last purchase is older than the window.
+_PURCHASE_FACTS = {"monetary_total", "monetary_mean", "repeat_spend_mean", "n_categories", "order_trend",
+                   "orders_last_90d", "orders_last_365d", "spend_last_90d", "spend_last_365d", "n_cancelled",
+                   "n_refunded"}
+_WINDOW_DAYS = {"orders_last_90d": 90, "spend_last_90d": 90, "orders_last_365d": 365, "spend_last_365d": 365}
+
+
+def _said_by_rhythm(unit: str, part: pd.DataFrame) -> np.ndarray:
+    """Rows where ``unit``'s words would only repeat the purchase rhythm ("no purchase since signing up
+    400 days ago; no spend yet")."""
+    if unit not in _PURCHASE_FACTS or "recency_days" not in part:
+        return np.zeros(len(part), dtype=bool)
+    recency = part["recency_days"].to_numpy(float)
+    no_purchase = np.isnan(recency)
+    if unit in _WINDOW_DAYS:
+        with np.errstate(invalid="ignore"):
+            return no_purchase | ((part[unit].to_numpy(float) == 0) & (recency > _WINDOW_DAYS[unit]))
+    return no_purchase
+
+
+def unit_risky_side(models: ChurnModels, part: pd.DataFrame, unit: str) -> np.ndarray:
+    """Per row: may ``unit`` be named as raising the risk? The purchase rhythm always may (its words say
+    where the customer stands); a group when one of its features lies on its risky side; a feature when it
+    does (``risky_side``) and its words say more than the purchase rhythm."""
+    if unit == RHYTHM:
+        return np.ones(len(part), dtype=bool)
+    cols = [c for c in GROUPS.get(unit, [unit]) if c in part]
+    side = np.zeros(len(part), dtype=bool)
+    for col in cols:
+        side |= risky_side(col, part[col].to_numpy(float), models.reference[col])
+    return side & ~_said_by_rhythm(unit, part)
+
+
 def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, batch: int = SCORE_BATCH_ROWS,
                  min_effect: float = 0.05, importance: dict[str, float] | None = None) -> pd.Series:
-    """Top 3 reasons pushing each customer's churn risk up, in plain words.
+    """Up to three behaviours pushing each customer's churn risk up, in plain words.
 
-    For the ``top_units`` most important features (the purchase-rhythm group counts as one), a reason's
-    contribution is ``risk(x) - risk(x with it at the training reference)`` on the model's log-odds
-    scale: positive when the customer's actual value raises their risk. Only contributions above
-    ``min_effect`` are named. The calibration is monotone, so ranking on the uncalibrated model's
-    decision function gives the same order. The differences are exact and computed on the trees that
-    split on the unit only (``ml.tree_effects``); customers are processed in batches.
+    For the ``top_units`` most important behaviours (the purchase rhythm and the complaints count as one
+    each; profile features and features without a direction are never candidates), a reason's
+    contribution is ``risk(x) - risk(x with it at the training reference)`` on the model's log-odds scale:
+    positive when the customer's actual value raises their risk. A behaviour is named when its
+    contribution exceeds ``min_effect`` and ``unit_risky_side`` allows it; the largest come first. Where no
+    behaviour qualifies the text says so, and whether the profile raises this customer's risk
+    (``NOTHING_TEXT``, ``PROFILE_TEXT``): the profile is never named on its own. The calibration is
+    monotone, so ranking on the uncalibrated model's decision function gives the same order. The
+    differences are exact and computed on the trees that split on the unit only (``ml.tree_effects``);
+    customers are processed in batches.
     """
     Xf = X[models.features]
     effects = tree_effects(models, Xf)
     units = _units(models.features)
     importance = importance if importance is not None else feature_importance(models, X, effects=effects)
-    candidates = [u for u, v in list(importance.items())[:top_units] if v > 0]
+    candidates = [u for u, v in importance.items() if v > 0 and u in units and nameable(u)][:top_units]
+    profile = [c for c in PROFILE_FEATURES if c in models.features]
     texts = np.empty(len(Xf), dtype=object)
     for start in range(0, len(Xf), batch):
         part = Xf.iloc[start:start + batch]
@@ -388,18 +606,23 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
         per_tree = effects.per_tree(encoded)
         contrib = np.column_stack([effects.difference(per_tree, encoded, units[u]) for u in candidates]) \
             if candidates else np.zeros((len(part), 0))
+        from_profile = effects.difference(per_tree, encoded, profile) if profile else np.zeros(len(part))
         del per_tree, encoded
-        order = np.argsort(-contrib, axis=1)[:, :3]
+        risky = np.column_stack([unit_risky_side(models, part, u) for u in candidates]) \
+            if candidates else np.zeros((len(part), 0), bool)
+        strength = np.where(risky & (contrib > min_effect), contrib, -np.inf)
+        order = np.argsort(-strength, axis=1, kind="stable")[:, :3]
         # each candidate's words for every customer, formatted once per distinct value (no row loop)
         words = np.column_stack([_unit_words(models, part, u) for u in candidates]) if candidates else None
         text = np.full(len(part), "", dtype=object)
         rows = np.arange(len(part))
         for k in range(order.shape[1]):
             j = order[:, k]
-            named = contrib[rows, j] > min_effect
+            named = np.isfinite(strength[rows, j])
             piece = np.where(named, words[rows, j], "")  # order has no columns without candidates
             text = np.where(named & (text != ""), text + "; " + piece, np.where(named, piece, text))
-        texts[start:start + len(part)] = np.where(text == "", "nothing raises the risk above typical", text)
+        fallback = np.where(from_profile > min_effect, PROFILE_TEXT, NOTHING_TEXT)
+        texts[start:start + len(part)] = np.where(text == "", fallback, text)
     return pd.Series(texts, index=X.index)
 
 

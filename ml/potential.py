@@ -12,6 +12,10 @@
 
 ``potential_score = 100 * sum(weight_k * part_k) / sum(weight_k)``. Default weights (value 0.45, retention 0.25,
 headroom 0.15, reach 0.15) are argued in the README; set ``CRM_POTENTIAL_WEIGHTS`` to change them.
+
+Two texts say why: ``potential_drivers`` names the two largest weighted parts; ``value_reasons`` names the two
+things that lift a score above the average (or pull it below): the score's distance from the mean splits
+exactly into one term per part, ``100 * sum_k w_k (part_k - mean_k) / sum_k w_k``.
 """
 
 from __future__ import annotations
@@ -47,20 +51,41 @@ def _trend(recent: pd.Series, year: pd.Series) -> np.ndarray:
     return np.divide(recent - before, total, out=np.zeros_like(total), where=total > 0)
 
 
+HEADROOM_PARTS = ("spend_growth", "cross_sell_room", "engagement")
+
+
+def _consent(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(yes, no) masks of ``marketing_consent``; unknown is neither (object or nullable boolean column)."""
+    consent = features["marketing_consent"]
+    return (consent.eq(True).fillna(False).to_numpy(bool), consent.eq(False).fillna(False).to_numpy(bool))
+
+
+def headroom_parts(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The three parts of ``headroom`` (0..1 each; their mean is the headroom) and the raw figures behind them
+    (``growth``: expected spend minus the last 365 days' spend; ``trend``: engagement trend in -1..1;
+    ``n_categories`` and ``n_sold``)."""
+    growth = (scores["expected_spend"].astype(float) - features["spend_last_365d"].astype(float).fillna(0))
+    n_sold = max(int(features["n_categories"].max() or 0), 1)
+    n_categories = features["n_categories"].to_numpy(float)
+    trend = (_trend(features["orders_last_90d"], features["orders_last_365d"])
+             + _trend(features["n_interactions_90d"], features["n_interactions_365d"])) / 2
+    return pd.DataFrame({
+        "spend_growth": growth.rank(method="average", pct=True).to_numpy(),
+        "cross_sell_room": 1 - np.clip(n_categories / n_sold, 0, 1),
+        "engagement": (trend + 1) / 2,
+        "growth": growth.to_numpy(), "trend": trend, "n_categories": n_categories, "n_sold": float(n_sold),
+    }, index=features.index)
+
+
 def potential_parts(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """The four parts (0..1) per customer; ``features`` and ``scores`` are aligned row by row."""
     clv = scores["clv"].astype(float)
     value = clv.rank(method="average", pct=True).to_numpy()
     retention = 1 - scores["churn_probability"].to_numpy(float)
-    growth = (scores["expected_spend"].astype(float) - features["spend_last_365d"].astype(float).fillna(0))
-    spend_growth = growth.rank(method="average", pct=True).to_numpy()
-    n_sold = max(int(features["n_categories"].max() or 0), 1)
-    cross_sell_room = 1 - np.clip(features["n_categories"].to_numpy(float) / n_sold, 0, 1)
-    engagement = (_trend(features["orders_last_90d"], features["orders_last_365d"])
-                  + _trend(features["n_interactions_90d"], features["n_interactions_365d"])) / 2
-    headroom = (spend_growth + cross_sell_room + (engagement + 1) / 2) / 3
-    consent = features["marketing_consent"]
-    consent_factor = np.where(consent.eq(True), 1.0, np.where(consent.eq(False), 0.0, 0.5))
+    sub = headroom_parts(features, scores)
+    headroom = ((sub["spend_growth"] + sub["cross_sell_room"] + sub["engagement"]) / 3).to_numpy()
+    yes, no = _consent(features)
+    consent_factor = np.where(yes, 1.0, np.where(no, 0.0, 0.5))
     channel_known = features["preferred_channel"].notna().to_numpy()
     reach = consent_factor * np.where(channel_known, 1.0, 0.8)
     return pd.DataFrame({"value": value, "retention": retention, "headroom": headroom, "reach": reach},
@@ -79,17 +104,79 @@ def potential_drivers(parts: pd.DataFrame, features: pd.DataFrame, churn: np.nda
     top_pct = np.clip(np.ceil(100 * (1 - parts["value"].to_numpy())), 1, 100).astype(int)
     churn_pct = np.clip(np.round(100 * np.asarray(churn, float)), 0, 100).astype(int)
     percent = np.arange(101)
-    consent = features["marketing_consent"]
+    yes, no = _consent(features)
     words = np.column_stack([
         np.array([f"expected value in the top {k}%" for k in percent], dtype=object)[top_pct],
         np.array([f"churn risk only {k}%" for k in percent], dtype=object)[churn_pct],
         np.where(parts["headroom"].to_numpy() >= 0.6, "room to grow (spend, categories, engagement)",
                  "little growth headroom").astype(object),
-        np.where(consent.eq(True).to_numpy(), "reachable with marketing consent",
-                 np.where(consent.eq(False).to_numpy(), "no marketing consent", "consent unknown")).astype(object),
+        np.where(yes, "reachable with marketing consent",
+                 np.where(no, "no marketing consent", "consent unknown")).astype(object),
     ])
     contribution = parts[list(PARTS)].to_numpy() * np.array([weights.get(p, 0.0) for p in PARTS])
     order = np.argsort(-contribution, axis=1, kind="stable")
     first = np.take_along_axis(words, order[:, :1], axis=1)[:, 0]
     second = np.take_along_axis(words, order[:, 1:2], axis=1)[:, 0]
     return first + "; " + second
+
+
+def _headroom_words(sub: pd.DataFrame, up: np.ndarray) -> np.ndarray:
+    """For each customer the part of the headroom that moves most in the score's direction, in words."""
+    deviation = sub[list(HEADROOM_PARTS)] - sub[list(HEADROOM_PARTS)].mean()
+    which = np.where(up, np.argmax(deviation.to_numpy(), axis=1), np.argmin(deviation.to_numpy(), axis=1))
+    growth, trend = sub["growth"].to_numpy(), sub["trend"].to_numpy()
+    categories = [f"{n:.0f} of {sub['n_sold'].iloc[0]:.0f} categories" for n in sub["n_categories"].to_numpy()]
+    spend = np.where(up, np.where(growth > 0, "expected to spend more than in the last year",
+                                  "spend expected to hold up better than most"),
+                     np.where(growth < 0, "expected to spend less than in the last year",
+                              "little spend growth expected"))
+    cross = np.array([f"buys in only {c}: room to cross-sell" if u else f"already buys in {c}"
+                      for c, u in zip(categories, up)], dtype=object)
+    engagement = np.where(up, np.where(trend > 0, "more orders and contacts lately than in the year before",
+                                       "orders and contacts holding steady"),
+                          np.where(trend < 0, "fewer orders and contacts lately than in the year before",
+                                   "no growth in orders and contacts lately"))
+    return np.choose(which, [spend.astype(object), cross, engagement.astype(object)])
+
+
+def value_reasons(parts: pd.DataFrame, features: pd.DataFrame, scores: pd.DataFrame,
+                  weights: dict[str, float] = DEFAULT_WEIGHTS) -> np.ndarray:
+    """The two things behind a high or low potential score, in words, e.g. ``above average: expected value in
+    the top 3%; churn risk only 4%`` or ``below average: churn risk 97%; no marketing consent``.
+
+    The score's distance from the mean score is the sum of one term per part, ``w_k (part_k - mean_k)``;
+    a score at or above the mean is explained by its two largest positive terms, one below by its two most
+    negative ones (only one where a single part points that way). The headroom is named by the one of its
+    three parts that moves most the same way. ``parts``, ``features`` and ``scores`` (``clv``,
+    ``churn_probability``, ``expected_spend``) are aligned row by row."""
+    if parts.empty:
+        return np.array([], dtype=object)
+    w = np.array([weights.get(p, 0.0) for p in PARTS])
+    terms = (parts[list(PARTS)] - parts[list(PARTS)].mean()).to_numpy() * w
+    up = terms.sum(axis=1) >= 0
+    value, churn = parts["value"].to_numpy(), scores["churn_probability"].to_numpy(float)
+    top = np.clip(np.ceil(100 * (1 - value + 1 / len(value)) - 1e-9), 1, 100).astype(int)  # best of n: top 100/n %
+    bottom = np.clip(np.ceil(100 * value - 1e-9), 1, 100).astype(int)
+    churn_pct = np.clip(np.round(100 * churn), 0, 100).astype(int)
+    yes, no = _consent(features)
+    channel = features["preferred_channel"]
+    reach_up = np.array([("marketing consent" + (f", prefers {c}" if isinstance(c, str) and c else "")) if known
+                         else "marketing consent not refused" for c, known in zip(channel.astype(object), yes)],
+                        dtype=object)
+    reach_down = np.where(no, "no marketing consent",
+                          np.where(yes, "no preferred channel known", "marketing consent unknown"))
+    words = np.column_stack([
+        np.where(up, [f"expected value in the top {k}%" for k in top],
+                 [f"expected value in the bottom {k}%" for k in bottom]).astype(object),
+        np.where(up, [f"churn risk only {k}%" for k in churn_pct],
+                 [f"churn risk {k}%" for k in churn_pct]).astype(object),
+        _headroom_words(headroom_parts(features, scores), up),
+        np.where(up, reach_up, reach_down.astype(object)),
+    ])
+    signed = np.where(up[:, None], terms, -terms)  # the terms that point the score's way are positive
+    order = np.argsort(-signed, axis=1, kind="stable")
+    rows = np.arange(len(parts))
+    first, second = order[:, 0], order[:, 1]
+    text = np.where(up, "above average: ", "below average: ").astype(object) + words[rows, first]
+    both = signed[rows, second] > 0
+    return np.where(both, text + "; " + words[rows, second], text)

@@ -3,8 +3,11 @@ next best action, one row per customer.
 
 * Model outputs: ``p_alive``, ``expected_purchases``, ``expected_spend`` and ``clv`` from the back-tested value
   champion (``ml/value_models.py``); ``churn_probability``, ``churn_flag`` and ``top_reasons`` from the
-  registered churn champion (``ml/churn.py``).
-* ``potential_score`` and its parts (``ml/potential.py``), ``potential_rank`` and ``priority_tier``
+  registered churn champion (``ml/churn.py``). ``p_alive`` is null for customers without a purchase (a BTYD
+  model says nothing about a lead: their churn probability is the leads' rate); ``churn_flag`` is null where
+  the score rests on the usual evidence.
+* ``potential_score``, its parts and the words behind it (``potential_drivers``, ``value_reasons``;
+  ``ml/potential.py``), ``potential_rank`` and ``priority_tier``
   (``ml/ranking.py``), RFM scores and segments (``ml/segments.py``), ``lifecycle_stage`` (dbt macro
   ``lifecycle_stage``, carried in the features), ``value_segment`` (below), behavioural clusters
   (``ml/clusters.py``), ``next_category`` (``ml/next_category.py``) and the next best action
@@ -24,11 +27,11 @@ import pandas as pd
 from ml.actions import load_rules, next_best_actions
 from ml.clusters import behaviour_clusters
 from ml.next_category import next_category
-from ml.potential import DEFAULT_WEIGHTS, potential_drivers, potential_parts, potential_score
-from ml.ranking import DEFAULT_TIER_BOUNDS, potential_rank, priority_tier
+from ml.potential import DEFAULT_WEIGHTS, potential_drivers, potential_parts, potential_score, value_reasons
+from ml.ranking import DEFAULT_TIER_BOUNDS, potential_rank, priority_tier, tier_group
 from ml.segments import rfm_scores, rfm_segment
 
-RULES_VERSION = "rules-2"
+RULES_VERSION = "rules-3"
 SCORE_COLUMNS = [
     "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
     "expected_spend", "clv", "clv_model", "potential_score", "potential_rank", "priority_tier",
@@ -37,7 +40,7 @@ SCORE_COLUMNS = [
     "score_value", "score_retention", "score_headroom", "score_reach", "behaviour_cluster", "behaviour_cluster_label",
     "next_category_probability", "action_channel", "action_reason",
     "previous_rfm_segment", "previous_lifecycle_stage", "previous_priority_tier", "previous_potential_rank",
-    "expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high",
+    "expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high", "value_reasons",
 ]
 PREVIOUS = ["rfm_segment", "lifecycle_stage", "priority_tier", "potential_rank"]
 
@@ -82,7 +85,8 @@ def score_customers(
     out["as_of_date"] = f["as_of_date"]
     out["run_id"] = run_id
     out["churn_probability"] = c["churn_probability"].clip(0, 1).to_numpy()
-    out["p_alive"] = v["p_alive"].clip(0, 1).to_numpy()
+    no_purchase = f["n_orders"].fillna(0).eq(0).to_numpy()
+    out["p_alive"] = np.where(no_purchase, np.nan, v["p_alive"].clip(0, 1).to_numpy())
     out["expected_purchases"] = v["expected_purchases"].to_numpy()
     out["expected_spend"] = v["expected_spend"].to_numpy()
     out["clv"] = v["clv"].to_numpy()
@@ -93,7 +97,8 @@ def score_customers(
     parts = potential_parts(f, out)
     out["potential_score"] = potential_score(parts, rules.weights)
     out["potential_rank"] = potential_rank(out["potential_score"], out["clv"], out["customer_id"])
-    out["priority_tier"] = priority_tier(out["potential_rank"], rules.tier_bounds)
+    out["priority_tier"] = priority_tier(out["potential_rank"], rules.tier_bounds,
+                                         groups=tier_group(f["lifecycle_stage"]))
     rfm = rfm_scores(f["recency_days"], f["n_orders"], f["monetary_total"])
     out["rfm_segment"] = rfm_segment(rfm["r_score"], rfm["f_score"], rfm["m_score"])
     out["lifecycle_stage"] = f["lifecycle_stage"].astype(object).to_numpy()
@@ -109,7 +114,8 @@ def score_customers(
     versions = {"clv": str(v["clv_model"].iloc[0]) if len(v) else "",
                 "churn": str(c["churn_model"].iloc[0]) if len(c) else "", "scores": RULES_VERSION}
     out["model_versions"] = json.dumps(versions, sort_keys=True)
-    out["churn_flag"] = c["churn_flag"].to_numpy()
+    flag = c["churn_flag"].astype(object)
+    out["churn_flag"] = pd.array(flag.where(flag.notna() & flag.ne(""), None), dtype="string")
     out["potential_drivers"] = potential_drivers(parts, f, out["churn_probability"].to_numpy(), rules.weights)
     out[["r_score", "f_score", "m_score"]] = rfm
     keys = pseudonyms if pseudonyms is not None else pd.DataFrame({"customer_id": [], "customer_key": []})
@@ -126,6 +132,7 @@ def score_customers(
     joined = out[["customer_id"]].merge(prev, on="customer_id", how="left")
     for k in PREVIOUS:
         out[f"previous_{k}"] = joined[f"previous_{k}"].astype("Int64" if k == "potential_rank" else "string").set_axis(out.index)
+    out["value_reasons"] = value_reasons(parts, f, out, rules.weights)
     facts = {"clusters_k": clusters.k, "clusters_silhouette": clusters.silhouette,
              "cluster_descriptions": clusters.descriptions}
     return out[SCORE_COLUMNS], facts

@@ -48,12 +48,80 @@ PUBLISHED_TABLES = {
 DOCUMENTED_IN = {"customer_scores": "analytics", "customer_profile": "marts", "segment_summary": "analytics",
                  "lifecycle_funnel": "analytics", "campaign_effectiveness": "analytics"}
 
+# The operational tables are not dbt models: their documentation lives here, one description per table and
+# column, written as comments into every release (a test checks that every published column has one).
+OPS_DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "model_performance": (
+        "Back-test metrics per run, model and metric (long format): how well each model and baseline predicted a "
+        "held-out window, and which one is the champion whose predictions were published.", {
+            "run_id": "The run that measured the metric.",
+            "as_of_date": "The run's as-of date.",
+            "model_name": "The model or baseline measured, for example churn_hgb, churn_logit, churn_bgnbd, "
+                          "churn_recency, bgnbd_gg, hgb_poisson or naive_last_period (README, section Models).",
+            "model_version": "The model's version: the registry version of a registered churn model, else "
+                             "<model_name>@<test window start>.",
+            "task": "What was predicted: clv_spend, clv_purchases, btyd_selection, churn or next_category.",
+            "metric": "The metric's name (roc_auc, pr_auc, brier, log_loss, top_decile_lift, calib_dNN_expected/"
+                      "_observed, normalised_gini, spearman, total_ratio, interval_coverage, hit_rate_top1, "
+                      "n_customers, ...); README, section Models.",
+            "value": "The metric's value.",
+            "train_window_start": "First cutoff of the training data; null where the model is not trained on a "
+                                  "window of its own (baselines, models fitted at the test cutoff).",
+            "train_window_end": "End of the training data: no training label lies after this date.",
+            "test_window_start": "The back-test cutoff: predictions are made from data up to this date.",
+            "test_window_end": "End of the back-test window: the outcomes compared run up to this date.",
+            "is_champion": "True for the model whose predictions this run published for the task.",
+        }),
+    "pipeline_runs": (
+        "One row per pipeline run, successful or failed, kept in the warehouse and published with each release: "
+        "as-of date, settings, rows in and out, quality checks, models, time per stage and the error of a failed "
+        "run.", {
+            "run_id": "The run (Dagster run id).",
+            "as_of_date": "The run's as-of date.",
+            "started_at": "When the run started (UTC).",
+            "finished_at": "When the run finished or failed (UTC).",
+            "status": "success or failed.",
+            "published": "True when the run replaced the serving database.",
+            "source_dir": "The source folder the run read.",
+            "parameters": "JSON: the run's settings (horizons, weights, tier bounds, thresholds, paths).",
+            "rows_in": "JSON: rows read per source entity.",
+            "rows_out": "Rows of customer_scores the run produced.",
+            "rows_quarantined": "Source rows the contract rules set aside in the quarantine tables.",
+            "checks_passed": "Quality checks (dbt tests, Great Expectations suites, asset checks) that passed "
+                             "before publication.",
+            "checks_failed": "Quality checks that failed (a failed blocking check stops the publication).",
+            "model_versions": "JSON: the value and churn models and the scoring rules behind the published scores.",
+            "stage_seconds": "JSON: seconds per Dagster step, and per dbt layer (dbt:<layer>).",
+            "message": "The error of a failed run; empty for a successful one.",
+            "quarantined_by_rule": "JSON: quarantined rows per source entity and contract rule.",
+            "stage_rows": "JSON: rows per warehouse table when the run published.",
+        }),
+}
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def comment_ops_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
+    """Write ``OPS_DOCS`` as table and column comments on the release's operational tables."""
+    written = 0
+    for table, (description, columns) in OPS_DOCS.items():
+        con.execute(f"comment on table {catalog}.main.{table} is {_quoted(description)}")
+        written += 1
+        present = {c for (c,) in con.execute(
+            "select column_name from duckdb_columns() "
+            "where database_name = ? and schema_name = 'main' and table_name = ?", [catalog, table]).fetchall()}
+        for column, comment in columns.items():
+            if column in present:
+                con.execute(f'comment on column {catalog}.main.{table}."{column}" is {_quoted(comment)}')
+                written += 1
+    return written
+
 
 def copy_comments(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
     """Carry the table and column descriptions dbt persisted in the warehouse over to the new release."""
-    def quoted(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
+    quoted = _quoted
     copied = 0
     for table, schema in DOCUMENTED_IN.items():
         where = "database_name = current_database() and schema_name = ? and table_name = ? and comment is not null"
@@ -157,6 +225,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         copy_comments(con, "next_release")
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
+        comment_ops_tables(con, "next_release")
         counts["pipeline_runs"] = con.execute("select count(*) from next_release.main.pipeline_runs").fetchall()[0][0]
         con.execute("detach next_release")
     except BaseException:

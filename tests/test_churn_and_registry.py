@@ -113,8 +113,8 @@ def test_churn_metrics_known_values():
 @pytest.mark.parametrize(
     "name, value, reference, words",
     [("recency_days", 143.0, 30.0, "no purchase for 143 days"),
-     ("unresolved_complaints", 2.0, 0.0, "2 unresolved complaint(s)"),
-     ("n_web_visit_90d", 1.0, 6.0, "only 1 web visits in the last 90 days"),
+     ("unresolved_complaints", 2.0, 0.0, "2 unresolved complaints"),
+     ("n_web_visit_90d", 1.0, 6.0, "only 1 web visit in the last 90 days"),
      ("n_complaint_30d", 2.0, 0.0, "2 complaints in the last 30 days"),
      ("last_nps_score", float("nan"), 8.0, "no NPS answer on record")],
 )

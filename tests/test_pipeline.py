@@ -55,8 +55,9 @@ def test_published_scores_follow_the_contract(published, small_sample):
     ).fetchone()[0]
     assert len(scores) == known and scores.customer_id.is_unique
     assert sorted(scores.potential_rank) == list(range(1, len(scores) + 1))
-    for col in ("churn_probability", "p_alive"):
-        assert scores[col].between(0, 1).all()
+    assert scores.churn_probability.between(0, 1).all()
+    prospects = scores.lifecycle_stage == "prospect"
+    assert scores.p_alive[prospects].isna().all() and scores.p_alive[~prospects].between(0, 1).all()
     assert (scores.clv >= 0).all() and scores.potential_score.between(0, 100).all()
     assert str(scores.as_of_date.iloc[0]) == "2026-09-30"  # latest order date of the sample
     assert set(scores.priority_tier) == {"A", "B", "C", "D"}

@@ -29,7 +29,7 @@ final as (
         cast(next_category as {{ dbt.type_string() }}) as next_category,
         cast(top_reasons as {{ dbt.type_string() }}) as top_reasons,
         cast(model_versions as {{ dbt.type_string() }}) as model_versions,
-        cast(churn_flag as {{ dbt.type_string() }}) as churn_flag,
+        cast(nullif(churn_flag, '') as {{ dbt.type_string() }}) as churn_flag,
         cast(potential_drivers as {{ dbt.type_string() }}) as potential_drivers,
         cast(r_score as {{ dbt.type_bigint() }}) as r_score,
         cast(f_score as {{ dbt.type_bigint() }}) as f_score,
@@ -51,7 +51,8 @@ final as (
         cast(expected_purchases_low as double) as expected_purchases_low,
         cast(expected_purchases_high as double) as expected_purchases_high,
         cast(clv_low as double) as clv_low,
-        cast(clv_high as double) as clv_high
+        cast(clv_high as double) as clv_high,
+        cast(value_reasons as {{ dbt.type_string() }}) as value_reasons
 
     from scores
 
