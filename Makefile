@@ -104,7 +104,7 @@ bench: $(STAMP)  ## benchmark the nightly job (writes bench/results.md)
 bench-models: $(STAMP)  ## real-data benchmark on CDNOW (writes bench/results.md)
 	$(BIN)/python bench/model_bench.py
 
-docs: $(RUN_STAMP)  ## build the dbt docs site into dbt_project/target
+docs: $(RUN_STAMP)  ## dbt docs in one file that opens offline: dbt_project/target/docs/static_index.html
 	$(BIN)/crm-potential docs
 
 clean:  ## remove generated data, Dagster home and dbt artefacts (keeps .venv and .venv-tools)

@@ -6,8 +6,10 @@ whose action rebuilds the Data Docs site (``gx/uncommitted/data_docs/local_site/
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -83,3 +85,58 @@ def validate(root: Path, asset: str, frame: pd.DataFrame, suite) -> GxOutcome:
 def data_docs_index(root: Path) -> Path:
     """The Data Docs site's front page in the file context at ``root``."""
     return Path(root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+@dataclass
+class SuiteResult:
+    """One stored validation of a suite, as the run report and its quality page show it (no GX objects)."""
+    suite: str
+    asset: str
+    validated_at: datetime
+    success: bool
+    rows: int | None
+    expectations: list[dict]  # type, column, success, detail
+
+    @property
+    def failed(self) -> int:
+        return sum(not e["success"] for e in self.expectations)
+
+
+def _detail(result: dict) -> str:
+    observed = result.get("observed_value")
+    if result.get("unexpected_count"):
+        sample = ", ".join(str(v) for v in result.get("partial_unexpected_list", [])[:3])
+        return f"{result['unexpected_count']:,} unexpected row(s)" + (f", e.g. {sample}" if sample else "")
+    if observed is not None:
+        return f"observed {observed:,.4g}" if isinstance(observed, (int, float)) else f"observed {observed}"
+    return ""
+
+
+def validation_results(root: Path, since: datetime | None = None) -> list[SuiteResult]:
+    """The newest stored validation of every suite in the file context at ``root`` (read from its JSON
+    store, ``gx/uncommitted/validations/<suite>/<run name>/<time>/<batch>.json``), optionally only those
+    made at or after ``since`` (UTC). The run report renders them itself: GX's Data Docs load their styles
+    and scripts from CDNs and show nothing offline."""
+    store = Path(root) / "gx" / "uncommitted" / "validations"
+    out = []
+    for suite_dir in sorted(p for p in store.glob("*") if p.is_dir()) if store.exists() else []:
+        files = sorted(suite_dir.glob("*/*/*.json"), key=lambda p: p.parent.name)
+        if not files:
+            continue
+        doc = json.loads(files[-1].read_text())
+        meta = doc.get("meta", {})
+        when = datetime.fromisoformat(meta.get("validation_time") or meta["run_id"]["run_time"])
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+        if since is not None and when < since:
+            continue
+        expectations, rows = [], None
+        for r in doc.get("results", []):
+            cfg = r.get("expectation_config", {})
+            result = r.get("result") or {}
+            rows = result.get("element_count", rows)
+            expectations.append({"type": cfg.get("type", "?"), "column": cfg.get("kwargs", {}).get("column") or "",
+                                 "success": bool(r.get("success")), "detail": _detail(result)})
+        out.append(SuiteResult(suite=suite_dir.name, asset=meta.get("active_batch_definition", {}).get(
+            "data_asset_name", suite_dir.name), validated_at=when, success=bool(doc.get("success")), rows=rows,
+            expectations=expectations))
+    return out

@@ -236,24 +236,45 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    """dbt docs (models, columns, tests, lineage) from the last built warehouse."""
+    """dbt docs (models, columns, tests, lineage) from the last built warehouse, as a site that opens from a file.
+
+    ``dbt docs generate --static`` writes ``static_index.html`` with the manifest and the catalog inlined: a
+    browser opening ``index.html`` from the file system cannot fetch ``manifest.json`` beside it and stays
+    at "loading", the static file needs no server. The docs get their own target folder so the manifest
+    Dagster loads (``dbt_project/target/manifest.json``) is left alone.
+    """
     import json
     import subprocess
+
+    import duckdb
 
     from orchestration.dbt_project import DBT_PROJECT_DIR, dbt_executable
 
     settings = _settings_from_args(args)
-    if not Path(settings.warehouse_path).exists():
-        return _usage_error(f"no warehouse at {settings.warehouse_path}; run `crm-potential run` (or `make run`) first")
-    dbt_vars = settings.dbt_vars(datetime.now().date(), "docs")
+    warehouse = Path(settings.warehouse_path)
+    if not warehouse.exists():
+        return _usage_error(f"no warehouse at {warehouse}; run `crm-potential run` (or `make run`) first")
+    out = Path(args.out).resolve() if args.out else DBT_PROJECT_DIR / "target" / "docs"
+    try:  # the same vars as the last run (as-of date and cutoffs), so the compiled SQL in the docs is the real one
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            windows = settings.resolve_windows(con)
+    except duckdb.Error as exc:
+        return _usage_error(f"cannot read the warehouse {warehouse} ({exc}); is a run writing to it?")
+    dbt_vars = settings.dbt_vars(windows, "docs")
     proc = subprocess.run(
-        [dbt_executable(), "docs", "generate", "--vars", json.dumps(dbt_vars), "--project-dir", str(DBT_PROJECT_DIR),
-         "--profiles-dir", str(DBT_PROJECT_DIR)],
+        [dbt_executable(), "docs", "generate", "--static", "--vars", json.dumps(dbt_vars),
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(out)],
         cwd=DBT_PROJECT_DIR,
     )
-    if proc.returncode == 0:
-        print(f"dbt docs: {DBT_PROJECT_DIR / 'target' / 'index.html'} (serve with: cd dbt_project && dbt docs serve)")
-    return proc.returncode
+    static = out / "static_index.html"
+    if proc.returncode != 0 or not static.exists():
+        print(f"crm-potential: dbt docs generate failed (exit {proc.returncode}); see dbt's messages above",
+              file=sys.stderr)
+        return proc.returncode or 1
+    print(f"\ndbt docs: {static}\n  one self-contained file: open it in a browser from the file system (no server, "
+          f"no network)\n  or serve the site: {dbt_executable()} docs serve --project-dir {DBT_PROJECT_DIR} "
+          f"--profiles-dir {DBT_PROJECT_DIR} --target-path {out}")
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -328,8 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--warehouse", metavar="PATH", help=argparse.SUPPRESS)
     rb.set_defaults(func=cmd_rollback, source=None, as_of=None, churn_horizon_days=None, clv_horizon_days=None)
 
-    docs = sub.add_parser("docs", help="build the dbt docs site (dbt_project/target/index.html) from the warehouse")
+    docs = sub.add_parser(
+        "docs", help="build the dbt docs site from the warehouse (dbt_project/target/docs/static_index.html, "
+        "one file that opens without a server)")
     docs.add_argument("--warehouse", metavar="PATH", help="warehouse to document (default data/warehouse.duckdb)")
+    docs.add_argument("--out", metavar="DIR", help="folder for the docs (default dbt_project/target/docs)")
     docs.set_defaults(func=cmd_docs, source=None, as_of=None, serving=None, churn_horizon_days=None, clv_horizon_days=None)
     return parser
 

@@ -1,10 +1,9 @@
 """What analysts and BI see: one segment of each kind, tier and action per customer; the generator's
 truths land where they should; the analyst tables hold together and are documented; the example queries
-run; the run report opens in a real headless Chromium with its plots."""
+run. The run report's browser test is in tests/test_report.py."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -104,32 +103,3 @@ def _queries() -> dict[str, str]:
 def test_example_queries_run_against_the_serving_database(name, serving):
     rows = serving.execute(_queries()[name].strip().rstrip(";")).fetchall()
     assert rows, f"examples/queries.sql {name} returned nothing"
-
-
-def test_the_run_report_opens_in_headless_chromium_with_its_plots(two_publications):
-    from playwright.sync_api import sync_playwright
-
-    work, _, second = two_publications
-    latest = work / "reports" / "latest.html"
-    assert latest.exists() and (work / "reports" / f"run_{second}.html").exists()
-    chromium = os.environ.get("CRM_CHROMIUM", "/usr/bin/chromium")
-    assert Path(chromium).exists(), f"{chromium} missing: `make test` installs Debian's chromium (make browser)"
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-        page.goto(latest.as_uri(), wait_until="load")
-        headings = page.locator("h2").all_inner_texts()
-        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-        top_rows = page.locator("h2:has-text('Top 50 customers') + table tbody tr").count()
-        browser.close()
-    assert errors == []
-    assert headings[:7] == ["Headline", "Distributions", "Segments", "Lifecycle funnel", "Top 50 customers", "Models",
-                            "Quality checks"]
-    assert len(images) >= 8 and all(complete and width > 100 for _, complete, width in images), images
-    assert top_rows == 50

@@ -1,19 +1,28 @@
-"""The run report asset: a self-contained HTML report of the published run (see ``orchestration/report.py``)."""
+"""The run report asset: the run's one-page briefing in HTML and its quality page (see ``orchestration/report.py``)."""
 
+import os
+from datetime import datetime, timezone
 
 import dagster as dg
 
-from data_quality.gx_gate import data_docs_index
+from data_quality.gx_gate import data_docs_index, validation_results
 from orchestration.assets.publish import PUBLICATION, check_evaluations
-from orchestration.report import SECTIONS, CheckSummary, build_report, write_report
+from orchestration.report import (SECTIONS, CheckSummary, build_quality_page, build_report, published_as_of,
+                                  write_quality_page, write_report)
 from orchestration.settings import PipelineSettings
 
 RUN_REPORT = dg.AssetKey(["serving", "run_report"])
+REPORT_CHECKS = ["report_complete"]  # the checks on this asset: they run after the report is written
 
 
 def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings) -> CheckSummary:
-    """Every asset check evaluated in this run, from the Dagster event log."""
-    summary = CheckSummary(data_docs=data_docs_index(settings.gx_dir))
+    """Every asset check evaluated in this run so far (Dagster event log) and the Great Expectations
+    validations made since the run started."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    started = (datetime.fromtimestamp(record.start_time, timezone.utc).replace(tzinfo=None)
+               if record and record.start_time else None)
+    summary = CheckSummary(data_docs=data_docs_index(settings.gx_dir), later_checks=list(REPORT_CHECKS),
+                           gx_suites=validation_results(settings.gx_dir, since=started))
     for evaluation in check_evaluations(context.instance, context.run_id):
         summary.rows.append((evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed,
                              evaluation.description or ""))
@@ -23,26 +32,39 @@ def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings)
 
 
 @dg.asset(key=RUN_REPORT, deps=[PUBLICATION], group_name="publish", kinds={"html"},
-          description="One self-contained HTML report per run (reports/run_<run_id>.html) and the latest at "
-          "reports/latest.html: headline numbers, distributions, segments, funnel, top 50, models, checks.")
+          description="The run's one-page briefing (reports/run_<run_id>.html, the latest at reports/latest.html): "
+          "changes since the last publication, five headline numbers, actions by channel, distributions, segments, "
+          "lifecycle flows, top customers per tier and action, model health, campaigns, quality; and the run's "
+          "quality page (reports/<run_id>/quality.html). Self-contained, opens offline.")
 def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    text = build_report(settings.serving_file, settings.reports_dir / context.run_id,
-                        check_summary(context, settings), context.run_id)
+    checks = check_summary(context, settings)
+    run_folder = settings.reports_dir / context.run_id
+    text = build_report(settings.serving_file, run_folder, checks, context.run_id,
+                        currency=settings.reporting_currency, quality_href=f"{context.run_id}/quality.html")
     path, latest = write_report(text, settings.reports_dir, context.run_id)
+    data_docs = checks.data_docs
+    docs_href = (os.path.relpath(data_docs, run_folder) if data_docs and data_docs.exists() else None)
+    quality = write_quality_page(build_quality_page(checks, context.run_id, published_as_of(settings.serving_file),
+                                                    docs_href),
+                                 settings.reports_dir, context.run_id)
     context.log.info(f"run report: {latest}")
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)),
                                           "latest": dg.MetadataValue.path(str(latest)),
+                                          "quality_page": dg.MetadataValue.path(str(quality)),
                                           "bytes": path.stat().st_size})
 
 
 @dg.asset_check(asset=RUN_REPORT, blocking=True,
-                description="The latest report is this run's and has every section and its plots inlined.")
+                description="The latest report is this run's, has every section and its figures inlined, and "
+                "links nothing outside its folder.")
 def report_complete(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
     latest = settings.reports_dir / "latest.html"
     text = latest.read_text(encoding="utf-8") if latest.exists() else ""
     missing = [s for s in SECTIONS if f"<h2>{s}</h2>" not in text]
     images = text.count("data:image/png;base64,")
-    passed = bool(text) and context.run.run_id in text and not missing and images >= 4
+    absolute = text.count('href="file:') + text.count('src="file:') + text.count('href="/')
+    passed = bool(text) and context.run.run_id in text and not missing and images >= 4 and absolute == 0
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                               description=f"{images} inline plots; missing sections: {missing or 'none'}",
-                               metadata={"images": images})
+                               description=f"{images} inline figures; missing sections: {missing or 'none'}; "
+                               f"absolute links: {absolute}",
+                               metadata={"images": images, "absolute_links": absolute})
