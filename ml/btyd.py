@@ -200,22 +200,36 @@ def _fit_facts(x: np.ndarray, weights: np.ndarray | None = None) -> str:
     )
 
 
-def fit_bgnbd(
-    frequency, recency, T, *, weights=None, time_unit: str = "days", penalizer: float = 0.0
-) -> BgNbdParams:
-    """Maximum-likelihood BG/NBD parameters from per-customer (x, t_x, T)."""
+def _prepare(label: str, frequency, recency, T, weights):
+    """Validated, compressed data and the time scale (mean T) for any BTYD purchase model's fit, or
+    ``BtydFitError`` with the data facts (zero-weight rows, as bootstrap weights make, are dropped)."""
     x, t_x, T = _validate_summary(frequency, recency, T)
     if x.size == 0:
-        raise BtydFitError("BG/NBD: no customers with a purchase to fit on")
-    n_repeat = int((x > 0).sum()) if weights is None else float(np.asarray(weights)[x > 0].sum())
+        raise BtydFitError(f"{label}: no customers with a purchase to fit on")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=float)
+        if weights.shape != x.shape or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("weights must be finite, non-negative and one per customer")
+    n_repeat = float((x > 0).sum()) if weights is None else float(weights[x > 0].sum())
     if n_repeat < MIN_REPEAT_BUYERS:
         raise BtydFitError(
-            f"BG/NBD cannot be fitted: too few repeat buyers ({_fit_facts(x, weights)}); need at least "
+            f"{label} cannot be fitted: too few repeat buyers ({_fit_facts(x, weights)}); need at least "
             f"{MIN_REPEAT_BUYERS} customers with a repeat purchase. Use a longer history (earlier data) "
             "or an interim score."
         )
     data, _ = _compress(x, t_x, T, weights)
-    scale = float(np.average(data.uT[data.iT], weights=data.w)) or 1.0  # work in units of the mean T
+    keep = data.w > 0
+    if not keep.all():  # zero-weight rows carry no information (bootstrap weights)
+        data, _ = _compress(data.x[keep], data.tx_row[keep], data.T_row[keep], data.w[keep])
+    scale = float(np.average(data.T_row, weights=data.w)) or 1.0  # work in units of the mean T
+    return x, weights, data, scale
+
+
+def fit_bgnbd(
+    frequency, recency, T, *, weights=None, time_unit: str = "days", penalizer: float = 0.0
+) -> BgNbdParams:
+    """Maximum-likelihood BG/NBD parameters from per-customer (x, t_x, T)."""
+    x, weights, data, scale = _prepare("BG/NBD", frequency, recency, T, weights)
     best = _minimize(
         _bgnbd_nll_grad, _scaled(data, scale), penalizer, n_params=4, starts=(np.zeros(4), np.log([0.5, 1.0, 1.0, 5.0]))
     )

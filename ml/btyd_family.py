@@ -73,13 +73,13 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from ml import btyd
 from ml.btyd import (
-    MIN_REPEAT_BUYERS,
     BtydFitError,
     FitFacts,
     _BgData,
     _compress,
     _fit_facts,
     _minimize,
+    _prepare,
     _scaled,
     _validate_summary,
 )
@@ -87,30 +87,6 @@ from ml.btyd import (
 # ---------------------------------------------------------------------------------------------
 # Shared fitting scaffold
 # ---------------------------------------------------------------------------------------------
-
-
-def _prepare(label: str, frequency, recency, T, weights):
-    """Validated, compressed data and the time scale (mean T), or ``BtydFitError`` with the data facts."""
-    x, t_x, T = _validate_summary(frequency, recency, T)
-    if x.size == 0:
-        raise BtydFitError(f"{label}: no customers with a purchase to fit on")
-    if weights is not None:
-        weights = np.asarray(weights, dtype=float)
-        if weights.shape != x.shape or not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError("weights must be finite, non-negative and one per customer")
-    n_repeat = float((x > 0).sum()) if weights is None else float(weights[x > 0].sum())
-    if n_repeat < MIN_REPEAT_BUYERS:
-        raise BtydFitError(
-            f"{label} cannot be fitted: too few repeat buyers ({_fit_facts(x, weights)}); need at least "
-            f"{MIN_REPEAT_BUYERS} customers with a repeat purchase. Use a longer history (earlier data) "
-            "or an interim score."
-        )
-    data, _ = _compress(x, t_x, T, weights)
-    keep = data.w > 0
-    if not keep.all():  # zero-weight rows carry no information (bootstrap weights)
-        data, _ = _compress(data.x[keep], data.tx_row[keep], data.T_row[keep], data.w[keep])
-    scale = float(np.average(data.T_row, weights=data.w)) or 1.0  # work in units of the mean T
-    return x, weights, data, scale
 
 
 def _run_fit(label, names, nll_grad, scaled_data, penalizer, starts, x, weights):
