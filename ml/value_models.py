@@ -307,10 +307,10 @@ def _window(data: CutoffData, cutoff: date, ids) -> _Window:
                    joined.purchase_days_value_window.fillna(0).to_numpy(float), ready)
 
 
-def _family_predictions(data: CutoffData, w: _Window, *, window_days: int, churn_horizon_days: int,
+def _family_predictions(summary: pd.DataFrame, w: _Window, *, window_days: int, churn_horizon_days: int,
                         leads: LeadRates, notes: list[str], label: str) -> dict[str, tuple[BtydFit, pd.DataFrame]]:
-    """Each BTYD family member fitted on every customer at the window's cutoff, predicting the window."""
-    summary = data.features(w.cutoff, BTYD_INPUTS)
+    """Each BTYD family member fitted on ``summary`` (every customer at the window's cutoff, ``BTYD_INPUTS``),
+    predicting the window for the window's customers."""
     out = {}
     for family in BTYD_FAMILY:
         try:
@@ -379,7 +379,7 @@ def run_value_models(
     chosen, chosen_on = None, None
     factors = {"purchases": float("nan"), "spend": float("nan")}
     if sel.ready:
-        cands = _family_predictions(data, sel, window_days=L, churn_horizon_days=h, leads=LeadRates(),
+        cands = _family_predictions(data.features(sel.cutoff, BTYD_INPUTS), sel, window_days=L, churn_horizon_days=h, leads=LeadRates(),
                                     notes=notes, label="selection")
         deviance = {}
         for family, (fit, pred) in cands.items():
@@ -413,7 +413,8 @@ def run_value_models(
         backtest[NAIVE_MODEL] = naive_spend
         scores[NAIVE_MODEL] = value_metrics(test.spend, naive_spend)
         purchase_scores[NAIVE_MODEL] = _purchase_metrics(test.purchases, naive_orders)
-        fam = _family_predictions(data, test, window_days=L, churn_horizon_days=h, leads=leads_sel, notes=notes,
+        test_summary = data.features(test.cutoff, BTYD_INPUTS)
+        fam = _family_predictions(test_summary, test, window_days=L, churn_horizon_days=h, leads=leads_sel, notes=notes,
                                   label="back-test")
         for family, (fit, pred) in fam.items():
             fits[f"backtest_{family}"] = fit
@@ -442,8 +443,7 @@ def run_value_models(
                     factors[what] = float("nan")
             # 80 % intervals: coverage of what happened in the test window
             try:
-                boot = bootstrap_fits(chosen, *_summary_arrays(data.features(windows.value_test, BTYD_INPUTS)),
-                                      n_boot=bootstrap, seed=0)
+                boot = bootstrap_fits(chosen, *_summary_arrays(test_summary), n_boot=bootstrap, seed=0)
                 buyer, x, tx, T, m = _buyers(test.features)
                 iv = predictive_intervals(chosen, boot, x, tx, T, m, horizon=L, level=INTERVAL_LEVEL, seed=1)
                 pc = purchase_scores[champion]
@@ -508,18 +508,18 @@ def run_value_models(
     _production_intervals(result, production, now, leads_now, horizon=H, bootstrap=bootstrap,
                           annual_discount_rate=annual_discount_rate, notes=notes)
     if champion == LEARNED_MODEL:
-        fit_t = fits[f"backtest_{chosen}"]
-        bt_test = btyd_predict(fit_t, test.features, horizon_days=L, leads=leads_sel, with_clv=False, **kw)
-        model = train_spend_model(design_matrix(test.features, bt_test, levels), test.spend, max_rows=max_train_rows)
-        spend_L = np.concatenate([
-            predict_spend(model, design_matrix(feats, btyd_predict(production, feats, horizon_days=L, leads=leads_now.scaled(L / H),
-                                                                    with_clv=False, **kw), levels))
-            for feats in data.batches(as_of, batch_rows)])
+        # trained on the test window, with the BTYD outputs the back-test already computed there
+        model = train_spend_model(design_matrix(test.features, fam[chosen][1], levels), test.spend,
+                                  max_rows=max_train_rows)
+        spend_L, btyd_L = [], []  # learned and BTYD spend over L days, every customer, in batches
+        for feats in data.batches(as_of, batch_rows):
+            bt = btyd_predict(production, feats, horizon_days=L, leads=leads_now.scaled(L / H), with_clv=False, **kw)
+            spend_L.append(predict_spend(model, design_matrix(feats, bt, levels)))
+            btyd_L.append(bt.btyd_expected_spend.to_numpy())
+        spend_L, btyd_L = np.concatenate(spend_L), np.concatenate(btyd_L)
         if len(spend_L) != len(result):
             raise RuntimeError(f"{len(spend_L)} learned predictions for {len(result)} customers at {as_of}")
-        btyd_L = btyd_predict(production, now, horizon_days=L, leads=leads_now.scaled(L / H), with_clv=False, **kw)
-        to_horizon = np.where(btyd_L.btyd_expected_spend > 0,
-                              result.expected_spend / np.maximum(btyd_L.btyd_expected_spend, 1e-12), H / L)
+        to_horizon = np.where(btyd_L > 0, result.expected_spend / np.maximum(btyd_L, 1e-12), H / L)
         spend = spend_L * to_horizon
         scale = np.where(result.expected_spend > 0, spend / np.maximum(result.expected_spend, 1e-12), 1.0)
         for col in ("clv_low", "clv_high"):
