@@ -138,7 +138,7 @@ def run_once(source: Path, work: Path) -> RunMeasure:
     windows: dict[str, list[tuple[float, float]]] = {"start-up (imports, definitions)": [(started, first_step)]}
     for s in steps:
         if s.start_time and s.end_time:
-            stage = DBT_STEP if s.step_key == "dbt_models" else stage_of(s.step_key)
+            stage = DBT_STEP if s.step_key in ("dbt_contract", "dbt_models") else stage_of(s.step_key)
             windows.setdefault(stage, []).append((s.start_time, s.end_time))
     windows["shut-down"] = [(last_step, finished)]
     for stage, spans in windows.items():
@@ -183,8 +183,10 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
             con.execute(f"create or replace table raw.floor_{entity} as select * from {reader}('{files[0]}')")
     floor["ingest"] = time.perf_counter() - t0
 
-    for name, key in (("dbt_models", "dbt SQL (staging to marts)"), ("dbt_analytics", "dbt SQL (analyst tables)")):
-        results = json.loads((step_target_path(name) / "run_results.json").read_text())["results"]
+    for names, key in ((("dbt_contract", "dbt_models"), "dbt SQL (staging to marts)"),
+                       (("dbt_analytics",), "dbt SQL (analyst tables)")):
+        results = [r for name in names
+                   for r in json.loads((step_target_path(name) / "run_results.json").read_text())["results"]]
         t0 = time.perf_counter()
         for result in results:
             if result["unique_id"].startswith("model.") and result.get("compiled_code"):

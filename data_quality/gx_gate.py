@@ -74,10 +74,10 @@ def validate(root: Path, asset: str, frame: pd.DataFrame, suite) -> GxOutcome:
                 cfg = r.expectation_config
                 column = cfg.kwargs.get("column")
                 count = r.result.get("unexpected_count")
-                sample = r.result.get("partial_unexpected_list", [])[:3]
+                # counts only: the unexpected values may be identifiers or other values from the source
                 failures.append(
                     f"{cfg.type}" + (f"({column})" if column else "")
-                    + (f": {count} row(s), e.g. {sample}" if count else f": observed {r.result.get('observed_value')}")
+                    + (f": {count} row(s)" if count else f": observed {r.result.get('observed_value')}")
                 )
     return GxOutcome(result.success, failures, evaluated, str(data_docs_index(root)))
 
@@ -104,9 +104,8 @@ class SuiteResult:
 
 def _detail(result: dict) -> str:
     observed = result.get("observed_value")
-    if result.get("unexpected_count"):
-        sample = ", ".join(str(v) for v in result.get("partial_unexpected_list", [])[:3])
-        return f"{result['unexpected_count']:,} unexpected row(s)" + (f", e.g. {sample}" if sample else "")
+    if result.get("unexpected_count"):  # counts only: the values may be identifiers from the source
+        return f"{result['unexpected_count']:,} unexpected row(s)"
     if observed is not None:
         return f"observed {observed:,.4g}" if isinstance(observed, (int, float)) else f"observed {observed}"
     return ""

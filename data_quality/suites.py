@@ -1,5 +1,9 @@
 """Great Expectations suites, one per guarded asset, as code.
 
+GX guards what the dbt tests do not see: the model features as the models read them, and the Python-built
+scores before dbt or anyone reads them. The source rows are held to the data contract by dbt, from its one
+declaration (``contract_holds`` and the quarantine's tests); GX no longer repeats those checks on staging.
+
 Each function returns the suite for one asset; ``n_expected`` is the row count the asset must have
 (one row per customer of the table it derives from). The suites validate pandas frames read from
 DuckDB through Arrow (GX's SQL datasource over duckdb-engine returned no metrics in a probe).
@@ -13,14 +17,10 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 from great_expectations.expectations.row_conditions import Column
 
-from data_quality.contract import ORDER_STATUSES
 from ml.segments import RFM_SEGMENTS
 
 # which columns each suite needs (only these are read from DuckDB)
 COLUMNS = {
-    "stg_customers": ["customer_id", "created_at", "updated_at", "marketing_consent"],
-    "stg_orders": ["order_id", "customer_id", "ordered_at", "amount", "status"],
-    "stg_interactions": ["interaction_id", "customer_id", "occurred_at", "satisfaction_score", "nps_score"],
     "customer_features": ["customer_id", "as_of_date", "n_orders", "frequency", "recency_days", "monetary_total",
                           "tenure_days", "btyd_t_days", "btyd_recency_days", "order_trend"],
     "customer_scores": ["customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases",
@@ -36,41 +36,6 @@ def _suite(name: str, expectations: list) -> gx.ExpectationSuite:
 
 def _key(column: str) -> list:
     return [gxe.ExpectColumnValuesToNotBeNull(column=column), gxe.ExpectColumnValuesToBeUnique(column=column)]
-
-
-def _not_after(column: str, moment: datetime):
-    return gxe.ExpectColumnMaxToBeBetween(column=column, max_value=moment, strict_max=False)
-
-
-def stg_customers(n_expected: int | None, now: datetime) -> gx.ExpectationSuite:
-    return _suite("stg_customers", [
-        *_key("customer_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="created_at"),
-        _not_after("created_at", now),
-        gxe.ExpectColumnValuesToBeInSet(column="marketing_consent", value_set=[True, False]),
-    ])
-
-
-def stg_orders(n_expected: int | None, now: datetime) -> gx.ExpectationSuite:
-    return _suite("stg_orders", [
-        *_key("order_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="customer_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="ordered_at"),
-        _not_after("ordered_at", now),
-        gxe.ExpectColumnValuesToNotBeNull(column="amount"),
-        gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0),
-        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(ORDER_STATUSES)),
-    ])
-
-
-def stg_interactions(n_expected: int | None, now: datetime) -> gx.ExpectationSuite:
-    return _suite("stg_interactions", [
-        *_key("interaction_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="customer_id"),
-        _not_after("occurred_at", now),
-        gxe.ExpectColumnValuesToBeBetween(column="satisfaction_score", min_value=1, max_value=5),
-        gxe.ExpectColumnValuesToBeBetween(column="nps_score", min_value=0, max_value=10),
-    ])
 
 
 def customer_features(n_expected: int | None, now: datetime) -> gx.ExpectationSuite:
@@ -111,9 +76,6 @@ def customer_scores(n_expected: int | None, now: datetime) -> gx.ExpectationSuit
 
 
 SUITES = {
-    "stg_customers": stg_customers,
-    "stg_orders": stg_orders,
-    "stg_interactions": stg_interactions,
     "customer_features": customer_features,
     "customer_scores": customer_scores,
 }

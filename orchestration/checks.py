@@ -1,4 +1,6 @@
-"""Blocking asset checks on the Python-built assets: a failure stops everything downstream, publish included."""
+"""Blocking asset checks written in Python: on the Python-built assets, and where a dbt test cannot say it
+(Great Expectations suites, the outlier share naming its rows, drift against the last publication). A
+failure stops everything downstream, publish included."""
 
 
 import dagster as dg
@@ -6,7 +8,8 @@ import dagster as dg
 import json
 from datetime import datetime, timezone
 
-from data_quality.contract import ENTITIES
+from data_quality.contract import ENTITIES, Entity, Rule
+from data_quality.quarantine import name_rows, rows_of_rule
 from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, erased_ids, rows_of
 from data_quality.score_rules import churn_violations, value_violations
 from data_quality.suites import COLUMNS, SUITES
@@ -60,13 +63,46 @@ def build_gx_check(asset_key: dg.AssetKey, suite_name: str, expected_count_sql: 
     return _check
 
 
+# the source rows are held to the contract by dbt (contract_holds, the quarantine's tests); GX guards what
+# the models read and what they wrote
 GX_CHECKS = [
-    build_gx_check(dg.AssetKey(["staging", "stg_customers"]), "stg_customers", None),
-    build_gx_check(dg.AssetKey(["staging", "stg_orders"]), "stg_orders", None),
-    build_gx_check(dg.AssetKey(["staging", "stg_interactions"]), "stg_interactions", None),
     build_gx_check(dg.AssetKey(["marts", "customer_features"]), "customer_features", "select count(*) from marts.dim_customers"),
     build_gx_check(customer_scores.key, "customer_scores", "select count(*) from marts.customer_features"),
 ]
+
+def build_outlier_share_check(entity: Entity, rule: Rule) -> dg.AssetChecksDefinition:
+    """Stops the run when more of the entity's rows than ``max_outlier_share`` break its not_outlier rule.
+
+    A few implausible amounts are typos and are quarantined; many are a broken export (amounts in cents, a
+    shifted column) that the bound cannot be trusted against. The message names the rows (file and row
+    number), never their values. It checks the contract step's output, so nothing after it runs."""
+    checked = dg.AssetKey(["staging", f"stg_{entity.name}_checked"])
+
+    @dg.asset_check(asset=checked, name=f"{rule.column}_outliers_within_share", blocking=True,
+                    description=f"At most CRM_MAX_OUTLIER_SHARE of the {entity.name} have an {rule.column} beyond the "
+                    "outlier bound (CRM_AMOUNT_OUTLIER_FACTOR x the 99.9th percentile of the valid values).")
+    def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
+        with settings.warehouse() as con:
+            total = int(con.execute(f"select count(*) from staging.stg_{entity.name}_checked").fetchall()[0][0])
+            rows = rows_of_rule(con, entity.name, rule.reason)
+        share, limit = (len(rows) / total if total else 0.0), settings.max_outlier_share
+        passed = share <= limit
+        description = (
+            f"{len(rows):,} of {total:,} rows beyond the {rule.column} outlier bound ({share:.2%}, limit {limit:.2%})"
+            if passed else
+            f"{entity.name}: {len(rows):,} of {total:,} rows ({share:.2%}, limit {limit:.2%}, CRM_MAX_OUTLIER_SHARE) "
+            f"have an {rule.column} beyond the outlier bound (CRM_AMOUNT_OUTLIER_FACTOR x the 99.9th percentile): "
+            f"{name_rows(rows)}. Check the export's {rule.column} column (a unit change, a shifted column); if the "
+            f"values are real, raise CRM_AMOUNT_OUTLIER_FACTOR."
+        )
+        return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description,
+                                   metadata={"rows": len(rows), "share": share, "limit": limit})
+
+    return _check
+
+
+OUTLIER_CHECKS = [build_outlier_share_check(entity, rule) for entity in ENTITIES.values()
+                  for rule in entity.rules if rule.check == "not_outlier"]
 
 PSI_COLUMNS = ("churn_probability", "potential_score")  # bounded, continuous: population stability index
 MEAN_COLUMNS = ("clv", "expected_spend")  # money with a mass at a few values: relative shift of the mean
@@ -224,5 +260,6 @@ asset_checks = [
     erasure_register_valid, pseudonyms_one_per_customer,
     *[build_erasure_check(entity) for entity in PERSONAL_TABLES_WITH_CUSTOMER_ID],
     customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run, scores_drift, *GX_CHECKS,
+    *OUTLIER_CHECKS,
     *[build_row_count_check(entity) for entity in ENTITIES],
 ]

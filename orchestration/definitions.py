@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.assets.dbt import dbt_analytics, dbt_models
+from orchestration.assets.dbt import dbt_analytics, dbt_contract, dbt_models
 from orchestration.assets.churn import customer_churn
 from orchestration.assets.ingest import ingest_assets
 from orchestration.assets.publish import publication
@@ -18,7 +18,7 @@ from orchestration.jobs import nightly_job, nightly_schedule
 from orchestration.settings import PipelineSettings
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, dbt_models, customer_value, customer_churn, customer_scores, dbt_analytics,
+    assets=[*ingest_assets, dbt_contract, dbt_models, customer_value, customer_churn, customer_scores, dbt_analytics,
             publication, run_report],
     asset_checks=[*asset_checks, report_complete],
     jobs=[nightly_job],

@@ -13,7 +13,8 @@ nightly_job = dg.define_asset_job(
     NIGHTLY_JOB_NAME,
     selection=dg.AssetSelection.all(),
     executor_def=dg.in_process_executor,
-    description="Ingest -> dbt (staging, intermediate, marts, tests) -> scores -> checks -> publish.",
+    description="Ingest -> dbt contract (checked rows, quarantine) -> dbt (staging, intermediate, marts, tests) -> "
+    "scores -> checks -> publish.",
 )
 
 nightly_schedule = dg.ScheduleDefinition(

@@ -49,7 +49,7 @@ STAGES = {
     "dbt intermediate": (("dbt:intermediate",), ("intermediate.",)),
     "dbt marts": (("dbt:marts",), ("marts.customer_features_history", "marts.customer_outcomes")),
     "dbt tests": (("dbt:tests",), ()),
-    "dbt other (start-up, parsing)": (("dbt_models",), ()),
+    "dbt other (start-up, parsing)": (("dbt_models", "dbt_contract"), ()),
     "value models": (("scores__customer_value",), ("scores.customer_value",)),
     "churn model": (("scores__customer_churn",), ("scores.customer_churn",)),
     "scoring": (("scores__customer_scores",), ("scores.customer_scores",)),
@@ -58,7 +58,7 @@ STAGES = {
     "run report": (("serving__run_report",), ()),
 }
 ASSET_STEPS = {"raw__customers", "raw__orders", "raw__interactions", "raw__campaigns", "raw__erasure_requests",
-               "ops__customer_pseudonyms", "dbt_models", "dbt_analytics", "scores__customer_value",
+               "ops__customer_pseudonyms", "dbt_contract", "dbt_models", "dbt_analytics", "scores__customer_value",
                "scores__customer_churn", "scores__customer_scores", "serving__publication", "serving__run_report"}
 
 
@@ -97,10 +97,15 @@ def table_rows(con: duckdb.DuckDBPyConnection, schemas=("raw", "staging", "quara
                                                             "scores", "analytics")) -> dict[str, int]:
     """Rows per table of the warehouse layers (one ``count(*)`` per table)."""
     found = con.execute(
-        "select schema_name || '.' || table_name from duckdb_tables() "
+        "select schema_name, table_name from duckdb_tables() "
         f"where database_name = current_database() and schema_name in ({', '.join('?' * len(schemas))})",
         list(schemas)).fetchall()
-    return {name: int(con.execute(f"select count(*) from {name}").fetchall()[0][0]) for (name,) in sorted(found)}
+    return {f"{schema}.{table}": int(con.execute(f"select count(*) from {_ident(schema, table)}").fetchall()[0][0])
+            for schema, table in sorted(found)}
+
+
+def _ident(*parts: str) -> str:
+    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
 
 @dataclass
@@ -108,7 +113,7 @@ class RunRecord:
     run_id: str
     as_of_date: str | None
     started_at: datetime | None
-    status: str  # success | failed
+    status: str  # success | failed (a success whose message starts with "warning: " left something undone)
     published: bool
     source_dir: str
     parameters: dict = field(default_factory=dict)
@@ -142,7 +147,22 @@ def ensure_table(con: duckdb.DuckDBPyConnection, schema: str = "ops") -> None:
         con.execute(migration.format(table=f"{schema}.pipeline_runs"))
 
 
+def add_warning(con: duckdb.DuckDBPyConnection, run_id: str, warning: str) -> bool:
+    """Note on a published run's row (``ops.pipeline_runs``) that something after its publication failed:
+    the status stays ``success``, the message gains ``warning: <warning>``. False when the run has no row."""
+    ensure_table(con)
+    found = con.execute("select message from ops.pipeline_runs where run_id = ?", [run_id]).fetchall()
+    if not found:
+        return False
+    previous = found[0][0] or ""
+    message = (previous + "; " if previous.startswith("warning: ") else "warning: ") + warning
+    con.execute("update ops.pipeline_runs set message = ? where run_id = ?", [message[:4000], run_id])
+    return True
+
+
 def insert(con: duckdb.DuckDBPyConnection, record: RunRecord, schema: str = "ops") -> None:
+    """Write the run's row (replacing an earlier one of the same run). ``schema`` is ours (``ops`` or the
+    release's ``next_release.main``), never input; every value is a parameter."""
     ensure_table(con, schema)
     con.execute(f"delete from {schema}.pipeline_runs where run_id = ?", [record.run_id])
     con.execute(

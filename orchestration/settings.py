@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import duckdb
@@ -22,6 +23,7 @@ from ml.potential import DEFAULT_WEIGHTS
 from ml.ranking import DEFAULT_TIER_BOUNDS
 from ml.registry import Lineage
 from ml.windows import Windows, plan_windows
+from orchestration.file_modes import private_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +55,22 @@ ENV_VARS = {
     "tier_bounds": "CRM_TIER_BOUNDS",
     "action_rules_file": "CRM_ACTION_RULES",
     "response_window_days": "CRM_RESPONSE_WINDOW_DAYS",
+    "timezone": "CRM_TIMEZONE",
+    "earliest_date": "CRM_EARLIEST_DATE",
+    "created_at_tolerance_days": "CRM_CREATED_AT_TOLERANCE_DAYS",
+    "amount_outlier_factor": "CRM_AMOUNT_OUTLIER_FACTOR",
+    "max_outlier_share": "CRM_MAX_OUTLIER_SHARE",
 }
 
 
 def data_dir() -> Path:
     """Where generated data, the warehouse and the serving database live by default."""
     return Path(os.environ.get("CRM_DATA_DIR", PROJECT_ROOT / "data"))
+
+
+# the dates of the orders that keep the contract (in the run's time zone), from the contract step
+# (dbt_contract), the first dbt step of a run
+CHECKED_ORDER_DATES = "select cast(ordered_at as date) as d from staging.stg_orders_checked where reject_reason is null"
 
 
 class SettingsError(ValueError):
@@ -68,7 +80,8 @@ class SettingsError(ValueError):
 _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": int, "annual_discount_rate": float,
             "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int,
             "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float,
-            "serving_versions": int, "max_drift_psi": float}
+            "serving_versions": int, "max_drift_psi": float, "created_at_tolerance_days": int,
+            "amount_outlier_factor": float, "max_outlier_share": float}
 
 
 def env_values() -> dict:
@@ -193,6 +206,32 @@ class PipelineSettings(dg.ConfigurableResource):
     churn_stacked_cutoffs: int = Field(
         default=_default("churn_stacked_cutoffs", 2), description="Back-dated cutoffs stacked for churn training."
     )
+    timezone: str = Field(
+        default=_default("timezone", "UTC"),
+        description="IANA time zone of the run (e.g. Europe/Berlin): timestamps with a UTC offset or Z are "
+        "converted to it before a date is taken; timestamps without one are read in it; 'today' is its today.",
+    )
+    earliest_date: str = Field(
+        default=_default("earliest_date", "1990-01-01"),
+        description="YYYY-MM-DD. Rows dated before it (orders, interactions, customers created, campaigns) are "
+        "implausible and quarantined.",
+    )
+    created_at_tolerance_days: int = Field(
+        default=_default("created_at_tolerance_days", 1),
+        description="An order or interaction may be dated this many days before its customer's created_at (the "
+        "shop may record a first order before the CRM makes the account: guest checkout, two systems' clocks); "
+        "earlier ones are quarantined. Raise it when created_at is a migration date rather than the first contact.",
+    )
+    amount_outlier_factor: float = Field(
+        default=_default("amount_outlier_factor", 20.0),
+        description="Order amounts above this many times the 99.9th percentile of the valid amounts are "
+        "implausible and quarantined (the percentile ignores amounts above 100 x this x the median).",
+    )
+    max_outlier_share: float = Field(
+        default=_default("max_outlier_share", 0.001),
+        description="Stop when more than this share of the orders have an amount beyond the outlier bound "
+        "(clean data has at most 0.1 % above its 99.9th percentile: more is a broken export).",
+    )
 
     @field_validator("as_of_date")
     @classmethod
@@ -203,6 +242,58 @@ class PipelineSettings(dg.ConfigurableResource):
                 date.fromisoformat(value)
             except ValueError as exc:
                 raise ValueError(f"as_of_date must be YYYY-MM-DD, got {value!r}") from exc
+        return value
+
+    @field_validator("warehouse_path")
+    @classmethod
+    def _warehouse_name_without_quotes(cls, value: str) -> str:
+        # DuckDB names the database after the file, and dbt-duckdb pastes that name into SQL unescaped
+        name = Path(value).stem
+        if "'" in name or '"' in name:
+            raise ValueError(f"the warehouse file name {Path(value).name!r} may not contain a quote (dbt uses it as "
+                             "the database name); rename the file (a quote in its folder is fine)")
+        return value
+
+    @field_validator("earliest_date")
+    @classmethod
+    def _valid_earliest(cls, value: str) -> str:
+        value = (value or "").strip() or "1990-01-01"
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"earliest_date (CRM_EARLIEST_DATE) must be YYYY-MM-DD, got {value!r}") from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        value = (value or "").strip() or "UTC"
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone (CRM_TIMEZONE) must be an IANA time zone name such as UTC or "
+                             f"Europe/Berlin, got {value!r}") from exc
+        return value
+
+    @field_validator("created_at_tolerance_days")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"created_at_tolerance_days (CRM_CREATED_AT_TOLERANCE_DAYS) must be 0 or more, got {value}")
+        return value
+
+    @field_validator("amount_outlier_factor")
+    @classmethod
+    def _factor_above_one(cls, value: float) -> float:
+        if not value > 1:
+            raise ValueError(f"amount_outlier_factor (CRM_AMOUNT_OUTLIER_FACTOR) must be more than 1, got {value}")
+        return value
+
+    @field_validator("max_outlier_share")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError(f"max_outlier_share (CRM_MAX_OUTLIER_SHARE) must be between 0 and 1, got {value}")
         return value
 
     @field_validator("churn_horizon_days", "clv_horizon_days")
@@ -264,29 +355,56 @@ class PipelineSettings(dg.ConfigurableResource):
         DuckDB allows one writing process per file and dbt runs as a subprocess, so no connection may
         outlive the step that opened it (dagster-duckdb's resource leaks its connection on errors).
         """
-        Path(self.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.warehouse_path, config={"memory_limit": self.duckdb_memory_limit})
-        try:
-            yield con
-        finally:
-            con.close()
+        with private_files(self.warehouse_path, self.serving_file, extra_files=(self.pseudonym_key_file,)):
+            con = duckdb.connect(self.warehouse_path, config={"memory_limit": self.duckdb_memory_limit})
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def today(self) -> date:
+        """Today in the run's time zone."""
+        return datetime.now(ZoneInfo(self.timezone)).date()
 
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> date:
-        """The run's as-of date: the configured one, else the latest order date (capped at today)."""
+        """The run's as-of date: the configured one, else the latest date of an order that keeps the contract
+        (capped at today). Never the raw rows: a quarantined order (dated in the future, say) must not move it."""
         if self.as_of_date:
             return date.fromisoformat(self.as_of_date)
-        latest = con.execute(
-            "select max(cast(try_cast(trim(ordered_at) as timestamp) as date)) from raw.orders"
-        ).fetchall()[0][0]
-        today = date.today()
+        latest = con.execute(f"select max(d) from ({CHECKED_ORDER_DATES})").fetchall()[0][0]
+        today = self.today()
         return min(latest, today) if latest else today
 
     def resolve_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
-        """The run's as-of date and every back-dated cutoff, sized to the order history in view."""
+        """The run's as-of date and every back-dated cutoff, sized to the history of orders that keep the
+        contract (an order dated 1900 is quarantined and does not lengthen it)."""
         as_of = self.resolve_as_of(con)
+        first = con.execute(f"select min(d) from ({CHECKED_ORDER_DATES}) where d <= ?", [as_of]).fetchall()[0][0]
+        return self._plan(as_of, first)
+
+    def provisional_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
+        """A guess at the run's windows from the raw orders, for the contract step's dbt vars only.
+
+        The contract models read no window var, so the guess changes nothing they build. It is passed so that
+        the contract step and the steps after it usually hand dbt identical vars: dbt re-parses the whole
+        project when a var changes (about 4 s), and with equal vars the later steps reuse the contract step's
+        parse. When the guess is wrong (bad rows at the edge of the history) the next step just parses again.
+        The windows the run uses always come from ``resolve_windows``.
+        """
+        if self.as_of_date:
+            as_of = date.fromisoformat(self.as_of_date)
+        else:
+            latest = con.execute(
+                "select max(cast(try_cast(trim(ordered_at) as timestamp) as date)) from raw.orders "
+                "where try_cast(trim(ordered_at) as timestamp) between cast(? as date) and cast(? as date)",
+                [self.earliest_date, self.today()]).fetchall()[0][0]
+            as_of = latest or self.today()
         first = con.execute(
             "select min(d) from (select cast(try_cast(trim(ordered_at) as timestamp) as date) as d from raw.orders) "
-            "where d <= ?", [as_of]).fetchall()[0][0]
+            "where d between cast(? as date) and ?", [self.earliest_date, as_of]).fetchall()[0][0]
+        return self._plan(as_of, first)
+
+    def _plan(self, as_of: date, first: date | None) -> Windows:
         return plan_windows(as_of, first, churn_horizon_days=self.churn_horizon_days,
                             clv_horizon_days=self.clv_horizon_days, stacked=self.churn_stacked_cutoffs)
 
@@ -305,4 +423,8 @@ class PipelineSettings(dg.ConfigurableResource):
             "min_buyer_share": self.min_buyer_share,
             "response_window_days": self.response_window_days,
             "duckdb_memory_limit": self.duckdb_memory_limit,
+            "timezone": self.timezone,
+            "earliest_date": self.earliest_date,
+            "created_at_tolerance_days": self.created_at_tolerance_days,
+            "amount_outlier_factor": self.amount_outlier_factor,
         }

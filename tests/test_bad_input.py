@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -51,12 +52,21 @@ def corrupted(sample_copy) -> tuple[Path, dict[str, str]]:
     bad_order("BAD-DUP", "duplicate order_id with conflicting content", amount="10.00")
     bad_order("BAD-DUP", "duplicate order_id with conflicting content", amount="20.00")
     orders.append({**template, "order_id": None})  # null key
-    # three date formats that are fine
-    for i, stamp in enumerate(["2026-05-01T10:00:00Z", "2026/05/02", "03.05.2026"]):
+    customers = _rows(sample_copy / "customers.csv")
+    # implausible rows (issue 17): non-finite and absurd amounts, dates before 1990 or before the customer
+    bad_order("BAD-NAN", "non-finite amount", amount="NaN")
+    bad_order("BAD-INF", "non-finite amount", amount="-Infinity")
+    bad_order("BAD-1900", "ordered_at before the earliest plausible date", ordered_at="1900-01-01")
+    created = min(c["created_at"] for c in customers if c["customer_id"] == template["customer_id"])
+    bad_order("BAD-EARLY", "ordered_at before the customer's created_at", ordered_at=str(
+        datetime.fromisoformat(created) - timedelta(days=30)))
+    bad_order("BAD-HUGE", "amount beyond the outlier bound", amount="1e12")
+    # date formats that are fine: ISO with Z or an offset, YYYY/MM/DD, DD.MM.YYYY
+    stamps = ["2026-05-01T10:00:00Z", "2026/05/02", "03.05.2026", "2026-05-01T10:00:00+02:00", "2026-05-01 10:00:00 z"]
+    for i, stamp in enumerate(stamps):
         orders.append({**template, "order_id": f"OK-FORMAT-{i}", "ordered_at": stamp})
     _write(sample_copy / "orders.csv", orders)
 
-    customers = _rows(sample_copy / "customers.csv")
     c0 = dict(customers[0])
     customers.append({**c0, "customer_id": None})
     customers.append({**c0, "customer_id": "BADCREATE", "created_at": "sometime"})
@@ -82,7 +92,7 @@ def test_bad_rows_are_quarantined_with_their_reason_and_the_run_publishes(corrup
         assert hits and all(q[0].startswith(rule) for q in hits), (order_id, hits)
         assert all(q[2].endswith("orders.csv") and q[3] > 0 for q in hits)
     assert any(q[0] == "missing order_id" for q in orders_q)
-    assert kept == {"OK-FORMAT-0", "OK-FORMAT-1", "OK-FORMAT-2"}
+    assert kept == {f"OK-FORMAT-{i}" for i in range(5)}
     assert {"missing customer_id", "duplicate customer_id with conflicting content and the same updated_at"} <= customers_q
     assert any(rule.startswith("unparseable created_at") for rule in customers_q)
     assert runs[0][0] == len(orders_q) + len(customers_q) + 1  # two conflicting records count twice
@@ -111,6 +121,13 @@ def _drop_column(path: Path, column: str) -> None:
     _write(path, [{k: v for k, v in r.items() if k != column} for r in rows])
 
 
+def _implausible_amounts(folder: Path, n: int = 30) -> None:
+    """n copies of a real order with an amount of 1e12: 0.3 % of the orders, under the bad-row limit (1 %),
+    over the outlier limit (CRM_MAX_OUTLIER_SHARE, 0.1 %)."""
+    rows = _rows(folder / "orders.csv")
+    _write(folder / "orders.csv", rows + [{**rows[0], "order_id": f"HUGE-{i}", "amount": "1e12"} for i in range(n)])
+
+
 STOPS = {
     "empty file": (lambda d: (d / "customers.csv").write_text(""), ["customers", "customers.csv", "the file is empty"]),
     "header only": (lambda d: (d / "orders.csv").write_text("order_id,customer_id,ordered_at,amount\n"),
@@ -129,7 +146,12 @@ STOPS = {
             line.replace("INT-", f"INT{k}-") + "\n" for k in range(10)
             for line in (d / "interactions.csv").read_text().splitlines()[1:])),
         ["interactions", "row_count_within_band", "CRM_ROW_COUNT_BAND"]),
+    "implausible amounts over the outlier share": (_implausible_amounts, [
+        "amount_outliers_within_share", "orders: 30 of ", "CRM_MAX_OUTLIER_SHARE", "beyond the outlier bound",
+        "orders.csv rows 9,937 to 9,966", "CRM_AMOUNT_OUTLIER_FACTOR"]),
 }
+# what a message must never quote (values from the file)
+NEVER_QUOTED = {"implausible amounts over the outlier share": ["1e12", "1000000000000", "HUGE-"]}
 
 
 @pytest.mark.parametrize("case", list(STOPS))
@@ -146,5 +168,7 @@ def test_broken_sources_stop_before_publishing(case, good_publication, small_sam
     err = capsys.readouterr().err
     for phrase in phrases:
         assert phrase in err, (case, phrase, err[-3000:])
+    for value in NEVER_QUOTED.get(case, []):
+        assert value not in err, (case, value)
     assert "nothing was published" in err
     assert _digest(serving) == before

@@ -51,3 +51,21 @@ def test_every_asset_has_a_blocking_check_and_every_check_blocks():
     assert unchecked == []
     not_blocking = [key.name for key in graph.asset_check_keys if not graph.get_check_spec(key).blocking]
     assert not_blocking == []
+
+
+def test_the_contract_layer_is_the_first_dbt_step_and_keeps_its_asset_keys():
+    """The checked and quarantine models build in their own step, before the as-of date is resolved from
+    the rows they pass; the rest of dbt reads them, so Dagster runs that step first."""
+    from data_quality.contract import ENTITIES
+    from orchestration.assets.dbt import dbt_contract, dbt_models
+    from orchestration.definitions import defs
+
+    contract = {k.to_user_string() for k in dbt_contract.keys}
+    assert contract == ({f"staging/stg_{e}_checked" for e in ENTITIES} | {f"quarantine/quarantine_{e}" for e in ENTITIES})
+    assert dg.AssetKey(["staging", "stg_orders_checked"]) in dbt_models.asset_deps[dg.AssetKey(["staging", "stg_orders"])]
+    assert not contract & {k.to_user_string() for k in dbt_models.keys}
+    checks = {(c.asset_key.to_user_string(), c.name) for c in defs.resolve_asset_graph().asset_check_keys}
+    assert ("staging/stg_orders_checked", "contract_holds_stg_orders_checked_orders") in checks
+    assert ("staging/stg_orders_checked", "amount_outliers_within_share") in checks  # blocks the steps after it
+    assert ("marts/customer_features_history", "assert_model_inputs_are_finite") in checks
+    assert not any(name == "gx_suite" and key.startswith("staging/") for key, name in checks)  # dbt holds staging

@@ -199,7 +199,7 @@ def _add_late_rows(folder: Path) -> None:
     orders = f"read_csv('{folder}/orders.csv', all_varchar=true)"
     late_orders = con.sql(
         f"""select 'LATE-' || row_number() over () as order_id, customer_id, '2026-07-01 10:00:00' as ordered_at,
-                   '99999' as amount, 'completed' as status, 'EUR' as currency, 'books' as product_category,
+                   '2500' as amount, 'completed' as status, 'EUR' as currency, 'books' as product_category,
                    '1' as quantity, 'online' as sales_channel
             from (select distinct customer_id from {orders}) limit 300"""
     ).to_arrow_table()

@@ -67,3 +67,9 @@ def test_ingest_failure_names_the_problem(tmp_path):
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     texts = " ".join(e.event_specific_data.user_failure_data.description for e in failures)
     assert "customers: required source file not found" in texts
+
+
+def test_cli_rejects_an_unknown_time_zone_with_exit_2(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_TIMEZONE", "Europe/Atlantis")
+    assert main(["run", "--source", str(tmp_path)]) == 2
+    assert "timezone (CRM_TIMEZONE) must be an IANA time zone name such as UTC or Europe/Berlin" in capsys.readouterr().err

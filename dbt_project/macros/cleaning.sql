@@ -4,23 +4,57 @@
     nullif(trim({{ col }}), '')
 {%- endmacro %}
 
-{#- ISO 8601 dates and timestamps (space or T, optional trailing Z), plus the unambiguous
-    YYYY/MM/DD and DD.MM.YYYY. Anything else (for example 03/04/2024: March or April?) is null and the
-    row is quarantined as unparseable. -#}
+{#- ISO 8601 dates and timestamps (space or T), plus the unambiguous YYYY/MM/DD and DD.MM.YYYY, as a
+    timestamp in the run's time zone (var 'timezone', CRM_TIMEZONE). A timestamp that carries a zone (`Z`,
+    `+02:00`, `-0500`, `+02`, or a name such as `UTC`) is that instant, converted to the run's zone before
+    anything takes its date; a naive one is already in the run's zone. Anything else (for example
+    03/04/2024: March or April?) is null and the row is quarantined as unparseable. -#}
 {% macro parse_timestamp(col) -%}
     {{ return(adapter.dispatch('parse_timestamp')(col)) }}
 {%- endmacro %}
 
+{#- True when a timestamp text carries a zone after its time of day (Z, an offset, or a zone name). -#}
+{% macro has_time_zone(text) -%}
+    {{ return(adapter.dispatch('has_time_zone')(text)) }}
+{%- endmacro %}
+
+{% macro default__has_time_zone(text) -%}
+    regexp_like({{ text }}, '[0-9]:[0-9][0-9](:[0-9][0-9]([.][0-9]*)?)? *[A-Za-z+-]')
+{%- endmacro %}
+
+{% macro duckdb__has_time_zone(text) -%}
+    regexp_matches({{ text }}, '[0-9]:[0-9][0-9](:[0-9][0-9]([.][0-9]*)?)? *[A-Za-z+-]')
+{%- endmacro %}
+
+{#- Adapters with SQL's `at time zone` (Postgres, Snowflake, Trino). -#}
 {% macro default__parse_timestamp(col) -%}
-    {{ try_cast_to("replace(replace(" ~ clean_text(col) ~ ", 'T', ' '), 'Z', '')", api.Column.translate_type('timestamp')) }}
+    case
+        when {{ has_time_zone(clean_text(col)) }}
+            then cast({{ try_cast_to(clean_text(col), 'timestamp with time zone') }} at time zone '{{ var("timezone") }}'
+                      as {{ api.Column.translate_type('timestamp') }})
+        else {{ try_cast_to(clean_text(col), api.Column.translate_type('timestamp')) }}
+    end
+{%- endmacro %}
+
+{#- Spark reads a zoned text as an instant in the session time zone (UTC for this project). -#}
+{% macro spark__parse_timestamp(col) -%}
+    case
+        when {{ clean_text(col) }} rlike '[0-9]:[0-9][0-9](:[0-9][0-9]([.][0-9]*)?)? *[A-Za-z+-]'
+            then from_utc_timestamp(to_timestamp({{ clean_text(col) }}), '{{ var("timezone") }}')
+        else to_timestamp({{ clean_text(col) }})
+    end
 {%- endmacro %}
 
 {% macro duckdb__parse_timestamp(col) -%}
-    coalesce(
-        try_cast(replace(replace({{ clean_text(col) }}, 'T', ' '), 'Z', '') as timestamp),
-        try_strptime({{ clean_text(col) }}, '%Y/%m/%d'),
-        try_strptime({{ clean_text(col) }}, '%d.%m.%Y')
-    )
+    case
+        when {{ has_time_zone(clean_text(col)) }}
+            then timezone('{{ var("timezone") }}', try_cast(regexp_replace({{ clean_text(col) }}, ' *[zZ]$', '+00:00') as timestamptz))
+        else coalesce(
+            try_cast({{ clean_text(col) }} as timestamp),
+            try_strptime({{ clean_text(col) }}, '%Y/%m/%d'),
+            try_strptime({{ clean_text(col) }}, '%d.%m.%Y')
+        )
+    end
 {%- endmacro %}
 
 {#- A cast that yields null instead of failing (dbt.safe_cast is a plain cast on some adapters). -#}
@@ -46,8 +80,50 @@
 
 {% macro postgres__type_double() -%}double precision{%- endmacro %}
 
+{#- A finite number, else null: "NaN", "Infinity", "-inf" and overflowing texts ("1e400") never reach a
+    model (the contract quarantines them with their own reason; see rule check `finite`). -#}
 {% macro parse_number(col) -%}
-    {{ try_cast_to(clean_text(col), type_double()) }}
+    {{ finite_or_null(try_cast_to(clean_text(col), type_double())) }}
+{%- endmacro %}
+
+{% macro finite_or_null(expr) -%}
+    case when {{ is_finite(expr) }} then {{ expr }} end
+{%- endmacro %}
+
+{#- True for a finite number, false for NaN and +-Infinity, null for null. -#}
+{% macro is_finite(expr) -%}
+    {{ return(adapter.dispatch('is_finite')(expr)) }}
+{%- endmacro %}
+
+{#- NaN and infinities fail x - x = 0 under IEEE arithmetic. -#}
+{% macro default__is_finite(expr) -%}
+    ({{ expr }} - {{ expr }} = 0)
+{%- endmacro %}
+
+{% macro duckdb__is_finite(expr) -%}
+    isfinite({{ expr }})
+{%- endmacro %}
+
+{#- A text that reads as a number but not a finite one (NaN, Infinity, an overflow). -#}
+{% macro is_nonfinite_number(text) -%}
+    (not {{ is_finite(try_cast_to(text, type_double())) }})
+{%- endmacro %}
+
+{#- The continuous p-quantile (0..1) of an expression over a group (the median is p = 0.5). -#}
+{% macro percentile_value(expr, p) -%}
+    {{ return(adapter.dispatch('percentile_value')(expr, p)) }}
+{%- endmacro %}
+
+{% macro default__percentile_value(expr, p) -%}
+    percentile_cont({{ p }}) within group (order by {{ expr }})
+{%- endmacro %}
+
+{% macro duckdb__percentile_value(expr, p) -%}
+    quantile_cont({{ expr }}, {{ p }})
+{%- endmacro %}
+
+{% macro spark__percentile_value(expr, p) -%}
+    percentile({{ expr }}, {{ p }})
 {%- endmacro %}
 
 {#- Integers: "3" and "3.0" parse, "3.5" and "three" do not. -#}
@@ -84,9 +160,16 @@
     nullif(regexp_replace(regexp_replace(trim({{ col }}), '^00', '+'), '[^0-9+]', '', 'g'), '')
 {%- endmacro %}
 
-{#- The moment this dbt invocation started (UTC): rows dated after it are in the future. -#}
+{#- The moment this dbt invocation started, in the run's time zone (as every parsed timestamp is): rows
+    dated after it are in the future. -#}
 {% macro run_started() -%}
-    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ api.Column.translate_type('timestamp') }})
+    {%- set local = run_started_at.astimezone(modules.pytz.timezone(var('timezone'))) -%}
+    cast('{{ local.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ api.Column.translate_type('timestamp') }})
+{%- endmacro %}
+
+{#- CRM_EARLIEST_DATE: anything dated before it is implausible. -#}
+{% macro earliest_date() -%}
+    cast('{{ var("earliest_date") }}' as date)
 {%- endmacro %}
 
 {#- The raw record as text, "column=value" pairs, for the quarantine. -#}

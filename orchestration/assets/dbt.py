@@ -1,4 +1,14 @@
-"""dbt models as Dagster assets; dbt tests become asset checks (errors stop the run)."""
+"""dbt models as Dagster assets; dbt tests become asset checks (errors stop the run).
+
+The dbt project runs as three ``dbt build`` steps, each an ``@dbt_assets`` definition over one selection:
+
+1. ``dbt_contract`` (tag ``contract``): every raw row typed and checked against the data contract
+   (``staging/stg_*_checked``) and the rows that break it (``quarantine/*``), with their tests. None of it
+   depends on the as-of date, so it runs first, and the run's as-of date and windows are then resolved
+   from the rows it passed (``PipelineSettings.resolve_windows``), never from the raw rows.
+2. ``dbt_models``: the rest of staging, intermediate and marts, as of that date.
+3. ``dbt_analytics`` (``models/analytics``): the published analyst tables, built on the Python scores.
+"""
 
 
 import json
@@ -7,7 +17,9 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
+from ml.windows import Windows
 from orchestration.dbt_project import dbt_project, ensure_manifest, step_target_path, warm_partial_parse
+from orchestration.file_modes import private_files
 from orchestration.settings import PipelineSettings
 
 ensure_manifest()
@@ -28,25 +40,41 @@ class CrmDbtTranslator(DagsterDbtTranslator):
 translator = CrmDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
+CONTRACT = "tag:contract"
 ANALYTICS = "path:models/analytics"
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings, windows: Windows):
     """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars."""
-    with settings.warehouse() as con:
-        windows = settings.resolve_windows(con)
     dbt_vars = settings.dbt_vars(windows, context.run_id)
     context.log.info(f"dbt build as of {windows.as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     target = step_target_path(context.op_def.name)
     warm_partial_parse(context.op_def.name)
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
+    # dbt writes the warehouse from a subprocess, which inherits the owner-only umask of private_files
+    with private_files(settings.warehouse_path, settings.serving_file, extra_files=(settings.pseudonym_key_file,)):
+        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
+
+
+def _resolved(settings: PipelineSettings) -> Windows:
+    with settings.warehouse() as con:
+        return settings.resolve_windows(con)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
-            exclude=ANALYTICS)
+            select=CONTRACT, name="dbt_contract")
+def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    """The contract layer: every raw row typed and checked (staging/stg_*_checked) and the rows that break
+    the contract (quarantine/*), with their tests. The run's as-of date comes from the rows it passes."""
+    with settings.warehouse() as con:
+        windows = settings.provisional_windows(con)  # the models here read no window var (see its docstring)
+    yield from _build(context, dbt, settings, windows)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            exclude=f"{CONTRACT} {ANALYTICS}")
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
-    """Staging, quarantine, intermediate and marts: everything the models need."""
-    yield from _build(context, dbt, settings)
+    """Staging, intermediate and marts as of the run's as-of date: everything the models need."""
+    yield from _build(context, dbt, settings, _resolved(settings))
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
@@ -54,4 +82,4 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings:
 def dbt_analytics(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """The published analyst tables, built on the scores: customer_scores (typed, with its contract),
     segment_summary, lifecycle_funnel and campaign_effectiveness."""
-    yield from _build(context, dbt, settings)
+    yield from _build(context, dbt, settings, _resolved(settings))
