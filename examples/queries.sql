@@ -2,28 +2,38 @@
 --   duckdb -readonly data/serving.duckdb < examples/queries.sql
 -- Every query here runs in the test suite against a real publication (tests/test_analyst_outputs.py).
 
--- name: top_customers_per_tier_and_region
--- The five highest-potential customers in each priority tier and region, with what to do.
+-- name: top_customers_per_tier_and_channel
+-- The five highest-potential customers in each priority tier and contact channel, with what to do.
 with ranked as (
     select
-        s.priority_tier,
-        coalesce(p.region, 'unknown') as region,
-        s.customer_id,
-        s.potential_rank,
-        s.potential_score,
-        round(s.clv, 2) as clv,
-        s.next_best_action,
-        s.action_channel,
-        s.next_category,
-        row_number() over (
-            partition by s.priority_tier, coalesce(p.region, 'unknown') order by s.potential_rank
-        ) as rank_in_group
-    from customer_scores as s
-    inner join customer_profile as p on p.customer_key = s.customer_key
+        priority_tier,
+        action_channel,
+        customer_id,
+        potential_rank,
+        potential_score,
+        round(clv, 2) as clv,
+        next_best_action,
+        next_category,
+        row_number() over (partition by priority_tier, action_channel order by potential_rank) as rank_in_group
+    from customer_scores
 )
 select * from ranked
 where rank_in_group <= 5
-order by priority_tier, region, rank_in_group;
+order by priority_tier, action_channel, rank_in_group;
+
+-- name: profile_by_country_and_age_band
+-- The de-identified profile (k-anonymous, no key shared with customer_scores): customers, spend and
+-- consent per country and age band; generalised rows ('other', wider bands, 'suppressed') appear as they are.
+select
+    country,
+    age_band,
+    count(*) as customers,
+    round(avg(spend_last_365d), 2) as avg_spend_last_365d,
+    round(avg(n_orders), 1) as avg_orders,
+    round(avg(case when marketing_consent then 1.0 else 0 end), 3) as consent_share
+from customer_profile
+group by country, age_band
+order by country, age_band;
 
 -- name: at_risk_high_value_customers
 -- High-value customers who are slipping away: call them first.

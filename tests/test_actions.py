@@ -198,6 +198,9 @@ def serving(request) -> duckdb.DuckDBPyConnection:
     else:
         path = request.getfixturevalue("large_publication")
     with duckdb.connect(str(path), read_only=True) as con:
+        # customer_profile no longer joins to customer_scores (its own key): the customers' consent, country
+        # and age band come from the warehouse the run published from
+        con.execute("attach ? as warehouse (read_only)", [str(path.parent / "warehouse.duckdb")])
         yield con
 
 
@@ -207,7 +210,7 @@ def _published_actions(con) -> pd.DataFrame:
                s.churn_probability, s.priority_tier, s.rfm_segment, s.clv,
                case when p.marketing_consent then 'yes' when not p.marketing_consent then 'no' else 'unknown' end
                    as consent
-        from customer_scores as s left join customer_profile as p on p.customer_key = s.customer_key""").df()
+        from customer_scores as s left join warehouse.marts.customer_features as p on p.customer_id = s.customer_id""").df()
 
 
 @pytest.mark.slow
@@ -253,7 +256,7 @@ def _recommended(customers: pd.DataFrame) -> tuple[str, float]:
 def test_segment_summary_recommends_the_action_covering_most_of_the_segments_clv(serving):
     customers = serving.execute("""
         select s.*, coalesce(p.country, 'unknown') as country, coalesce(p.age_band, 'unknown') as age_band
-        from customer_scores as s left join customer_profile as p on p.customer_key = s.customer_key""").df()
+        from customer_scores as s left join warehouse.marts.customer_features as p on p.customer_id = s.customer_id""").df()
     customers["behaviour_cluster"] = customers["behaviour_cluster_label"]
     customers["all"] = "all"
     summary = serving.execute("select * from segment_summary").df()
