@@ -499,9 +499,9 @@ def _write(out, config, end, customers, orders, interactions, campaigns, truth) 
     ]:
         path = out / f"{name}.{fmt}"
         opts = "(FORMAT csv, HEADER true)" if fmt == "csv" else "(FORMAT parquet, COMPRESSION zstd)"
-        con.execute(f"COPY ({sql}) TO '{path}' {opts}")
+        con.execute(f"COPY ({sql}) TO ? {opts}", [str(path)])
         counts[name] = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
-    con.execute(f"COPY ({truth_sql}) TO '{out / '_truth.parquet'}' (FORMAT parquet)")
+    con.execute(f"COPY ({truth_sql}) TO ? (FORMAT parquet)", [str(out / '_truth.parquet')])
     con.close()
     return counts
 

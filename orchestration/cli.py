@@ -7,22 +7,36 @@ so the CLI, the schedule and the UI run exactly the same graph.
 from __future__ import annotations
 
 import argparse
-import json
 import contextlib
 import io
+import json
 import os
 import sys
 import time
+import traceback
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from data_quality.pii import scrub_text
+from orchestration import run_logging
+from orchestration.failures import first_line, run_outcome
+from orchestration.run_lock import RunLockHeld, describe_holder, run_lock
 from orchestration.run_log import stage_summary
 from orchestration.settings import ENV_VARS, PROJECT_ROOT, PipelineSettings, SettingsError
 
 EPILOG_RUN = """
 Every option can also be set with an environment variable (in brackets) or, from the Dagster UI, as
-run config under resources.settings.config. Exit status: 0 published, 1 the run failed (nothing was
-published; the previous serving database is untouched), 2 bad arguments.
+run config under resources.settings.config. Exit status: 0 published (warnings, if a step after the
+publication failed, are printed and noted in pipeline_runs), 1 the run failed (nothing was published;
+the previous serving database is untouched) or another run holds the warehouse, 2 bad arguments.
+
+One run per warehouse at a time: a run holds <warehouse>.lock (an OS lock, released when the process ends,
+however it ends). A second run exits 1 at once with "another run (<id>, started <time>) holds <warehouse>",
+without touching the warehouse; with --wait it waits for the first one to end, then runs.
+
+A failed run prints one line per failed step or check; the full error text and stack frames are in the run
+log <warehouse folder>/logs/run_<run_id>.log and in the Dagster UI (--log-level DEBUG prints them too).
 
 examples:
   crm-potential run                                   # the sample data, as of its latest order date
@@ -75,31 +89,20 @@ def _settings_from_args(args: argparse.Namespace) -> PipelineSettings:
     try:
         return PipelineSettings.from_env(**overrides)
     except (SettingsError, ValueError) as exc:
-        raise SystemExit(_usage_error(str(exc)))
+        raise SystemExit(_usage_error(_settings_message(exc)))
+
+
+def _settings_message(exc: Exception) -> str:
+    """A settings error in one line per bad setting (pydantic's own text spans several, with a URL)."""
+    errors = getattr(exc.__cause__ or exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    return "; ".join(e["msg"].removeprefix("Value error, ") for e in errors())
 
 
 def _usage_error(message: str) -> int:
     print(f"crm-potential: error: {message}", file=sys.stderr)
     return 2
-
-
-def _failure_messages(result) -> list[str]:
-    messages = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            data = event.event_specific_data
-            err = getattr(data, "error", None)
-            while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
-                err = err.cause
-            text = err.message.strip() if err else "step failed"
-            user = getattr(data, "user_failure_data", None)
-            if user is not None and user.description:
-                text = user.description
-            messages.append(f"{event.step_key}: {text}")
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-            ev = event.event_specific_data
-            messages.append(f"check {ev.check_name} on {ev.asset_key.to_user_string()} failed: {ev.description}")
-    return messages
 
 
 def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> None:
@@ -117,6 +120,7 @@ def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> N
     print(f"  serving database : {settings.serving_file}")
     print(f"  warehouse        : {settings.warehouse_path}")
     print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
+    print(f"  run log          : {run_logging.run_log_path(settings.warehouse_path, run_id)}")
     print("\nTop 10 customers by potential:")
     header = ("rank", "customer_id", "score", "tier", "clv", "churn", "rfm_segment", "next_best_action")
     rows = [header] + [tuple(str(v) for v in row) for row in top]
@@ -154,8 +158,22 @@ def _quarantine_lines(settings: PipelineSettings) -> list[str]:
         return []
 
 
+def _erased_ids(settings: PipelineSettings) -> list[str]:
+    """Erased customers' ids, so that no failure line names one (the lines are stored and printed)."""
+    from data_quality.pii import erased_ids
+
+    if not Path(settings.warehouse_path).exists():
+        return []
+    try:
+        with settings.warehouse() as con:
+            return erased_ids(con)
+    except Exception:  # the warehouse may be what broke; the generic scrub still applies
+        return []
+
+
 def _record_failure(settings: PipelineSettings, run_id: str, messages: list[str], started: datetime) -> None:
-    """Note the failed run in the warehouse's pipeline_runs (published with the next good run)."""
+    """Note the failed run in the warehouse's pipeline_runs (published with the next good run). The lines
+    were scrubbed by the caller; the record is scrubbed again as it is stored."""
     from orchestration import run_log
     from orchestration.publication import ensure_ops_tables
 
@@ -172,29 +190,53 @@ def _record_failure(settings: PipelineSettings, run_id: str, messages: list[str]
                     published=False,
                     source_dir=settings.source_dir,
                     parameters=settings.model_dump(),
-                    message=" | ".join(messages)[:4000],
+                    message=scrub_text(" | ".join(messages))[:4000],
                 ),
             )
     except Exception as exc:  # the warehouse itself may be the problem; the run's failure is what matters
-        print(f"(could not record the failed run in pipeline_runs: {exc})", file=sys.stderr)
+        print(f"  (not recorded in pipeline_runs: {type(exc).__name__}: {first_line(str(exc), 200)})", file=sys.stderr)
 
 
-def run_pipeline(settings: PipelineSettings, *, log_level: str = "INFO", quiet: bool = False):
-    """Run the nightly job in-process through Dagster; returns the ExecuteInProcessResult."""
+def _note_warnings(settings: PipelineSettings, run_id: str, warnings: list[str]) -> None:
+    """A published run whose later steps failed: the row in pipeline_runs says so (status stays success)."""
+    from orchestration import run_log
+
+    try:
+        with settings.warehouse() as con:
+            for warning in warnings:
+                run_log.add_warning(con, run_id, warning)
+    except Exception as exc:
+        print(f"  (warnings not recorded in pipeline_runs: {type(exc).__name__}: {first_line(str(exc), 200)})",
+              file=sys.stderr)
+
+
+def run_pipeline(settings: PipelineSettings, *, run_id: str | None = None, log_level: str = "INFO",
+                 quiet: bool = False):
+    """Run the nightly job in-process through Dagster; returns the ExecuteInProcessResult. The terminal gets
+    one line per log record (``run_logging``), the run log ``<warehouse folder>/logs/run_<run_id>.log`` all."""
     _dagster_home()
     from dagster import DagsterInstance
 
     from orchestration.definitions import defs
     from orchestration.jobs import NIGHTLY_JOB_NAME
 
+    run_id = run_id or str(uuid.uuid4())
+    log_level = log_level.upper()
+    log_path = run_logging.run_log_path(settings.warehouse_path, run_id)
     run_config = {
         "resources": {"settings": {"config": settings.model_dump()}},
-        "loggers": {"console": {"config": {"log_level": "WARNING" if quiet else log_level}}},
+        "loggers": {"console": {"config": {"log_level": "WARNING" if quiet else log_level}},
+                    "file": {"config": {"path": str(log_path),
+                                        "log_level": "DEBUG" if log_level == "DEBUG" else "INFO"}}},
     }
-    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
+    job = defs.resolve_job_def(NIGHTLY_JOB_NAME).with_logger_defs(run_logging.logger_defs(log_level))
     stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(_ProgressFilter(sys.stdout))
-    with DagsterInstance.get() as instance, stdout:
-        return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    try:
+        with DagsterInstance.get() as instance, stdout:
+            return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
+                                          run_id=run_id)
+    finally:
+        run_logging.close(log_path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -203,21 +245,59 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _usage_error(
             f"source folder {settings.source_dir} does not exist (run `make sample` for the bundled sample)"
         )
-    print(f"crm-potential: running the nightly job on {settings.source_dir}", flush=True)
+    run_id = str(uuid.uuid4())
+    warehouse = Path(settings.warehouse_path)
+
+    def waiting(holder: dict) -> None:
+        limit = f" (at most {args.wait:g} s)" if args.wait else ""
+        print(f"crm-potential: {describe_holder(warehouse, holder)}; waiting for it to end{limit}",
+              file=sys.stderr, flush=True)
+
+    try:
+        with run_lock(warehouse, run_id, wait=args.wait, on_wait=waiting):
+            return _run_holding_lock(settings, args, run_id)
+    except RunLockHeld as exc:
+        print(f"crm-potential: {exc}; this run stopped before touching it, so it is not recorded in pipeline_runs. "
+              "Run again when that run has ended, or add --wait to wait for it.", file=sys.stderr)
+        return 1
+
+
+def _run_holding_lock(settings: PipelineSettings, args: argparse.Namespace, run_id: str) -> int:
+    log_path = run_logging.run_log_path(settings.warehouse_path, run_id)
+    print(f"crm-potential: running the nightly job on {settings.source_dir} (run {run_id})", flush=True)
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     t0 = time.perf_counter()
-    result = run_pipeline(settings, log_level=args.log_level, quiet=args.quiet)
+    args.run_log = log_path  # main() puts the frames of an error outside the steps there
+    result = run_pipeline(settings, run_id=run_id, log_level=args.log_level, quiet=args.quiet)
     seconds = time.perf_counter() - t0
+    outcome = run_outcome(result.all_events)
     if result.success:
         _print_summary(settings, result.run_id, seconds)
         return 0
-    messages = _failure_messages(result) or ["the run failed; see the Dagster logs above"]
-    messages += _quarantine_lines(settings)
-    _record_failure(settings, result.run_id, messages, started)
+    from orchestration.publication import published_run_id
+
+    ids = _erased_ids(settings)
+    lines = [scrub_text(line, ids) for line in outcome.lines]
+    # the serving file was swapped in (the publish step said so, or the file holds this run): what failed
+    # after that is a warning on a published run, never "nothing was published"
+    if outcome.published or published_run_id(settings.serving_file) == result.run_id:
+        _note_warnings(settings, result.run_id, lines)
+        _print_summary(settings, result.run_id, seconds)
+        print(f"\nPublished, but {len(lines)} later step(s) or check(s) failed:", file=sys.stderr)
+        for line in lines:
+            print(f"  - {line}", file=sys.stderr)
+        print(f"Full error text and stack frames: {log_path} (and the Dagster UI: make ui)", file=sys.stderr)
+        run_logging.append(log_path, "published with warnings: " + " | ".join(lines))
+        return 0
+    lines = (lines or ["the run failed before any step; see the run log"]) + [
+        scrub_text(line, ids) for line in _quarantine_lines(settings)]
+    _record_failure(settings, result.run_id, lines, started)
     print(f"\nRun {result.run_id} FAILED after {seconds:.1f}s; nothing was published.", file=sys.stderr)
-    for msg in messages:
-        print(f"  - {msg}", file=sys.stderr)
+    for line in lines:
+        print(f"  - {line}", file=sys.stderr)
     print(f"The serving database {settings.serving_file} is unchanged.", file=sys.stderr)
+    print(f"Full error text and stack frames: {log_path} (and the Dagster UI: make ui)", file=sys.stderr)
+    run_logging.append(log_path, "run failed: " + " | ".join(lines))
     return 1
 
 
@@ -285,8 +365,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         for version in list_versions(settings.serving_file):
             print(version)
         return 0
-    try:
-        chosen = rollback(settings.serving_file, args.to)
+    try:  # a rollback during a run would be overwritten by its publication: one at a time
+        with run_lock(settings.warehouse_path, f"rollback-{uuid.uuid4()}"):
+            chosen = rollback(settings.serving_file, args.to)
+    except RunLockHeld as exc:
+        print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
+        return 1
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
     print(f"rolled back {settings.serving_file} to {chosen.name}; readers see it on their next connection")
@@ -320,8 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", metavar="DIR", help=f"model registry ({ENV_VARS['model_registry_dir']}; default models/)")
     run.add_argument("--erase", metavar="FILE",
                      help=f"customer ids to erase, one per line ({ENV_VARS['erase_file']}); kept and applied to every later run")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster console log level (default INFO; DEBUG also shows every dbt line)")
-    run.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
+    run.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="terminal log level (default INFO; DEBUG also shows every dbt line and the full error "
+                     "text and stack frames of a failure, which otherwise go to the run log only)")
+    run.add_argument("--wait", nargs="?", type=float, const=0.0, default=None, metavar="SECONDS",
+                     help="if another run holds the warehouse, wait for it to end (at most SECONDS; no value: as "
+                     "long as it takes) instead of exiting 1 at once")
+    run.add_argument("--quiet", action="store_true", help="only warnings and the final summary (or the failed steps)")
     run.set_defaults(func=cmd_run)
 
     gen = sub.add_parser(
@@ -346,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", metavar="RUN_ID", help="the run whose publication to restore")
     rb.add_argument("--list", action="store_true", help="list the kept publications and exit")
     rb.add_argument("--serving", metavar="PATH", help="serving database (default data/serving.duckdb)")
-    rb.add_argument("--warehouse", metavar="PATH", help=argparse.SUPPRESS)
+    rb.add_argument("--warehouse", metavar="PATH",
+                    help="the warehouse whose runs publish there (its run lock keeps a rollback and a run apart)")
     rb.set_defaults(func=cmd_rollback, source=None, as_of=None, churn_horizon_days=None, clv_horizon_days=None)
 
     docs = sub.add_parser(
@@ -368,6 +458,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was published", file=sys.stderr)
         return 130
+    except Exception as exc:  # outside the steps (Dagster reports those): one line here, the frames in the run log
+        log_path = getattr(args, "run_log", None)
+        if log_path is None or args.log_level == "DEBUG":
+            raise
+        run_logging.append(log_path, traceback.format_exc())
+        print(f"crm-potential: error: {type(exc).__name__}: {first_line(str(exc))} (stack frames in {log_path})",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

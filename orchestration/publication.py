@@ -4,19 +4,30 @@ The new serving file is written beside the old one under a temporary name, close
 no WAL left), then renamed over the old one with ``os.replace``. Readers that hold the old file open
 keep reading the old publication; a reader that connects after the rename sees the new one; nobody
 ever sees a half-written file. A failure before the rename leaves the old file untouched.
+
+No file a reader may hold is ever modified: the kept publications (``.serving-versions/``, hard links of
+earlier serving files, so possibly the very inode a BI tool has open) are scrubbed of erased customers by
+writing a new file and renaming it over the version's name. Once the serving rename happened the run is
+published: what fails after it is a warning on a published run (``Published.warnings``, recorded in
+``pipeline_runs.message`` as ``warning: ...``), never a failure. Every path and value reaches SQL as a
+parameter or a quoted literal, every identifier quoted.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
 
-from data_quality.pii import erased_ids, pseudonymise, scrub_file
+from data_quality.pii import erased_ids, profile_pseudonymise, pseudonymise, scrub_text
 from orchestration import run_log
+
+WARNING_PREFIX = "warning: "
 
 MODEL_PERFORMANCE_DDL = """
 create table if not exists ops.model_performance (
@@ -38,7 +49,7 @@ create table if not exists ops.model_performance (
 # published table -> the warehouse query that fills it
 PUBLISHED_TABLES = {
     "customer_scores": "select * from analytics.customer_scores order by potential_rank",
-    "customer_profile": "select * from marts.customer_profile order by customer_key",
+    "customer_profile": "select * from marts.customer_profile order by profile_key",
     "segment_summary": "select * from analytics.segment_summary order by segment_type, cut_type, cut_value, segment",
     "lifecycle_funnel": "select * from analytics.lifecycle_funnel order by period_end, from_stage, to_stage_order",
     "campaign_effectiveness": "select * from analytics.campaign_effectiveness order by campaign_id, segment",
@@ -80,7 +91,9 @@ OPS_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "as_of_date": "The run's as-of date.",
             "started_at": "When the run started (UTC).",
             "finished_at": "When the run finished or failed (UTC).",
-            "status": "success or failed.",
+            "status": "success or failed. A published run whose publication left something undone (a kept "
+                      "earlier publication not yet scrubbed of erased customers, for example) is a success "
+                      "whose message starts with 'warning: '.",
             "published": "True when the run replaced the serving database.",
             "source_dir": "The source folder the run read.",
             "parameters": "JSON: the run's settings (horizons, weights, tier bounds, thresholds, paths).",
@@ -92,7 +105,8 @@ OPS_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "checks_failed": "Quality checks that failed (a failed blocking check stops the publication).",
             "model_versions": "JSON: the value and churn models and the scoring rules behind the published scores.",
             "stage_seconds": "JSON: seconds per Dagster step, and per dbt layer (dbt:<layer>).",
-            "message": "The error of a failed run; empty for a successful one.",
+            "message": "The error of a failed run; for a successful one empty, or 'warning: ' and what the "
+                       "publication left undone and what to do.",
             "quarantined_by_rule": "JSON: quarantined rows per source entity and contract rule.",
             "stage_rows": "JSON: rows per warehouse table when the run published.",
         }),
@@ -100,39 +114,51 @@ OPS_DOCS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    """A SQL string literal (DuckDB takes no parameter in ``comment on``)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _ident(*parts: str) -> str:
+    """A quoted, dotted SQL identifier: ``"catalog"."schema"."table"``."""
+    return ".".join('"' + str(p).replace('"', '""') + '"' for p in parts)
 
 
 def comment_ops_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
     """Write ``OPS_DOCS`` as table and column comments on the release's operational tables."""
     written = 0
     for table, (description, columns) in OPS_DOCS.items():
-        con.execute(f"comment on table {catalog}.main.{table} is {_quoted(description)}")
+        con.execute(f"comment on table {_ident(catalog, 'main', table)} is {_quoted(description)}")
         written += 1
         present = {c for (c,) in con.execute(
             "select column_name from duckdb_columns() "
             "where database_name = ? and schema_name = 'main' and table_name = ?", [catalog, table]).fetchall()}
         for column, comment in columns.items():
             if column in present:
-                con.execute(f'comment on column {catalog}.main.{table}."{column}" is {_quoted(comment)}')
+                con.execute(f"comment on column {_ident(catalog, 'main', table, column)} is {_quoted(comment)}")
                 written += 1
     return written
 
 
+def _copy_table_comments(con: duckdb.DuckDBPyConnection, source: tuple[str, str, str],
+                         target: tuple[str, str, str]) -> int:
+    """Copy the table and column comments of ``source`` (catalog, schema, table) onto ``target``."""
+    where = "database_name = ? and schema_name = ? and table_name = ? and comment is not null"
+    copied = 0
+    for (comment,) in con.execute(f"select comment from duckdb_tables() where {where}", list(source)).fetchall():
+        con.execute(f"comment on table {_ident(*target)} is {_quoted(comment)}")
+        copied += 1
+    for column, comment in con.execute(f"select column_name, comment from duckdb_columns() where {where}",
+                                       list(source)).fetchall():
+        con.execute(f"comment on column {_ident(*target, column)} is {_quoted(comment)}")
+        copied += 1
+    return copied
+
+
 def copy_comments(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
     """Carry the table and column descriptions dbt persisted in the warehouse over to the new release."""
-    quoted = _quoted
-    copied = 0
-    for table, schema in DOCUMENTED_IN.items():
-        where = "database_name = current_database() and schema_name = ? and table_name = ? and comment is not null"
-        for (comment,) in con.execute(f"select comment from duckdb_tables() where {where}", [schema, table]).fetchall():
-            con.execute(f"comment on table {catalog}.main.{table} is {quoted(comment)}")
-            copied += 1
-        for column, comment in con.execute(f"select column_name, comment from duckdb_columns() where {where}",
-                                           [schema, table]).fetchall():
-            con.execute(f'comment on column {catalog}.main.{table}."{column}" is {quoted(comment)}')
-            copied += 1
-    return copied
+    home = con.execute("select current_database()").fetchall()[0][0]
+    return sum(_copy_table_comments(con, (home, schema, table), (catalog, "main", table))
+               for table, schema in DOCUMENTED_IN.items())
 
 
 def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -149,12 +175,21 @@ def versions_dir(serving_path: Path) -> Path:
     return Path(serving_path).resolve().parent / ".serving-versions"
 
 
-def _published_run_id(path: Path) -> str:
+def published_run_id(serving_path: Path) -> str | None:
+    """The run whose publication ``serving_path`` holds (None when there is none or it cannot be read).
+
+    The CLI compares it with a failed run's id: equal means the run did swap its file in, so it must not
+    say that nothing was published."""
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            return con.execute("select run_id from pipeline_runs where published order by finished_at desc limit 1").fetchall()[0][0]
-    except (duckdb.Error, IndexError):
-        return "unknown"
+        with duckdb.connect(str(serving_path), read_only=True) as con:
+            return con.execute("select run_id from pipeline_runs where published "
+                               "order by finished_at desc limit 1").fetchall()[0][0]
+    except (duckdb.Error, IndexError, OSError):
+        return None
+
+
+def _published_run_id(path: Path) -> str:
+    return published_run_id(path) or "unknown"
 
 
 def keep_version(serving_path: Path, keep: int) -> Path | None:
@@ -172,6 +207,71 @@ def keep_version(serving_path: Path, keep: int) -> Path | None:
     return target
 
 
+def erased_keys(ids: list[str], pseudonym_key: bytes | None) -> dict[str, list[str]]:
+    """Column -> the values that identify the erased customers ``ids`` in a published table."""
+    keys = {"customer_id": list(ids)}
+    if ids and pseudonym_key:
+        keys["customer_key"] = pseudonymise(ids, pseudonym_key)
+        keys["profile_key"] = profile_pseudonymise(ids, pseudonym_key)
+    return keys
+
+
+def _erased_match(columns: set[str], erased: dict[str, list[str]]) -> tuple[str | None, list]:
+    """The condition that picks an erased customer's rows of a table with ``columns``, and its parameters."""
+    present = [c for c in erased if c in columns and erased[c]]
+    terms = [f"coalesce(list_contains(?::varchar[], trim(cast({_ident(c)} as varchar))), false)" for c in present]
+    return (" or ".join(terms) or None), [erased[c] for c in present]
+
+
+def scrub_version(path: Path, erased: dict[str, list[str]]) -> int:
+    """Remove the customers from a kept publication; returns the rows removed.
+
+    The file is never opened for writing: it may be the very inode a BI reader holds (a kept version is a
+    hard link of an earlier serving file), and a reader's lock would refuse the writer. Instead its tables,
+    less the rows whose ``customer_id``, ``customer_key``, ... is one of the values ``erased`` gives for that
+    column (``erased_keys``), are written (with their comments) to a new file that is renamed over the
+    version's name: a reader keeps its view, the deleted rows leave no trace in free blocks, and a file with
+    none of the customers is left alone."""
+    path = Path(path)
+    if not any(erased.values()):
+        return 0
+    tmp = path.with_name(f".{path.name}.scrub.tmp")
+    _remove(tmp)
+    try:
+        with duckdb.connect() as con:
+            con.execute("attach ? as kept (read_only)", [str(path)])
+            removed = _write_scrubbed(con, tmp, erased)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if removed:
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    return removed
+
+
+def _write_scrubbed(con: duckdb.DuckDBPyConnection, tmp: Path, erased: dict[str, list[str]]) -> int:
+    """Copy the attached ``kept`` catalog into ``tmp`` without the customers' rows, if it holds any."""
+    tables: dict[tuple[str, str], set[str]] = {}
+    for schema, table, column in con.execute("select schema_name, table_name, column_name from duckdb_columns() "
+                                             "where database_name = 'kept'").fetchall():
+        tables.setdefault((schema, table), set()).add(column)
+    plan = [(schema, table, *_erased_match(columns, erased)) for (schema, table), columns in sorted(tables.items())]
+    removed = sum(con.execute(f"select count(*) from {_ident('kept', schema, table)} where {match}",
+                              values).fetchall()[0][0] for schema, table, match, values in plan if match)
+    if not removed:
+        return 0
+    con.execute("attach ? as scrubbed", [str(tmp)])
+    for schema, table, match, values in plan:
+        con.execute(f"create schema if not exists {_ident('scrubbed', schema)}")
+        where = f" where not ({match})" if match else ""
+        con.execute(f"create table {_ident('scrubbed', schema, table)} as "
+                    f"select * from {_ident('kept', schema, table)}{where}", values if match else None)
+        _copy_table_comments(con, ("kept", schema, table), ("scrubbed", schema, table))
+    con.execute("detach scrubbed")
+    return removed
+
+
 def list_versions(serving_path: Path) -> list[Path]:
     """Kept publications, newest first."""
     folder = versions_dir(serving_path)
@@ -181,7 +281,12 @@ def list_versions(serving_path: Path) -> list[Path]:
 def replace_atomically(source: Path, serving_path: Path) -> None:
     os.chmod(source, 0o644)  # readable by the BI group, writable only by the pipeline
     os.replace(source, serving_path)
-    dir_fd = os.open(serving_path.parent, os.O_RDONLY)
+    _sync_folder(serving_path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (fsync the directory)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -207,9 +312,53 @@ def rollback(serving_path: Path, run_id: str | None = None) -> Path:
     return chosen
 
 
+@dataclass
+class Published:
+    """What ``publish`` did: rows per published table, and what it left undone (the run is published)."""
+    counts: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        """``pipeline_runs.message`` of the published run: empty, or ``warning: `` and the warnings."""
+        return (WARNING_PREFIX + "; ".join(self.warnings))[:4000] if self.warnings else ""
+
+
+def _reason(exc: BaseException) -> str:
+    """The error in a few words for a stored warning: its type and first line, PII-scrubbed."""
+    first = scrub_text(str(exc).strip().splitlines()[0])[:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _keep_and_scrub(con: duckdb.DuckDBPyConnection, serving_path: Path, keep: int,
+                    pseudonym_key: bytes | None) -> list[str]:
+    """Keep the current publication, prune old ones and remove erased customers from all that are kept.
+    A version that cannot be kept or scrubbed does not stop the publication: it becomes a warning that says
+    what to do (the next run scrubs again)."""
+    warnings = []
+    try:
+        keep_version(serving_path, keep)
+    except Exception as exc:
+        warnings.append(f"the previous publication was not kept in {versions_dir(serving_path)} ({_reason(exc)}); "
+                        "rollback to it is not possible, check that folder")
+    ids = erased_ids(con)
+    erased = erased_keys(ids, pseudonym_key)
+    for version in list_versions(serving_path) if ids else []:  # erasure reaches the kept publications too
+        try:
+            scrub_version(version, erased)
+        except Exception as exc:
+            warnings.append(f"kept publication {version} may still hold erased customers ({_reason(exc)}); "
+                            "the next run retries, or delete the file")
+    return warnings
+
+
 def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3,
-            pseudonym_key: bytes | None = None) -> dict[str, int]:
-    """Build the new serving file from the warehouse ``con`` and swap it in; returns rows per table."""
+            pseudonym_key: bytes | None = None) -> Published:
+    """Build the new serving file from the warehouse ``con`` and swap it in.
+
+    Raises only before the swap (then nothing was published). The kept publications are looked after
+    just before the swap so that the release's own ``pipeline_runs`` row already carries any warning;
+    after the swap only the warehouse's record remains, and its failure is a warning too."""
     serving_path = Path(serving_path).resolve()
     serving_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in serving_path.parent.glob(f".{serving_path.name}.*.tmp*"):  # left by a killed run
@@ -217,12 +366,14 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     tmp = serving_path.with_name(f".{serving_path.name}.{record.run_id}.tmp")
     ensure_ops_tables(con)
     counts: dict[str, int] = {}
-    con.execute(f"attach '{tmp}' as next_release")
+    con.execute("attach ? as next_release", [str(tmp)])
     try:
         for name, sql in PUBLISHED_TABLES.items():
-            con.execute(f"create table next_release.main.{name} as {sql}")
-            counts[name] = con.execute(f"select count(*) from next_release.main.{name}").fetchall()[0][0]
+            con.execute(f"create table {_ident('next_release', 'main', name)} as {sql}")
+            counts[name] = con.execute(f"select count(*) from {_ident('next_release', 'main', name)}").fetchall()[0][0]
         copy_comments(con, "next_release")
+        result = Published(counts, _keep_and_scrub(con, serving_path, keep, pseudonym_key))
+        record = replace(record, message=result.message or record.message)
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
         comment_ops_tables(con, "next_release")
@@ -236,12 +387,20 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         _remove(tmp)
         raise
     if tmp.with_name(tmp.name + ".wal").exists():  # DETACH checkpoints; a WAL here would be a bug
+        _remove(tmp)
         raise RuntimeError(f"{tmp}.wal left behind after detach; refusing to publish a partial file")
-    keep_version(serving_path, keep)
-    replace_atomically(tmp, serving_path)
-    run_log.insert(con, record)
-    erased = erased_ids(con)
-    keys = pseudonymise(erased, pseudonym_key) if erased and pseudonym_key else []
-    for version in list_versions(serving_path):  # erasure reaches the kept publications too
-        scrub_file(version, erased, keys)
-    return counts
+    os.chmod(tmp, 0o644)  # readable by the BI group, writable only by the pipeline
+    os.replace(tmp, serving_path)  # from here on the run is published: nothing below may fail it
+    late = []
+    try:
+        _sync_folder(serving_path.parent)
+    except OSError as exc:
+        late.append(f"the rename of {serving_path} may not survive a power cut ({_reason(exc)}); check the disk")
+    try:
+        run_log.insert(con, replace(record, message=Published(counts, result.warnings + late).message
+                                    or record.message))
+    except Exception as exc:
+        late.append(f"the run was not recorded in the warehouse's ops.pipeline_runs ({_reason(exc)}); "
+                    "the serving file's pipeline_runs has it")
+    result.warnings += late
+    return result

@@ -140,7 +140,8 @@ def _card(title: str, value: str, note: str = "", delta: str = "") -> str:
 def _read(serving_file: Path, tables: list[str]) -> dict[str, pd.DataFrame]:
     with duckdb.connect(str(serving_file), read_only=True) as con:
         present = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-        return {t: con.sql(f"select * from {t}").to_arrow_table().to_pandas() for t in tables if t in present}
+        return {t: con.sql('select * from "' + t.replace('"', '""') + '"').to_arrow_table().to_pandas()
+                for t in tables if t in present}
 
 
 def published_as_of(serving_file: Path) -> str:

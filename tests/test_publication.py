@@ -15,8 +15,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from data_quality.pii import pseudonym_key
 from orchestration.cli import main
-from orchestration.publication import list_versions
+from orchestration.publication import erased_keys, list_versions, publish, published_run_id, scrub_version
+from orchestration.run_log import RunRecord
 from tests.conftest import published_run_id as _run_id
 from tests.conftest import run_args
 
@@ -27,6 +29,127 @@ CLI = str(Path(sys.executable).with_name("crm-potential"))
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+
+# A BI tool as the README recommends: a read-only connection, with a query left open. It prints what it sees
+# (rows, run ids, rows of the customer argv[2]), waits for a line on stdin, and prints what it sees again.
+HOLDER = r"""
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+table = sys.argv[3]
+pending = con.cursor().execute(f"select * from {table}")
+pending.fetchone()
+def view():
+    return con.execute(f"select count(*), string_agg(distinct run_id), count(*) filter (where customer_id = ?) "
+                       f"from {table}", [sys.argv[2]]).fetchall()[0]
+print(*view(), flush=True)
+sys.stdin.readline()
+print(*view(), flush=True)
+"""
+
+
+class Holder:
+    """A separate process holding ``path`` open read-only (its lock on the file's inode) until ``view_again``."""
+
+    def __init__(self, path: Path, customer_id: str, table: str = "customer_scores"):
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), customer_id, table],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.first_view = self.proc.stdout.readline().split()
+        assert self.first_view, "the reader could not open the file"
+
+    def view_again(self) -> list[str]:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        seen = self.proc.stdout.readline().split()
+        self.proc.wait(timeout=30)
+        return seen
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def _rows_of(db: Path, ids: set[str]) -> dict[str, int]:
+    """Rows per table and text column of ``db`` holding one of ``ids``."""
+    found = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for schema, table, column in con.execute(
+                "select table_schema, table_name, column_name from information_schema.columns "
+                "where data_type = 'VARCHAR'").fetchall():
+            n = con.execute(f'select count(*) from "{schema}"."{table}" where "{column}" in (select unnest(?))',
+                            [sorted(ids)]).fetchall()[0][0]
+            if n:
+                found[f"{table}.{column}"] = n
+    return found
+
+
+def test_a_kept_version_a_reader_holds_is_scrubbed_by_a_new_file(tmp_path):
+    folder = tmp_path / "kept O'Brien ü"
+    folder.mkdir()
+    version = folder / "serving.20260101T000000.r'1.duckdb"
+    with duckdb.connect(str(version)) as con:
+        con.execute("create table customer_scores as select 'c' || range as customer_id, 'k' || range as customer_key, "
+                    "'r1' as run_id from range(10)")
+        con.execute("create table customer_profile as select 'k' || range as customer_key from range(10)")
+        con.execute("comment on table customer_scores is 'the scores, it''s documented'")
+        con.execute("comment on column customer_scores.customer_key is 'pseudonym'")
+    reader = Holder(version, "c1")
+    try:
+        erased = {"customer_id": ["c1"], "customer_key": ["k3"]}
+        assert scrub_version(version, erased) == 3  # rows c1 and k3 in scores, k3 in profile
+        untouched = version.stat().st_ino
+        assert scrub_version(version, erased) == 0 and version.stat().st_ino == untouched  # left alone
+        assert reader.view_again() == reader.first_view == ["10", "r1", "1"]  # the reader's view did not move
+    finally:
+        reader.close()
+    assert _rows_of(version, {"c1", "k3"}) == {}
+    with duckdb.connect(str(version), read_only=True) as con:
+        assert con.execute("select count(*) from customer_scores").fetchall()[0][0] == 8
+        assert con.execute("select comment from duckdb_tables() where table_name = 'customer_scores'"
+                           ).fetchall() == [("the scores, it's documented",)]
+        assert con.execute("select comment from duckdb_columns() where column_name = 'customer_key' "
+                           "and table_name = 'customer_scores'").fetchall() == [("pseudonym",)]
+    assert [p.name for p in folder.iterdir()] == [version.name]  # no temporary file left
+
+
+def _tiny_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse tables ``publish`` reads, one row each."""
+    con = duckdb.connect(str(path))
+    for schema in ("analytics", "marts"):
+        con.execute(f"create schema {schema}")
+    con.execute("create table analytics.customer_scores as select 'c1' as customer_id, 'k1' as customer_key, "
+                "1 as potential_rank")
+    con.execute("create table marts.customer_profile as select 'p1' as profile_key")
+    con.execute("create table analytics.segment_summary as select 'rfm' as segment_type, 'all' as cut_type, "
+                "'all' as cut_value, 'x' as segment")
+    con.execute("create table analytics.lifecycle_funnel as select date '2026-01-31' as period_end, "
+                "'new' as from_stage, 1 as to_stage_order")
+    con.execute("create table analytics.campaign_effectiveness as select 'cmp' as campaign_id, 'x' as segment")
+    return con
+
+
+def _record(run_id: str) -> RunRecord:
+    return RunRecord(run_id=run_id, as_of_date="2026-01-31", started_at=None, status="success", published=True,
+                     source_dir="source")
+
+
+def test_what_fails_around_the_swap_is_a_warning_on_a_published_run(tmp_path):
+    folder = tmp_path / "it's ü"
+    folder.mkdir()
+    serving = folder / "serving '1.duckdb"
+    with _tiny_warehouse(folder / "warehouse.duckdb") as con:
+        assert publish(con, serving, _record("r1")).warnings == []
+        (folder / ".serving-versions").write_text("not a folder")  # the previous publication cannot be kept
+        published = publish(con, serving, _record("r2"))
+        assert published_run_id(serving) == "r2" and published.counts["customer_scores"] == 1
+        assert len(published.warnings) == 1
+        assert published.warnings[0].startswith("the previous publication was not kept")
+        warehouse_row = con.execute("select status, published, message from ops.pipeline_runs where run_id = 'r2'"
+                                    ).fetchall()
+    with duckdb.connect(str(serving), read_only=True) as con:
+        serving_row = con.execute("select status, published, message from pipeline_runs where run_id = 'r2'").fetchall()
+    assert warehouse_row == serving_row == [("success", True, published.message)]
+    assert published.message.startswith("warning: the previous publication was not kept in ")
 
 
 
@@ -135,6 +258,43 @@ def test_readers_are_never_locked_out_and_see_whole_publications(two_publication
     assert all(line.endswith(" True") for line in lines)  # never a mixed publication
     seen = {line.split()[1] for line in lines}
     assert seen == {old, new}  # read the old one during the run and the new one after the swap
+
+
+def test_a_held_reader_and_an_erasure_request_publish_and_scrub_the_kept_versions(two_publications, small_sample,
+                                                                                 tmp_path, capsys):
+    """The situation of issue 17: a BI reader holds the serving file open read-only while a run with an
+    erasure request replaces it and keeps the old one (a hard link: the reader's inode)."""
+    work, first, second = two_publications
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    serving = copy / "serving.duckdb"
+    with duckdb.connect(str(serving), read_only=True) as con:
+        victim = con.execute("select customer_id from customer_scores where potential_rank = 1").fetchall()[0][0]
+    keys = erased_keys([victim], pseudonym_key(copy / ".pseudonym.key"))  # customer_id, customer_key, ...
+    needles = {value for values in keys.values() for value in values}
+    erase = tmp_path / "erase.csv"
+    erase.write_text(f"customer_id\n{victim}\n")
+    reader = Holder(serving, victim)
+    try:
+        assert main(run_args(small_sample, copy, "--erase", str(erase))) == 0
+        assert reader.view_again() == reader.first_view  # the reader's view is the one it opened
+    finally:
+        reader.close()
+    assert reader.first_view[1:] == [second, "1"]
+    assert "nothing was published" not in capsys.readouterr().err
+    run = _run_id(serving)
+    assert run not in (first, second)
+    with duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True) as con:
+        recorded = con.execute("select status, published, message from ops.pipeline_runs where run_id = ?",
+                               [run]).fetchall()
+    with duckdb.connect(str(serving), read_only=True) as con:
+        released = con.execute("select status, published, message from pipeline_runs where run_id = ?",
+                               [run]).fetchall()
+    assert recorded == released == [("success", True, "")]
+    versions = list_versions(serving)
+    assert sorted(v.stem.split(".")[-1] for v in versions) == sorted([first, second])
+    for db in [serving, *versions]:
+        assert _rows_of(db, needles) == {}, db
 
 
 def test_scores_that_drift_from_the_last_publication_are_not_published(two_publications, small_sample, tmp_path, capsys):

@@ -8,11 +8,11 @@ import pyarrow as pa
 
 from data_quality.contract import ENTITIES, Entity
 from data_quality.pii import (
-    ERASURE_SOURCE_FILE, PERSONAL_TABLES_WITH_CUSTOMER_ID, erase_from, erased_ids, pseudonym_key, pseudonymise,
-    read_id_file, record_requests,
+    ERASURE_SOURCE_FILE, PERSONAL_TABLES_WITH_CUSTOMER_ID, erase_from, erased_ids, profile_pseudonymise,
+    pseudonym_key, pseudonymise, read_id_file, record_requests,
 )
 from orchestration.settings import PipelineSettings
-from orchestration.source_files import SourceError, load_entity
+from orchestration.source_files import SourceError, erase_from_rejects, load_entity, rejects_table
 
 ERASURE_REQUESTS = dg.AssetKey(["raw", "erasure_requests"])
 CUSTOMER_PSEUDONYMS = dg.AssetKey(["ops", "customer_pseudonyms"])
@@ -20,8 +20,11 @@ CUSTOMER_PSEUDONYMS = dg.AssetKey(["ops", "customer_pseudonyms"])
 
 @dg.asset(key=ERASURE_REQUESTS, group_name="ingest", kinds={"duckdb"},
           description="Customer ids to erase (--erase FILE and erasure_requests.csv in the source), accumulated in "
-          "ops.erasure_requests and applied to every raw table on every run.")
+          "ops.erasure_requests and applied to every raw table on every run; also removed from stored run messages "
+          "and from the kept run reports, run logs and Great Expectations results.")
 def erasure_requests(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    from data_quality.pii import scrub_reports, scrub_run_messages
+
     files = [Path(settings.erase_file)] if settings.erase_file else []
     files += [p for p in [Path(settings.source_dir) / ERASURE_SOURCE_FILE] if p.exists()]
     with settings.warehouse() as con:
@@ -30,10 +33,26 @@ def erasure_requests(context: dg.AssetExecutionContext, settings: PipelineSettin
             if not path.exists():
                 raise dg.Failure(description=f"erasure file {path} does not exist (--erase / CRM_ERASE_FILE)")
             added += record_requests(con, read_id_file(path), str(path))
-        total = len(erased_ids(con))
+        ids = erased_ids(con)
+        messages = scrub_run_messages(con, ids)  # failures stored before, published with the next good run
+    total = len(ids)
+    # kept files written by earlier runs (a run's own files never hold an erased customer: erasure comes first)
+    scrubbed = {"files": 0, "rows": 0}
+    if ids:
+        needles = ids + pseudonymise(ids, pseudonym_key(settings.pseudonym_key_file))
+        logs = Path(settings.warehouse_path).resolve().parent / "logs"
+        for folder in (settings.reports_dir, settings.gx_dir, logs):
+            done = scrub_reports(folder, needles, exclude={f"run_{context.run_id}.log"})
+            scrubbed = {k: scrubbed[k] + done[k] for k in scrubbed}
     if added:
         context.log.info(f"erasure: {added} new customer id(s) recorded ({total} in all)")
-    return dg.MaterializeResult(metadata={"new_requests": added, "total_requests": total})
+    if scrubbed["files"] or messages:
+        context.log.info(f"erasure: erased customers removed from {scrubbed['files']} kept report/log file(s) "
+                         f"({scrubbed['rows']} table row(s)) and {messages} stored run message(s)")
+    return dg.MaterializeResult(metadata={"new_requests": added, "total_requests": total,
+                                          "kept_files_scrubbed": scrubbed["files"],
+                                          "report_rows_removed": scrubbed["rows"],
+                                          "run_messages_scrubbed": messages})
 
 
 def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
@@ -44,21 +63,32 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
         kinds={"duckdb"},
         description=(
             f"Source `{entity.name}` files loaded as text into `raw.{entity.name}` "
-            f"({'required' if entity.required else 'optional'}; key `{entity.key}`)."
+            f"({'required' if entity.required else 'optional'}; key `{entity.key}`); malformed CSV lines, with "
+            f"file and line number, into `raw.{entity.name}_rejects`."
         ),
     )
     def _ingest(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
         try:
             with settings.warehouse() as con:
                 result = load_entity(con, entity, Path(settings.source_dir))
-                erased = (erase_from(con, f"raw.{entity.name}", erased_ids(con))
-                          if entity.name in PERSONAL_TABLES_WITH_CUSTOMER_ID else 0)
+                erased = 0
+                if entity.name in PERSONAL_TABLES_WITH_CUSTOMER_ID:
+                    ids = erased_ids(con)
+                    erased = erase_from(con, f"raw.{entity.name}", ids) + erase_from_rejects(con, entity.name, ids)
         except SourceError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         context.log.info(
             f"ingest {entity.name}: {result.rows:,} rows"
             + (f" from {len(result.files)} file(s)" if result.present else " (optional file absent: empty table)")
         )
+        if result.rejected_lines:  # line numbers and reasons only: the lines themselves may hold personal data
+            context.log.warning(
+                f"ingest {entity.name}: {result.rejected_lines:,} malformed CSV line(s) set aside in "
+                f"{rejects_table(entity.name)} and counted as quarantined rows: {'; '.join(result.rejects[:5])}"
+                + (" ..." if result.rejected_lines > 5 else "")
+            )
+        for warning in result.warnings:
+            context.log.warning(warning)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows,
@@ -67,6 +97,9 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
                 "missing_optional_columns": dg.MetadataValue.json(result.missing_optional_columns),
                 "ignored_columns": dg.MetadataValue.json(result.ignored_columns),
                 "rows_erased": erased,
+                "rejected_lines": result.rejected_lines,
+                "rejects": dg.MetadataValue.json(result.rejects),
+                "warnings": dg.MetadataValue.json(result.warnings),
             }
         )
 
@@ -74,14 +107,20 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
 
 
 @dg.asset(key=CUSTOMER_PSEUDONYMS, deps=[dg.AssetKey(["raw", "customers"])], group_name="ingest", kinds={"duckdb"},
-          description="customer_id -> customer_key, a keyed pseudonym (HMAC-SHA256) for de-identified tables.")
+          description="customer_id -> customer_key (in customer_scores) and profile_key (in customer_profile): two "
+          "keyed pseudonyms (HMAC-SHA256) that cannot be derived from each other without the key.")
 def customer_pseudonyms(settings: PipelineSettings) -> dg.MaterializeResult:
+    """customer_key lets the CRM act on customer_scores; profile_key keys the de-identified customer_profile.
+    profile_key is keyed with a key of its own, derived from the pipeline's key (a hash, never published), so
+    that the profile cannot be joined back to customer_scores, and through it to customer_id, in the serving
+    file."""
     key = pseudonym_key(settings.pseudonym_key_file)
     with settings.warehouse() as con:
         ids = [r[0] for r in con.execute(
             "select distinct trim(customer_id) from raw.customers where nullif(trim(customer_id), '') is not null"
         ).fetchall()]
-        con.register("pseudonyms_df", pa.table({"customer_id": ids, "customer_key": pseudonymise(ids, key)}))
+        con.register("pseudonyms_df", pa.table({"customer_id": ids, "customer_key": pseudonymise(ids, key),
+                                                "profile_key": profile_pseudonymise(ids, key)}))
         con.execute("create schema if not exists ops")
         con.execute("create or replace table ops.customer_pseudonyms as select * from pseudonyms_df")
         con.unregister("pseudonyms_df")
