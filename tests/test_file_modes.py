@@ -78,3 +78,21 @@ def test_a_subprocess_started_in_the_block_writes_owner_only_files_and_the_umask
             raise RuntimeError("the step failed")
     assert _mode(warehouse) == 0o600
     assert os.umask(0o022) == 0o022
+
+
+def test_the_pipelines_warehouse_connection_is_owner_only(tmp_path):
+    from orchestration.settings import PipelineSettings
+
+    previous = os.umask(0o022)
+    try:
+        settings = PipelineSettings.from_env(warehouse_path=str(tmp_path / "data" / "warehouse.duckdb"))
+        with settings.warehouse() as con:
+            con.execute("create table t as select range as i from range(1000)")
+            con.execute("checkpoint")
+            con.execute("insert into t values (1)")
+            wal = tmp_path / "data" / "warehouse.duckdb.wal"
+            assert wal.exists() and _mode(wal) == 0o600
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "data" / "warehouse.duckdb") == 0o600
+    assert _mode(tmp_path / "data") == 0o711  # the serving file beside it stays reachable by name
