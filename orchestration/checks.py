@@ -12,7 +12,6 @@ from data_quality.contract import ENTITIES, Entity, Rule
 from data_quality.quarantine import name_rows, rows_of_rule
 from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, erased_ids, rows_of
 from data_quality.score_rules import churn_violations, value_violations
-from data_quality.suites import COLUMNS, SUITES
 from ml.registry import population_stability, score_reference
 from orchestration.assets.churn import customer_churn
 from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS, ERASURE_REQUESTS
@@ -40,7 +39,8 @@ def build_gx_check(asset_key: dg.AssetKey, suite_name: str, expected_count_sql: 
     @dg.asset_check(asset=asset_key, name="gx_suite", blocking=True,
                     description=f"Great Expectations suite data_quality/suites.py:{suite_name} on {table}.")
     def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
-        from data_quality.gx_gate import validate
+        from data_quality.gx_gate import validate  # Great Expectations (and SciPy) load only when a check runs
+        from data_quality.suites import COLUMNS, SUITES
 
         columns = ", ".join(COLUMNS[suite_name])
         with settings.warehouse() as con:

@@ -2,6 +2,9 @@
 
 Every run goes through Dagster (a real run, recorded in ``$DAGSTER_HOME``, default ``./.dagster``),
 so the CLI, the schedule and the UI run exactly the same graph.
+
+This module imports only the standard library at the top: ``--help`` answers at once, and ``run`` prints its
+first line before Dagster, dbt and the model libraries load (``orchestration/progress.py``).
 """
 
 from __future__ import annotations
@@ -11,19 +14,20 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import time
 import traceback
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from data_quality.pii import scrub_text
-from orchestration import run_logging
-from orchestration.failures import first_line, run_outcome
+from orchestration import progress
 from orchestration.run_lock import RunLockHeld, describe_holder, run_lock
-from orchestration.run_log import stage_summary
-from orchestration.settings import ENV_VARS, PROJECT_ROOT, PipelineSettings, SettingsError
+
+if TYPE_CHECKING:
+    from orchestration.settings import PipelineSettings
 
 EPILOG_RUN = """
 Every option can also be set with an environment variable (in brackets) or, from the Dagster UI, as
@@ -45,20 +49,28 @@ examples:
 
 
 class _ProgressFilter(io.TextIOBase):
-    """Keeps the console readable: passes dbt's model, failure and summary lines, drops per-test chatter."""
+    """Keeps the console readable: passes dbt's model, failure and summary lines and drops the per-test chatter,
+    except one finished node's line after ``EVERY`` seconds without a line, which shows how far dbt is
+    (``150 of 237 PASS ...``)."""
 
-    KEEP = (" OK created", "ERROR", "FAIL", "WARN", "Done.", "Finished running", "Completed successfully")
+    KEEP = (" OK created", "ERROR", "FAIL", "WARN", "Done.", "Finished running", "Completed successfully", "Found ")
+    EVERY = 2.0
+    NODE = re.compile(r"\b\d+ of \d+ (PASS|OK|SKIP)\b")
 
     def __init__(self, target):
         self._target = target
         self._buffer = ""
+        self._last = time.monotonic()
 
     def write(self, text: str) -> int:
         self._buffer += text
         *lines, self._buffer = self._buffer.split("\n")
         for line in lines:
-            if any(key in line for key in self.KEEP):
+            now = time.monotonic()
+            if any(key in line for key in self.KEEP) or (now - self._last >= self.EVERY and self.NODE.search(line)):
                 self._target.write("  dbt | " + line.strip() + "\n")
+                self._last = now
+                progress.touch()
         return len(text)
 
     def flush(self) -> None:
@@ -66,16 +78,18 @@ class _ProgressFilter(io.TextIOBase):
 
 
 def _dagster_home() -> Path:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster")))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        # keep the local instance light: no telemetry, run storage in sqlite under DAGSTER_HOME
-        config.write_text("telemetry:\n  enabled: false\n")
+    """The run history's home (see ``orchestration/run_history.py``)."""
+    from orchestration.run_history import dagster_home, write_without_fsync
+    from orchestration.settings import PROJECT_ROOT
+
+    home = dagster_home(PROJECT_ROOT / ".dagster")
+    write_without_fsync(home)
     return home
 
 
-def _settings_from_args(args: argparse.Namespace) -> PipelineSettings:
+def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
+    from orchestration.settings import PipelineSettings, SettingsError
+
     overrides = {
         "source_dir": str(Path(args.source).resolve()) if args.source else None,
         "as_of_date": args.as_of,
@@ -105,8 +119,10 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-def _print_summary(settings: PipelineSettings, run_id: str, seconds: float) -> None:
+def _print_summary(settings: "PipelineSettings", run_id: str, seconds: float) -> None:
     import duckdb
+
+    from orchestration import run_logging
 
     with duckdb.connect(str(settings.serving_file), read_only=True) as con:
         top = con.execute(
@@ -136,6 +152,8 @@ def print_stage_table(stage_seconds: dict, stage_rows: dict, run_id: str) -> Non
     Dagster's step statistics."""
     from dagster import DagsterInstance
 
+    from orchestration.run_log import stage_summary
+
     with DagsterInstance.get() as instance:
         for stat in instance.get_run_step_stats(run_id):
             if stat.step_key not in stage_seconds and stat.start_time and stat.end_time:
@@ -147,7 +165,7 @@ def print_stage_table(stage_seconds: dict, stage_rows: dict, run_id: str) -> Non
         print(f"  {stage.ljust(width)}  {seconds:7.1f}  {'' if rows is None else f'{rows:,}'}")
 
 
-def _quarantine_lines(settings: PipelineSettings) -> list[str]:
+def _quarantine_lines(settings: "PipelineSettings") -> list[str]:
     """What the quarantine holds after a failed run (the usual reason a dbt gate stops it)."""
     from data_quality.quarantine import describe, quarantine_counts, raw_counts
 
@@ -158,7 +176,7 @@ def _quarantine_lines(settings: PipelineSettings) -> list[str]:
         return []
 
 
-def _erased_ids(settings: PipelineSettings) -> list[str]:
+def _erased_ids(settings: "PipelineSettings") -> list[str]:
     """Erased customers' ids, so that no failure line names one (the lines are stored and printed)."""
     from data_quality.pii import erased_ids
 
@@ -171,10 +189,12 @@ def _erased_ids(settings: PipelineSettings) -> list[str]:
         return []
 
 
-def _record_failure(settings: PipelineSettings, run_id: str, messages: list[str], started: datetime) -> None:
+def _record_failure(settings: "PipelineSettings", run_id: str, messages: list[str], started: datetime) -> None:
     """Note the failed run in the warehouse's pipeline_runs (published with the next good run). The lines
     were scrubbed by the caller; the record is scrubbed again as it is stored."""
+    from data_quality.pii import scrub_text
     from orchestration import run_log
+    from orchestration.failures import first_line
     from orchestration.publication import ensure_ops_tables
 
     try:
@@ -197,9 +217,10 @@ def _record_failure(settings: PipelineSettings, run_id: str, messages: list[str]
         print(f"  (not recorded in pipeline_runs: {type(exc).__name__}: {first_line(str(exc), 200)})", file=sys.stderr)
 
 
-def _note_warnings(settings: PipelineSettings, run_id: str, warnings: list[str]) -> None:
+def _note_warnings(settings: "PipelineSettings", run_id: str, warnings: list[str]) -> None:
     """A published run whose later steps failed: the row in pipeline_runs says so (status stays success)."""
     from orchestration import run_log
+    from orchestration.failures import first_line
 
     try:
         with settings.warehouse() as con:
@@ -210,13 +231,27 @@ def _note_warnings(settings: PipelineSettings, run_id: str, warnings: list[str])
               file=sys.stderr)
 
 
-def run_pipeline(settings: PipelineSettings, *, run_id: str | None = None, log_level: str = "INFO",
+def prepare_manifest() -> None:
+    """Parse the dbt project when its manifest is missing or stale, before the definitions load (they are built
+    from it; see ``orchestration/dbt_project.py``)."""
+    from orchestration.dbt_project import ensure_manifest, manifest_is_stale
+
+    if manifest_is_stale():
+        progress.say("crm-potential: parsing the dbt project (dbt parse: its manifest is missing or older than the models)")
+        progress.doing("dbt parse")
+        ensure_manifest()
+
+
+def run_pipeline(settings: "PipelineSettings", *, run_id: str | None = None, log_level: str = "INFO",
                  quiet: bool = False):
     """Run the nightly job in-process through Dagster; returns the ExecuteInProcessResult. The terminal gets
     one line per log record (``run_logging``), the run log ``<warehouse folder>/logs/run_<run_id>.log`` all."""
     _dagster_home()
+    prepare_manifest()
+    progress.doing("loading the pipeline definitions")
     from dagster import DagsterInstance
 
+    from orchestration import run_logging
     from orchestration.definitions import defs
     from orchestration.jobs import NIGHTLY_JOB_NAME
 
@@ -231,15 +266,25 @@ def run_pipeline(settings: PipelineSettings, *, run_id: str | None = None, log_l
     }
     job = defs.resolve_job_def(NIGHTLY_JOB_NAME).with_logger_defs(run_logging.logger_defs(log_level))
     stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(_ProgressFilter(sys.stdout))
+    progress.doing("starting the Dagster run: recording its planned assets and checks")
     try:
         with DagsterInstance.get() as instance, stdout:
             return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
                                           run_id=run_id)
     finally:
+        progress.doing(None)
         run_logging.close(log_path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # progress lines at the default level only: --quiet wants warnings and the summary, DEBUG prints everything
+    with progress.Progress(enabled=not args.quiet and args.log_level == "INFO") as shown:
+        shown.say("crm-potential: starting the nightly job (loading Dagster, dbt and the models takes a few seconds)")
+        shown.doing("loading Python libraries")
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     if not Path(settings.source_dir).is_dir():
         return _usage_error(
@@ -252,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         limit = f" (at most {args.wait:g} s)" if args.wait else ""
         print(f"crm-potential: {describe_holder(warehouse, holder)}; waiting for it to end{limit}",
               file=sys.stderr, flush=True)
+        progress.doing("waiting for the other run to end")
 
     try:
         with run_lock(warehouse, run_id, wait=args.wait, on_wait=waiting):
@@ -262,9 +308,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _run_holding_lock(settings: PipelineSettings, args: argparse.Namespace, run_id: str) -> int:
+def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, run_id: str) -> int:
+    from data_quality.pii import scrub_text
+    from orchestration import run_logging
+    from orchestration.failures import run_outcome
+
     log_path = run_logging.run_log_path(settings.warehouse_path, run_id)
     print(f"crm-potential: running the nightly job on {settings.source_dir} (run {run_id})", flush=True)
+    progress.doing("loading Dagster and dbt")
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     t0 = time.perf_counter()
     args.run_log = log_path  # main() puts the frames of an error outside the steps there
@@ -377,6 +428,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+class _EnvHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Fills in each option's environment variable (``{env:<setting>}`` in its help) when help is printed: the
+    names live in ``orchestration.settings``, which loads Dagster, so it is imported then and not before."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        if "{env:" not in text:
+            return text
+        from orchestration.settings import ENV_VARS
+
+        return re.sub(r"\{env:(\w+)\}", lambda m: ENV_VARS[m.group(1)], text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-potential",
@@ -389,21 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole nightly job through Dagster and publish the serving database",
         description="Run the whole nightly job (ingest -> dbt -> scores -> checks -> publish) through Dagster.",
         epilog=EPILOG_RUN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_EnvHelpFormatter,
     )
-    run.add_argument("--source", metavar="DIR", help=f"source folder ({ENV_VARS['source_dir']}; default data/sample)")
+    run.add_argument("--source", metavar="DIR", help="source folder ({env:source_dir}; default data/sample)")
     run.add_argument(
         "--as-of", metavar="DATE",
-        help=f"YYYY-MM-DD; the run sees data up to the end of this date ({ENV_VARS['as_of_date']}; "
+        help="YYYY-MM-DD; the run sees data up to the end of this date ({env:as_of_date}; "
         "default: the latest order date, capped at today)",
     )
-    run.add_argument("--warehouse", metavar="PATH", help=f"DuckDB file to build in ({ENV_VARS['warehouse_path']}; default data/warehouse.duckdb)")
-    run.add_argument("--serving", metavar="PATH", help=f"DuckDB file BI tools read ({ENV_VARS['serving_path']}; default beside the warehouse)")
-    run.add_argument("--churn-horizon-days", type=int, metavar="N", help=f"churn window ({ENV_VARS['churn_horizon_days']}; default 90)")
-    run.add_argument("--clv-horizon-days", type=int, metavar="N", help=f"CLV window ({ENV_VARS['clv_horizon_days']}; default 365)")
-    run.add_argument("--models", metavar="DIR", help=f"model registry ({ENV_VARS['model_registry_dir']}; default models/)")
+    run.add_argument("--warehouse", metavar="PATH", help="DuckDB file to build in ({env:warehouse_path}; default data/warehouse.duckdb)")
+    run.add_argument("--serving", metavar="PATH", help="DuckDB file BI tools read ({env:serving_path}; default beside the warehouse)")
+    run.add_argument("--churn-horizon-days", type=int, metavar="N", help="churn window ({env:churn_horizon_days}; default 90)")
+    run.add_argument("--clv-horizon-days", type=int, metavar="N", help="CLV window ({env:clv_horizon_days}; default 365)")
+    run.add_argument("--models", metavar="DIR", help="model registry ({env:model_registry_dir}; default models/)")
     run.add_argument("--erase", metavar="FILE",
-                     help=f"customer ids to erase, one per line ({ENV_VARS['erase_file']}); kept and applied to every later run")
+                     help="customer ids to erase, one per line ({env:erase_file}); kept and applied to every later run")
     run.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="terminal log level (default INFO; DEBUG also shows every dbt line and the full error "
                      "text and stack frames of a failure, which otherwise go to the run log only)")
@@ -462,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         log_path = getattr(args, "run_log", None)
         if log_path is None or args.log_level == "DEBUG":
             raise
+        from orchestration import run_logging
+        from orchestration.failures import first_line
+
         run_logging.append(log_path, traceback.format_exc())
         print(f"crm-potential: error: {type(exc).__name__}: {first_line(str(exc))} (stack frames in {log_path})",
               file=sys.stderr)

@@ -1,4 +1,12 @@
-"""The dbt project as Dagster sees it, and a manifest that is always there and fresh."""
+"""The dbt project as Dagster sees it, and its manifest: prepared before the definitions load, never by them.
+
+dagster-dbt's convention (``DbtProject.prepare_if_dev()``): the manifest is built ahead of time (a deployment runs
+``dagster-dbt project prepare-and-package --file orchestration/dbt_project.py``; here ``crm-potential manifest``
+and ``crm-potential run`` do it) and only ``dagster dev`` (``make ui``) prepares it while loading the code. The
+preparer below keeps that contract with two differences from dagster-dbt's default: it parses only when the
+manifest is missing or older than a model, macro or test file (a parse costs 5-10 s), and it runs the dbt
+installed beside this Python, so ``make ui`` works without an activated virtualenv.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtProject, DbtProjectPreparer
+from dagster_shared.record import replace
 
 from orchestration.settings import PROJECT_ROOT
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+MANIFEST_HINT = "run `crm-potential manifest` (or `make manifest`) to parse the dbt project"
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+class FreshManifestPreparer(DbtProjectPreparer):
+    """``prepare_if_dev`` parses under ``dagster dev`` when the manifest is stale; ``prepare`` (what
+    ``dagster-dbt project prepare-and-package`` calls) always parses."""
+
+    def prepare_if_dev(self, project: DbtProject) -> None:
+        if self.using_dagster_dev():
+            ensure_manifest()
+
+    def prepare(self, project: DbtProject) -> None:
+        ensure_manifest(force=True)
+
+
+# prepared where the definitions load (orchestration/assets/dbt.py calls prepare_if_dev), never on import here
+dbt_project = replace(DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),
+                      preparer=FreshManifestPreparer())
 
 
 def dbt_executable() -> str:
@@ -28,15 +53,38 @@ def _newest_source_mtime() -> float:
     return max(p.stat().st_mtime for p in paths)
 
 
-def ensure_manifest(force: bool = False) -> Path:
-    """Run ``dbt parse`` when the manifest is missing or older than any model, macro or test file."""
+def manifest_is_stale() -> bool:
+    """True when the manifest is missing or older than any model, macro or test file (or the project files)."""
     manifest = dbt_project.manifest_path
-    if force or not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime():
-        cmd = [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
-               "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(dbt_project.target_path)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
-        if proc.returncode != 0 or not manifest.exists():
-            raise RuntimeError(f"dbt parse failed:\n{proc.stdout}\n{proc.stderr}")
+    return not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime()
+
+
+def ensure_manifest(force: bool = False) -> Path:
+    """Run ``dbt parse`` when the manifest is stale (or ``force``). Two processes preparing at once (a run and
+    ``make ui``) parse once: the second waits for the first and finds the manifest fresh."""
+    from dagster._utils import run_with_concurrent_update_guard
+
+    manifest = dbt_project.manifest_path
+    if force or manifest_is_stale():
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        run_with_concurrent_update_guard(manifest, _parse, guard_timeout_seconds=300)
+    return manifest
+
+
+def _parse() -> None:
+    cmd = [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+           "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(dbt_project.target_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
+    if proc.returncode != 0 or not dbt_project.manifest_path.exists():
+        raise RuntimeError(f"dbt parse failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def require_manifest() -> Path:
+    """The manifest the dbt assets are defined from; a clear error when nobody prepared it."""
+    manifest = dbt_project.manifest_path
+    if not manifest.exists():
+        raise FileNotFoundError(f"no dbt manifest at {manifest}: {MANIFEST_HINT} before loading the definitions "
+                                "(`crm-potential run` and `make ui` prepare it themselves)")
     return manifest
 
 

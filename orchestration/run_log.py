@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 
 import duckdb
 
@@ -40,56 +41,131 @@ COLUMNS = [
     "stage_seconds", "message", "quarantined_by_rule", "stage_rows",
 ]
 
-# stage -> (Dagster step keys that belong to it, warehouse tables whose rows it reports)
-STAGES = {
-    "ingest": (("raw__", "ops__customer_pseudonyms"), ("raw.",)),
-    "dbt staging": (("dbt:staging",), ("staging.stg_customers", "staging.stg_orders", "staging.stg_interactions",
-                                       "staging.stg_campaigns")),
-    "dbt quarantine": (("dbt:quarantine",), ("quarantine.",)),
-    "dbt intermediate": (("dbt:intermediate",), ("intermediate.",)),
-    "dbt marts": (("dbt:marts",), ("marts.customer_features_history", "marts.customer_outcomes")),
-    "dbt tests": (("dbt:tests",), ()),
-    "dbt other (start-up, parsing)": (("dbt_models", "dbt_contract"), ()),
-    "value models": (("scores__customer_value",), ("scores.customer_value",)),
-    "churn model": (("scores__customer_churn",), ("scores.customer_churn",)),
-    "scoring": (("scores__customer_scores",), ("scores.customer_scores",)),
-    "dbt analyst tables": (("dbt_analytics",), ("analytics.",)),
-    "publish": (("serving__publication",), ()),
-    "run report": (("serving__run_report",), ()),
-}
-ASSET_STEPS = {"raw__customers", "raw__orders", "raw__interactions", "raw__campaigns", "raw__erasure_requests",
-               "ops__customer_pseudonyms", "dbt_contract", "dbt_models", "dbt_analytics", "scores__customer_value",
-               "scores__customer_churn", "scores__customer_scores", "serving__publication", "serving__run_report"}
+# Stages are derived from the asset graph: every step that materialises assets is a stage named after its assets'
+# group (a new asset lands in its group's stage, or in a new stage, never in "checks"). Names where the group's
+# name is not enough (several steps share the group) or a clearer word exists:
+STAGE_NAMES = {"scores__customer_value": "value models", "scores__customer_churn": "churn model",
+               "analytics": "dbt analyst tables", "serving__publication": "publish", "serving__run_report": "run report"}
+# a dbt build over several layers (the contract and models steps) reports each layer from dbt's own timings
+# (``dbt:<layer>`` entries, ``dbt_project.layer_seconds``); what remains of the steps is this stage
+DBT_OTHER = "dbt other (start-up, parsing)"
+CHECKS = "checks"
 
 
-def stage_of(step_key: str) -> str:
-    """The stage a Dagster step (or a ``dbt:<layer>`` entry) belongs to; checks are a stage of their own."""
-    if not step_key.startswith("dbt:") and step_key not in ASSET_STEPS:
-        return "checks"
-    for stage, (prefixes, _) in STAGES.items():
-        if any(step_key.startswith(p) for p in prefixes):
-            return stage
-    return "other"
+@dataclass(frozen=True)
+class AssetStep:
+    """One step of the nightly job that materialises assets (check-only steps are not among them)."""
+
+    key: str  # the Dagster step (op) name
+    assets: tuple[tuple[str, str], ...]  # (warehouse table ``schema.table``, group) of its assets, upstream first
+    dbt: bool  # a dbt build
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(group for _, group in self.assets))
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(table for table, _ in self.assets)
+
+    @property
+    def stage(self) -> str:
+        if self.dbt and len(self.groups) > 1:
+            return DBT_OTHER
+        return STAGE_NAMES.get(self.key) or STAGE_NAMES.get(self.groups[0], self.groups[0])
+
+    def describe(self) -> str:
+        """What the step builds, for the terminal's step line."""
+        if self.dbt:
+            return f"dbt build of {len(self.assets)} model(s) in {', '.join(self.groups)}, with their tests"
+        if len(self.assets) == 1:
+            return f"{self.tables[0]} ({self.groups[0]})"
+        return f"{len(self.assets)} assets in {', '.join(self.groups)}"
 
 
-def stage_summary(stage_seconds: dict[str, float], stage_rows: dict[str, int]) -> list[tuple[str, float, int | None]]:
-    """(stage, seconds, rows) in pipeline order. The dbt step's seconds are split into its layers (from
-    dbt's own node timings, ``dbt:<layer>`` entries) and what remains (start-up and parsing)."""
-    seconds: dict[str, float] = {}
-    dbt_layers = sum(v for k, v in stage_seconds.items() if k.startswith("dbt:") and not k.startswith("dbt:analytics"))
-    for key, value in stage_seconds.items():
-        if key.startswith("dbt:analytics"):
+def asset_steps(job=None) -> dict[str, AssetStep]:
+    """The asset steps of ``job`` (default: the nightly job of ``orchestration.definitions``) in pipeline order
+    (each after the steps whose assets it reads), from the asset graph."""
+    if job is None:
+        return _nightly_steps()
+    from graphlib import TopologicalSorter
+
+    graph = job.asset_layer.asset_graph
+    keys = [key for key in graph.toposorted_asset_keys if graph.get(key).is_executable]
+    step_of = {key: graph.get(key).assets_def.op.name for key in keys}
+    after: dict[str, set[str]] = {}
+    assets: dict[str, list[tuple[str, str]]] = {}
+    dbt: dict[str, bool] = {}
+    for key in keys:
+        step, node = step_of[key], graph.get(key)
+        after.setdefault(step, set()).update(step_of[p] for p in node.parent_keys if step_of.get(p, step) != step)
+        assets.setdefault(step, []).append((".".join(key.path), node.group_name))
+        dbt[step] = dbt.get(step, False) or "dbt" in (node.kinds or ())
+    order = list(TopologicalSorter(after).static_order())
+    rank: dict[str, int] = {}  # each group where the pipeline first builds it: a step lists its groups that way
+    for step in order:
+        for _, group in assets[step]:
+            rank.setdefault(group, len(rank))
+    return {step: AssetStep(step, tuple(sorted(assets[step], key=lambda a: rank[a[1]])), dbt[step]) for step in order}
+
+
+@lru_cache(maxsize=1)
+def _nightly_steps() -> dict[str, AssetStep]:
+    from orchestration.definitions import defs
+    from orchestration.jobs import NIGHTLY_JOB_NAME
+
+    return asset_steps(defs.resolve_job_def(NIGHTLY_JOB_NAME))
+
+
+def stage_of(step_key: str, steps: dict[str, AssetStep] | None = None) -> str:
+    """The stage a Dagster step (or a ``dbt:<layer>`` entry) belongs to; check steps are the stage "checks"."""
+    if step_key.startswith("dbt:"):
+        return f"dbt {step_key[4:]}"
+    step = (asset_steps() if steps is None else steps).get(step_key)
+    return step.stage if step else CHECKS
+
+
+def stage_tables(steps: dict[str, AssetStep]) -> dict[str, tuple[str, ...]]:
+    """Stage -> the tables whose rows it reports, in pipeline order. The multi-layer dbt steps appear as their
+    layers (``dbt <group>``), then dbt's tests and what remains of them (``DBT_OTHER``)."""
+    stages: dict[str, list[str]] = {}
+    dbt_steps = [key for key, step in steps.items() if step.stage == DBT_OTHER]
+    for key, step in steps.items():
+        if step.stage != DBT_OTHER:
+            stages.setdefault(step.stage, []).extend(step.tables)
             continue
-        stage = stage_of(key)
-        seconds[stage] = seconds.get(stage, 0.0) + (value - dbt_layers if key == "dbt_models" else value)
+        for table, group in step.assets:
+            stages.setdefault(f"dbt {group}", []).append(table)
+        if key == dbt_steps[-1]:
+            stages.setdefault("dbt tests", [])
+            stages.setdefault(DBT_OTHER, [])
+    return {stage: tuple(tables) for stage, tables in stages.items()}
+
+
+def stage_summary(stage_seconds: dict[str, float], stage_rows: dict[str, int],
+                  steps: dict[str, AssetStep] | None = None) -> list[tuple[str, float, int | None]]:
+    """(stage, seconds, rows) in pipeline order. The multi-layer dbt steps' seconds are split into their layers
+    (from dbt's own node timings, ``dbt:<layer>`` entries) and what remains (start-up and parsing)."""
+    steps = asset_steps() if steps is None else steps
+    seconds: dict[str, float] = {}
+    # ``dbt:<layer>`` entries split the multi-layer steps; a one-layer step's (``dbt:analytics:<layer>``) are
+    # recorded for the run log only: that step is a stage of its own
+    layers = {k: v for k, v in stage_seconds.items() if k.startswith("dbt:") and k.count(":") == 1}
+    dbt_layers = sum(layers.values())
+    for key, value in stage_seconds.items():
+        if key.startswith("dbt:") and key not in layers:
+            continue
+        stage = stage_of(key, steps)
+        seconds[stage] = seconds.get(stage, 0.0) + value
+    if DBT_OTHER in seconds:
+        seconds[DBT_OTHER] -= dbt_layers
     out = []
-    for stage in [*STAGES, "checks", "other"]:
+    tables = stage_tables(steps)
+    for stage in [*tables, *(s for s in seconds if s not in tables)]:  # then checks and anything unforeseen
         if stage not in seconds:
             continue
-        tables = STAGES.get(stage, ((), ()))[1]
-        rows = sum(n for t, n in stage_rows.items() if any(t == p or (p.endswith(".") and t.startswith(p))
-                                                         for p in tables)) if tables else None
-        out.append((stage, max(seconds[stage], 0.0), rows))
+        present = [n for t, n in stage_rows.items() if t in tables.get(stage, ())]
+        out.append((stage, max(seconds[stage], 0.0), sum(present) if present else None))
     return out
 
 

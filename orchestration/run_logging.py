@@ -6,6 +6,9 @@ one more error line for every step it then skips. On the terminal (unless ``--lo
 the CLI's summary (one line per failed step). The ``file`` logger writes every record in full (exception text,
 stack frames) to ``<warehouse folder>/logs/run_<run_id>.log`` (folder 0700, file 0600), after the PII scrub.
 The Dagster UI keeps the full events as before.
+
+At INFO the terminal also gets a line when each asset step starts (``[3/14] dbt_models: dbt build of ...``, from
+the asset graph: ``run_log.asset_steps``), and every line it prints tells ``progress`` that the run is not silent.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_quality.pii import scrub_text
+from orchestration import progress
 
 FORMAT = "%(asctime)s - dagster - %(levelname)s - %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -33,6 +37,8 @@ class _OneLine(logging.Formatter):
     event's message, and the explanations some libraries add, are left to the run log), scrubbed."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, STEP_LINE, False):
+            return record.getMessage()
         text = super().format(record).split("\n\n", 1)[0]
         return scrub_text(" ".join(text.split()))
 
@@ -44,6 +50,10 @@ class _Scrubbed(logging.Formatter):
 
 class _Stderr(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (pytest's capture, a redirect)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        progress.touch()
 
     @property
     def stream(self):
@@ -61,16 +71,49 @@ class _QuietErrors(logging.Filter):
         return record.levelno < logging.ERROR
 
 
+STEP_LINE = "crm_step_line"  # set on a record the step filter rewrote: printed as it is, without the prefix
+
+
+class _StepLines(logging.Filter):
+    """Passes records at ``level`` and above; turns each step start (a DEBUG event) into a short line of its own
+    for an asset step (``[3/14] dbt_models: dbt build of ...``) and tells ``progress`` what runs now."""
+
+    def __init__(self, steps: dict, level: int):
+        super().__init__()
+        self.steps, self.level, self.started = steps, level, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
+        kind = getattr(event, "event_type_value", None)
+        if kind == "STEP_START":
+            step = self.steps.get(event.step_key)
+            if step is None:  # a check: not numbered, named by the heartbeat if it takes long
+                progress.doing(f"check {event.step_key}")
+                return False
+            self.started += 1
+            label = f"[{self.started}/{len(self.steps)}] {step.key}"
+            progress.doing(label)
+            record.msg, record.args = f"{label}: {step.describe()}", ()
+            setattr(record, STEP_LINE, True)
+            return self.level <= logging.INFO
+        if kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            progress.doing("Dagster: between steps")
+        return record.levelno >= self.level
+
+
 @dg.logger(
     config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
     description="One line per record on stderr; errors left to the CLI's summary (full text in the run log).",
 )
 def terminal_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    level = init_context.logger_config["log_level"].upper()
-    logger = logging.Logger("crm_potential.terminal", level=level)
+    from orchestration.run_log import asset_steps
+
+    level = logging.getLevelName(init_context.logger_config["log_level"].upper())
+    logger = logging.Logger("crm_potential.terminal", level=logging.DEBUG)  # step starts are DEBUG events
     handler = _Stderr()
     handler.setFormatter(_OneLine(FORMAT, DATE_FORMAT))
     handler.addFilter(_QuietErrors())
+    handler.addFilter(_StepLines(asset_steps(init_context.job_def) if init_context.job_def else {}, level))
     logger.addHandler(handler)
     return logger
 

@@ -7,8 +7,10 @@ and environment variables (``CRM_*``, read when the definitions load). Defaults 
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Iterator
@@ -71,6 +73,27 @@ def data_dir() -> Path:
 # the dates of the orders that keep the contract (in the run's time zone), from the contract step
 # (dbt_contract), the first dbt step of a run
 CHECKED_ORDER_DATES = "select cast(ordered_at as date) as d from staging.stg_orders_checked where reject_reason is null"
+
+
+# one row per run: the windows its contract step resolved (``PipelineSettings.record_windows``)
+RUN_WINDOWS_DDL = "create table if not exists ops.run_windows (run_id varchar, windows varchar, resolved_at timestamp)"
+
+
+def windows_to_json(windows: Windows) -> str:
+    return json.dumps({f.name: getattr(windows, f.name) for f in fields(Windows)}, default=date.isoformat,
+                      sort_keys=True)
+
+
+def windows_from_json(text: str) -> Windows:
+    """The inverse of ``windows_to_json`` (dates back from ISO strings, by the field's declared type)."""
+    values = json.loads(text)
+    for f in fields(Windows):
+        value = values[f.name]
+        if f.type in ("date", "date | None"):
+            values[f.name] = date.fromisoformat(value) if value else None
+        elif f.type == "list[date]":
+            values[f.name] = [date.fromisoformat(v) for v in value]
+    return Windows(**values)
 
 
 class SettingsError(ValueError):
@@ -381,6 +404,26 @@ class PipelineSettings(dg.ConfigurableResource):
         as_of = self.resolve_as_of(con)
         first = con.execute(f"select min(d) from ({CHECKED_ORDER_DATES}) where d <= ?", [as_of]).fetchall()[0][0]
         return self._plan(as_of, first)
+
+    def record_windows(self, con: duckdb.DuckDBPyConnection, run_id: str) -> Windows:
+        """Resolve the run's windows (``resolve_windows``) and keep them in ``ops.run_windows`` under the run id.
+
+        The contract step does this once per run, right after the rows it checks exist; every later step reads
+        them back (``run_windows``) instead of querying the orders again, so the whole run sees one as-of date."""
+        windows = self.resolve_windows(con)
+        con.execute("create schema if not exists ops")
+        con.execute(RUN_WINDOWS_DDL)
+        con.execute("delete from ops.run_windows where run_id = ?", [run_id])
+        con.execute("insert into ops.run_windows values (?, ?, current_timestamp)", [run_id, windows_to_json(windows)])
+        return windows
+
+    def run_windows(self, con: duckdb.DuckDBPyConnection, run_id: str) -> Windows:
+        """The windows the run's contract step recorded; resolved and recorded now when that step did not run in
+        this run (an asset materialised on its own from the Dagster UI)."""
+        con.execute("create schema if not exists ops")
+        con.execute(RUN_WINDOWS_DDL)
+        found = con.execute("select windows from ops.run_windows where run_id = ?", [run_id]).fetchall()
+        return windows_from_json(found[0][0]) if found else self.record_windows(con, run_id)
 
     def provisional_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
         """A guess at the run's windows from the raw orders, for the contract step's dbt vars only.

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import dagster as dg
+import pytest
+
+from orchestration.dbt_project import ensure_manifest, manifest_is_stale
+from orchestration.settings import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module", autouse=True)
+def manifest():
+    """The definitions are built from the dbt manifest, which is prepared before they load (as the CLI does)."""
+    return ensure_manifest()
 
 
 def test_definitions_load_with_every_layer():
@@ -69,3 +83,69 @@ def test_the_contract_layer_is_the_first_dbt_step_and_keeps_its_asset_keys():
     assert ("staging/stg_orders_checked", "amount_outliers_within_share") in checks  # blocks the steps after it
     assert ("marts/customer_features_history", "assert_model_inputs_are_finite") in checks
     assert not any(name == "gx_suite" and key.startswith("staging/") for key, name in checks)  # dbt holds staging
+
+
+def test_loading_the_definitions_never_parses_dbt_nor_loads_the_model_libraries(manifest, monkeypatch):
+    """dagster-dbt's convention: the manifest is prepared beforehand (``crm-potential run``/``manifest``, a
+    deployment's ``dagster-dbt project prepare-and-package``); only ``dagster dev`` parses while loading, and only a
+    stale manifest. And scikit-learn and matplotlib load when a model or report step runs, not with the definitions."""
+    from orchestration.dbt_project import dbt_project
+
+    stat = manifest.stat()
+    old = 946684800  # 2000-01-01: older than every model, so stale
+    os.utime(manifest, (stat.st_atime, old))
+    try:
+        assert manifest_is_stale()
+        code = ("import sys, orchestration.definitions; "
+                "print(sorted(m for m in ('sklearn', 'matplotlib', 'great_expectations', 'scipy') if m in sys.modules))")
+        environ = {k: v for k, v in os.environ.items() if k != "DAGSTER_IS_DEV_CLI"}
+        loaded = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=environ, capture_output=True,
+                                text=True, timeout=300)
+        assert loaded.returncode == 0, loaded.stderr[-2000:]
+        assert manifest.stat().st_mtime == old  # loaded from the stale manifest, never re-parsed on import
+        assert loaded.stdout.strip() == "[]"
+        monkeypatch.delenv("DAGSTER_IS_DEV_CLI", raising=False)
+        dbt_project.prepare_if_dev()  # what orchestration/assets/dbt.py calls: outside `dagster dev`, nothing
+        assert manifest.stat().st_mtime == old
+        monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # as `dagster dev` sets it
+        dbt_project.prepare_if_dev()
+        assert manifest.stat().st_mtime > old and not manifest_is_stale()
+    finally:
+        if manifest.stat().st_mtime == old:
+            os.utime(manifest, (stat.st_atime, stat.st_mtime))
+
+
+def test_every_asset_step_reports_under_a_stage_and_a_new_asset_gets_its_own():
+    """Stages come from the asset graph's groups: no asset step's time lands in "checks", check steps do, and an
+    asset added in a new group is a stage of that name (with its rows) without any list to update."""
+    from dagster._core.execution.api import create_execution_plan
+
+    from orchestration.definitions import defs
+    from orchestration.run_log import CHECKS, DBT_OTHER, asset_steps, stage_of, stage_summary
+
+    job = defs.resolve_job_def("nightly")
+    steps = asset_steps(job)
+    plan_steps = [step.key for step in create_execution_plan(job).get_all_steps_in_topo_order()]
+    asset_step_keys = [key for key in plan_steps if key in steps]
+    assert len(steps) == len(asset_step_keys) == 14 and set(steps) <= set(plan_steps)
+    assert [stage_of(k, steps) for k in asset_step_keys].count(CHECKS) == 0
+    assert {stage_of(k, steps) for k in plan_steps if k not in steps} == {CHECKS}  # the checks, and only them
+    assert {stage_of(k, steps) for k in ("dbt_contract", "dbt_models")} == {DBT_OTHER}
+    assert [stage_of(k, steps) for k in ("raw__orders", "scores__customer_value", "scores__customer_churn",
+                                         "scores__customer_scores", "dbt_analytics", "serving__run_report")] == [
+        "ingest", "value models", "churn model", "scoring", "dbt analyst tables", "run report"]
+    order = list(steps)
+    assert order.index("dbt_contract") < order.index("dbt_models") < order.index("scores__customer_value")
+
+    @dg.asset(key=["scores", "next_purchase_day"], group_name="timing", deps=[dg.AssetKey(["scores", "customer_scores"])])
+    def next_purchase_day() -> None:
+        """An asset a later change might add."""
+
+    grown = dg.Definitions.merge(defs, dg.Definitions(assets=[next_purchase_day])).resolve_job_def("nightly")
+    more = asset_steps(grown)
+    assert stage_of("scores__next_purchase_day", more) == "timing"
+    table = stage_summary({"scores__next_purchase_day": 2.5, "dbt_models": 10.0, "dbt:staging": 1.0, "dbt:marts": 2.0,
+                           "dbt:tests": 3.0, "raw__orders_row_count_within_band": 0.5},
+                          {"scores.next_purchase_day": 7, "staging.stg_orders": 11, "marts.customer_features": 13}, more)
+    assert table == [("dbt staging", 1.0, 11), ("dbt marts", 2.0, 13), ("dbt tests", 3.0, None),
+                     (DBT_OTHER, 4.0, None), ("timing", 2.5, 7), (CHECKS, 0.5, None)]

@@ -1,12 +1,10 @@
-"""Churn: the registered champion reused or retrained (``ml/churn_lifecycle.py``), scores with reasons."""
+"""Churn: the registered champion reused or retrained (``ml/churn_lifecycle.py``), scores with reasons.
+
+scikit-learn and matplotlib are imported when the step runs (see ``value_models.py``)."""
 
 import dagster as dg
 import pandas as pd
 
-from ml import plots
-from ml.churn_lifecycle import ChurnPolicy, run_churn_models
-from ml.cutoff_data import CutoffData
-from ml.registry import Registry
 from orchestration.assets.value_models import CUSTOMER_VALUE, FEATURES_HISTORY, OUTCOMES
 from orchestration.memory import release_memory
 from orchestration.publication import ensure_ops_tables
@@ -26,8 +24,13 @@ CUSTOMER_CHURN = dg.AssetKey(["scores", "customer_churn"])
     "CRM_CHURN_MIN_CUSTOMERS customers; below that, the value models' BTYD estimate.",
 )
 def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    from ml import plots
+    from ml.churn_lifecycle import ChurnPolicy, run_churn_models
+    from ml.cutoff_data import CutoffData
+    from ml.registry import Registry
+
     with settings.warehouse() as con:
-        windows = settings.resolve_windows(con)
+        windows = settings.run_windows(con, context.run_id)
         value = con.sql("select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value"
                         ).to_arrow_table().to_pandas()
         outcome = run_churn_models(

@@ -4,10 +4,14 @@ The dbt project runs as three ``dbt build`` steps, each an ``@dbt_assets`` defin
 
 1. ``dbt_contract`` (tag ``contract``): every raw row typed and checked against the data contract
    (``staging/stg_*_checked``) and the rows that break it (``quarantine/*``), with their tests. None of it
-   depends on the as-of date, so it runs first, and the run's as-of date and windows are then resolved
-   from the rows it passed (``PipelineSettings.resolve_windows``), never from the raw rows.
+   depends on the as-of date, so it runs first; then it resolves the run's as-of date and windows from the
+   rows it passed (never from the raw rows) and records them in ``ops.run_windows``: every later step reads
+   them from there (``PipelineSettings.run_windows``), so they are resolved once per run.
 2. ``dbt_models``: the rest of staging, intermediate and marts, as of that date.
 3. ``dbt_analytics`` (``models/analytics``): the published analyst tables, built on the Python scores.
+
+The manifest they are defined from is prepared before the definitions load (``orchestration/dbt_project.py``);
+under ``dagster dev`` ``prepare_if_dev`` parses a stale one here, as dagster-dbt intends.
 """
 
 
@@ -18,11 +22,12 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from ml.windows import Windows
-from orchestration.dbt_project import dbt_project, ensure_manifest, step_target_path, warm_partial_parse
+from orchestration.dbt_project import dbt_project, require_manifest, step_target_path, warm_partial_parse
 from orchestration.file_modes import private_files
 from orchestration.settings import PipelineSettings
 
-ensure_manifest()
+dbt_project.prepare_if_dev()  # parses only under `dagster dev`; elsewhere the manifest was prepared beforehand
+MANIFEST = require_manifest()
 
 
 class CrmDbtTranslator(DagsterDbtTranslator):
@@ -55,12 +60,12 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
         yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
 
 
-def _resolved(settings: PipelineSettings) -> Windows:
+def _run_windows(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Windows:
     with settings.warehouse() as con:
-        return settings.resolve_windows(con)
+        return settings.run_windows(con, context.run_id)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+@dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
             select=CONTRACT, name="dbt_contract")
 def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """The contract layer: every raw row typed and checked (staging/stg_*_checked) and the rows that break
@@ -68,18 +73,21 @@ def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, setting
     with settings.warehouse() as con:
         windows = settings.provisional_windows(con)  # the models here read no window var (see its docstring)
     yield from _build(context, dbt, settings, windows)
+    with settings.warehouse() as con:  # the run's windows, once, from the rows that kept the contract
+        windows = settings.record_windows(con, context.run_id)
+    context.log.info(f"as of {windows.as_of.isoformat()}; cutoffs {', '.join(d.isoformat() for d in windows.cutoffs())}")
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+@dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
             exclude=f"{CONTRACT} {ANALYTICS}")
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """Staging, intermediate and marts as of the run's as-of date: everything the models need."""
-    yield from _build(context, dbt, settings, _resolved(settings))
+    yield from _build(context, dbt, settings, _run_windows(context, settings))
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+@dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
             select=ANALYTICS, name="dbt_analytics")
 def dbt_analytics(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """The published analyst tables, built on the scores: customer_scores (typed, with its contract),
     segment_summary, lifecycle_funnel and campaign_effectiveness."""
-    yield from _build(context, dbt, settings, _resolved(settings))
+    yield from _build(context, dbt, settings, _run_windows(context, settings))

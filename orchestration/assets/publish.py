@@ -15,7 +15,7 @@ from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.dbt_project import layer_seconds
 from orchestration.publication import publish
-from orchestration.run_log import RunRecord, table_rows
+from orchestration.run_log import DBT_OTHER, RunRecord, asset_steps, table_rows
 from orchestration.settings import PipelineSettings
 
 PUBLICATION = dg.AssetKey(["serving", "publication"])
@@ -38,11 +38,12 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
     for stat in instance.get_run_step_stats(run_id):
         if stat.start_time and stat.end_time:
             stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 3)
-    for step in ("dbt_contract", "dbt_models", "dbt_analytics"):
-        if step in stage_seconds:  # dbt's own time per layer, from its run_results.json (summed over steps)
-            prefix = "dbt:analytics:" if step == "dbt_analytics" else "dbt:"
-            for layer, s in layer_seconds(step).items():
-                stage_seconds[f"{prefix}{layer}"] = round(stage_seconds.get(f"{prefix}{layer}", 0.0) + s, 3)
+    for step in (s for s in asset_steps().values() if s.dbt and s.key in stage_seconds):
+        # dbt's own time per layer, from its run_results.json (summed over the multi-layer steps; a one-layer
+        # step, the analyst tables, under its own prefix)
+        prefix = "dbt:" if step.stage == DBT_OTHER else f"dbt:{step.groups[0]}:"
+        for layer, s in layer_seconds(step.key).items():
+            stage_seconds[f"{prefix}{layer}"] = round(stage_seconds.get(f"{prefix}{layer}", 0.0) + s, 3)
     evaluations = check_evaluations(instance, run_id)
     passed = sum(1 for e in evaluations if e.passed)
     failed = len(evaluations) - passed
@@ -67,7 +68,7 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
 def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     facts = run_facts(context)
     with settings.warehouse() as con:
-        as_of = settings.resolve_as_of(con)
+        as_of = settings.run_windows(con, context.run_id).as_of
         rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchall()[0][0] for name in ENTITIES}
         model_versions = json.loads(
             con.execute("select any_value(model_versions) from scores.customer_scores").fetchall()[0][0] or "{}"

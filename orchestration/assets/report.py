@@ -1,23 +1,29 @@
-"""The run report asset: the run's one-page briefing in HTML and its quality page (see ``orchestration/report.py``)."""
+"""The run report asset: the run's one-page briefing in HTML and its quality page (see ``orchestration/report.py``).
+
+The report code (matplotlib) is imported when the step runs, not when the definitions load."""
 
 import os
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from data_quality.gx_gate import data_docs_index, validation_results
 from orchestration.assets.publish import PUBLICATION, check_evaluations
-from orchestration.report import (SECTIONS, CheckSummary, build_quality_page, build_report, published_as_of,
-                                  write_quality_page, write_report)
 from orchestration.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from orchestration.report import CheckSummary
 
 RUN_REPORT = dg.AssetKey(["serving", "run_report"])
 REPORT_CHECKS = ["report_complete"]  # the checks on this asset: they run after the report is written
 
 
-def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings) -> CheckSummary:
+def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings) -> "CheckSummary":
     """Every asset check evaluated in this run so far (Dagster event log) and the Great Expectations
     validations made since the run started."""
+    from data_quality.gx_gate import data_docs_index, validation_results
+    from orchestration.report import CheckSummary
+
     record = context.instance.get_run_record_by_id(context.run_id)
     started = (datetime.fromtimestamp(record.start_time, timezone.utc).replace(tzinfo=None)
                if record and record.start_time else None)
@@ -37,6 +43,8 @@ def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings)
           "lifecycle flows, top customers per tier and action, model health, campaigns, quality; and the run's "
           "quality page (reports/<run_id>/quality.html). Self-contained, opens offline.")
 def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    from orchestration.report import build_quality_page, build_report, published_as_of, write_quality_page, write_report
+
     checks = check_summary(context, settings)
     run_folder = settings.reports_dir / context.run_id
     text = build_report(settings.serving_file, run_folder, checks, context.run_id,
@@ -58,6 +66,8 @@ def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
                 description="The latest report is this run's, has every section and its figures inlined, and "
                 "links nothing outside its folder.")
 def report_complete(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
+    from orchestration.report import SECTIONS
+
     latest = settings.reports_dir / "latest.html"
     text = latest.read_text(encoding="utf-8") if latest.exists() else ""
     missing = [s for s in SECTIONS if f"<h2>{s}</h2>" not in text]

@@ -1,18 +1,15 @@
 """Customer scores: reads ``marts.customer_features`` and writes ``scores.customer_scores``; then back-tests
-``next_category`` at the churn test cutoff (``ml/next_category.py``) into ``ops.model_performance``."""
+``next_category`` at the churn test cutoff (``ml/next_category.py``) into ``ops.model_performance``.
 
-from datetime import date
+scikit-learn (clusters) is imported when the step runs (see ``value_models.py``)."""
+
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pandas as pd
 
-from ml.clusters import behaviour_clusters
-from ml.cutoff_data import CutoffData
-from ml.next_category import (CLUSTER_COLUMNS, TASK, backtest_next_category, beats_baselines, performance_rows,
-                              summary_markdown)
-from ml.scoring import PREVIOUS, score_customers
+from ml.windows import Windows
 from orchestration.assets.churn import CUSTOMER_CHURN
 from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS
 from orchestration.assets.value_models import CUSTOMER_VALUE
@@ -34,10 +31,13 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
     "next category and next best action (see ml/scoring.py); the next-category back-test in model_performance.",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    from ml.scoring import score_customers
+
     release_memory()
     rules = settings.scoring_rules()
     with settings.warehouse() as con:
-        as_of = settings.resolve_as_of(con)
+        windows = settings.run_windows(con, context.run_id)
+        as_of = windows.as_of
         features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
         value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
         churn = con.sql("select * from scores.customer_churn").to_arrow_table().to_pandas()
@@ -59,7 +59,7 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
     context.log.info(f"scored {len(scores):,} customers; {facts['clusters_k']} behavioural clusters "
                      f"(silhouette {facts['clusters_silhouette']:.3f})")
     release_memory()
-    backtest = next_category_backtest(context, settings, as_of)
+    backtest = next_category_backtest(context, settings, windows)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scores),
@@ -80,12 +80,17 @@ CATEGORIES_AT = ("select customer_id, product_category, n_orders, last_ordered_a
                  "from intermediate.int_customer_categories where cutoff_date = ?")
 
 
-def next_category_backtest(context: dg.AssetExecutionContext, settings: PipelineSettings, as_of: date) -> dict:
+def next_category_backtest(context: dg.AssetExecutionContext, settings: PipelineSettings, windows: Windows) -> dict:
     """Back-tests ``next_category`` at the churn test cutoff against the popular and most-frequent baselines,
     replaces this run's ``next_category`` rows in ``ops.model_performance`` and returns asset metadata.
     Writes no rows (and says why) when the cutoff or its categories are missing or nobody can be evaluated."""
+    from ml.clusters import behaviour_clusters
+    from ml.cutoff_data import CutoffData
+    from ml.next_category import (CLUSTER_COLUMNS, TASK, backtest_next_category, beats_baselines, performance_rows,
+                                  summary_markdown)
+
+    as_of, cutoff = windows.as_of, windows.churn_test
     with settings.warehouse() as con:
-        cutoff = settings.resolve_windows(con).churn_test
         known = con.execute("select count(*) from intermediate.int_cutoffs where cutoff_date = ?",
                             [cutoff]).fetchall()[0][0]
         if known:
@@ -124,6 +129,8 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
 
 def last_published_segments(serving_file: Path) -> pd.DataFrame | None:
     """Segments, stage, tier and rank per customer in the current publication (None before the first)."""
+    from ml.scoring import PREVIOUS
+
     if not Path(serving_file).exists():
         return None
     try:

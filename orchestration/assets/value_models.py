@@ -1,12 +1,11 @@
-"""Customer value models: back-test, champion choice, predictions, model_performance rows and plots."""
+"""Customer value models: back-test, champion choice, predictions, model_performance rows and plots.
+
+The model libraries (scikit-learn, SciPy, matplotlib) are imported when the step runs, not when the definitions
+load: loading them costs seconds that ``--help``, ``dagster dev`` and the first line of a run need not wait for."""
 
 import dagster as dg
 import pandas as pd
 
-from ml import plots
-from ml.cutoff_data import CutoffData
-from ml.registry import Registry
-from ml.value_models import LEARNED_MODEL, NAIVE_MODEL, run_value_models, value_card_markdown
 from orchestration.memory import release_memory
 from orchestration.publication import ensure_ops_tables
 from orchestration.settings import PipelineSettings
@@ -45,9 +44,14 @@ def _has_tabulate() -> bool:
     "as-of date for a back-test; without one, the BTYD model with the best likelihood is used.",
 )
 def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    from ml import plots
+    from ml.cutoff_data import CutoffData
+    from ml.registry import Registry
+    from ml.value_models import LEARNED_MODEL, NAIVE_MODEL, run_value_models, value_card_markdown
+
     release_memory()
     with settings.warehouse() as con:
-        windows = settings.resolve_windows(con)
+        windows = settings.run_windows(con, context.run_id)
         data = CutoffData(con)
         context.log.info(f"value models: {data.count(windows.as_of):,} customers at {windows.as_of}")
         result = run_value_models(data, windows=windows, annual_discount_rate=settings.annual_discount_rate,
