@@ -23,6 +23,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from orchestration.sql_quoting import quote_literal
+
 MALFORMED = "malformed CSV line"
 REASONS = {
     "MISSING COLUMNS": f"{MALFORMED}: too few fields (a truncated line?)",
@@ -47,10 +49,6 @@ class Reject:
     line: int  # physical line in the file, the header being line 1
     reason: str
     text: str
-
-
-def quote_literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def column_names(width: int) -> list[str]:

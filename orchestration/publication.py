@@ -26,6 +26,8 @@ import duckdb
 
 from data_quality.pii import erased_ids, profile_pseudonymise, pseudonymise, scrub_text
 from orchestration import run_log
+from orchestration.sql_quoting import quote_ident as _ident
+from orchestration.sql_quoting import quote_literal as _quoted  # DuckDB takes no parameter in `comment on`
 
 WARNING_PREFIX = "warning: "
 
@@ -111,16 +113,6 @@ OPS_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "stage_rows": "JSON: rows per warehouse table when the run published.",
         }),
 }
-
-
-def _quoted(text: str) -> str:
-    """A SQL string literal (DuckDB takes no parameter in ``comment on``)."""
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-def _ident(*parts: str) -> str:
-    """A quoted, dotted SQL identifier: ``"catalog"."schema"."table"``."""
-    return ".".join('"' + str(p).replace('"', '""') + '"' for p in parts)
 
 
 def comment_ops_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> int:

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ml import plots  # noqa: E402
+from orchestration.sql_quoting import quote_ident  # noqa: E402
 
 SECTIONS = ["Since the last run", "Five numbers", "Actions by channel", "Scores and value", "Segments",
             "Lifecycle funnel", "Top customers", "Model health", "Campaigns", "Quality"]
@@ -140,7 +141,7 @@ def _card(title: str, value: str, note: str = "", delta: str = "") -> str:
 def _read(serving_file: Path, tables: list[str]) -> dict[str, pd.DataFrame]:
     with duckdb.connect(str(serving_file), read_only=True) as con:
         present = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-        return {t: con.sql('select * from "' + t.replace('"', '""') + '"').to_arrow_table().to_pandas()
+        return {t: con.sql(f"select * from {quote_ident(t)}").to_arrow_table().to_pandas()
                 for t in tables if t in present}
 
 

@@ -9,6 +9,8 @@ from functools import lru_cache
 
 import duckdb
 
+from orchestration.sql_quoting import quote_ident as _ident
+
 DDL = """
 create table if not exists ops.pipeline_runs (
     run_id varchar,
@@ -180,8 +182,6 @@ def table_rows(con: duckdb.DuckDBPyConnection, schemas=("raw", "staging", "quara
             for schema, table in sorted(found)}
 
 
-def _ident(*parts: str) -> str:
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
 
 @dataclass

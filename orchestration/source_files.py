@@ -23,7 +23,8 @@ import duckdb
 import pyarrow as pa
 
 from data_quality.contract import Entity
-from orchestration.csv_records import NotUtf8, Reject, quote_literal, read_csv_file, read_header
+from orchestration.csv_records import NotUtf8, Reject, read_csv_file, read_header
+from orchestration.sql_quoting import quote_ident, quote_literal
 
 EXTENSIONS = (".csv", ".parquet")
 # raw.<entity>_rejects: one row per source line that could not be read as a record; always created.
@@ -191,7 +192,7 @@ def _load_parquet(con, entity: Entity, files: list[Path]) -> set[str]:
         raise _read_error(entity, names, exc) from exc
     by_name: dict[str, str] = {}
     for original in found:
-        by_name.setdefault(normalise_column(original), '"' + original.replace('"', '""') + '"')
+        by_name.setdefault(normalise_column(original), quote_ident(original))
     missing = [c for c in entity.required_columns if c not in by_name]
     if missing:
         raise _missing_columns_error(entity, Path(names), found, missing)
