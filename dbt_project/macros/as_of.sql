@@ -1,18 +1,14 @@
 {#- The run's view of time. Every staging model filters on as_of_end(): nothing dated after the end of
     the as-of date can influence any table built from it. Features are computed per cutoff date
     (int_cutoffs: the as-of date and the back-dated cutoffs used for training and back-tests); a
-    cutoff's features only see rows dated before the end of that cutoff (cutoff_end). -#}
+    cutoff's features only see rows dated before the end of that cutoff (cutoff_end). The cutoff dates
+    and the window edges are known when the SQL is compiled: macros/cutoffs.sql. -#}
 {% macro as_of_date() -%}
     cast('{{ var("as_of_date") }}' as date)
 {%- endmacro %}
 
 {% macro as_of_end() -%}
     {{ dbt.dateadd('day', 1, as_of_date()) }}
-{%- endmacro %}
-
-{#- Start of a trailing window of `days` days that ends with the date in `anchor` (a date column). -#}
-{% macro window_start(days, anchor='cutoff_date') -%}
-    {{ dbt.dateadd('day', -1 * (days | int) + 1, anchor) }}
 {%- endmacro %}
 
 {#- Whole days from `ts` to the date in `anchor` (0 = on that date). -#}

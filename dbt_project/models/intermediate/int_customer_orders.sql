@@ -1,121 +1,74 @@
 -- Per cutoff and customer: purchase history summarised as of the cutoff. Purchases are completed
 -- orders; the BTYD summary (frequency, recency, T) counts purchase days, as the BG/NBD model expects.
+-- The number of product categories bought comes with the category mix (int_customer_categories).
+--
+-- Built to scale: the orders are reduced once to customer days (int_customer_order_days), and each cutoff
+-- (macros/cutoffs.sql, known when the SQL is compiled) sums up the days until it, so no order is joined
+-- to the cutoffs. Each cutoff's select reads the day table itself, not a CTE: DuckDB copies a CTE that is
+-- read more than once into memory. One aggregation per cutoff keeps each one's memory to its customers
+-- (all cutoffs in one aggregation, one column per cutoff, spills to disk at a million customers).
 
-with cutoffs as (
+{%- set cutoff_dates = feature_cutoff_dates() %}
+{%- set bigint = dbt.type_bigint() %}
 
-    select * from {{ ref('int_cutoffs') }}
+with per_cutoff as (
 
-),
-
-orders as (
-
-    select
-        cutoffs.cutoff_date,
-        stg_orders.*
-
-    from {{ ref('stg_orders') }} as stg_orders
-    inner join cutoffs on stg_orders.ordered_at < cutoffs.cutoff_end
-
-),
-
-purchases as (
-
-    select * from orders
-    where status = 'completed'
-
-),
-
-purchase_days as (
+    {%- for cutoff in cutoff_dates %}
+    {%- set last_90d = date_within('order_date', cutoff, -89, 0) %}
+    {%- set prev_90d = date_within('order_date', cutoff, -179, -90) %}
+    {%- set last_365d = date_within('order_date', cutoff, -364, 0) %}
 
     select
-        cutoff_date,
+        {{ date_literal(cutoff) }} as cutoff_date,
         customer_id,
-        order_date,
-        {{ money_sum('amount') }} as day_spend
+        cast(sum(n_purchases) as {{ bigint }}) as n_orders,
+        count(case when n_purchases > 0 then 1 end) as n_purchase_days,
+        min(case when n_purchases > 0 then order_date end) as first_purchase_date,
+        max(case when n_purchases > 0 then order_date end) as last_purchase_date,
+        {{ money_sum('purchase_amount') }} as monetary_total,
+        {{ money_mean('case when order_date > order_days.first_purchase_date then day_spend end') }} as repeat_spend_mean,
+        cast(sum(n_cancelled) as {{ bigint }}) as n_cancelled,
+        cast(sum(n_refunded) as {{ bigint }}) as n_refunded,
+        cast(sum(case when {{ last_90d }} then n_purchases else 0 end) as {{ bigint }}) as orders_last_90d,
+        cast(sum(case when {{ prev_90d }} then n_purchases else 0 end) as {{ bigint }}) as orders_prev_90d,
+        {{ money_sum("case when " ~ last_90d ~ " then purchase_amount else 0 end") }} as spend_last_90d,
+        {{ money_sum("case when " ~ prev_90d ~ " then purchase_amount else 0 end") }} as spend_prev_90d,
+        cast(sum(case when {{ last_365d }} then n_purchases else 0 end) as {{ bigint }}) as orders_last_365d,
+        {{ money_sum("case when " ~ last_365d ~ " then purchase_amount else 0 end") }} as spend_last_365d
 
-    from purchases
-    group by cutoff_date, customer_id, order_date
+    from {{ ref('int_customer_order_days') }} as order_days
+    where order_date <= {{ date_literal(cutoff) }}
+    group by customer_id
+    {%- if not loop.last %}
 
-),
-
-first_purchase as (
-
-    select cutoff_date, customer_id, min(order_date) as first_purchase_date
-    from purchase_days
-    group by cutoff_date, customer_id
-
-),
-
-day_stats as (
-
-    select
-        purchase_days.cutoff_date,
-        purchase_days.customer_id,
-        count(*) as n_purchase_days,
-        min(purchase_days.order_date) as first_purchase_date,
-        max(purchase_days.order_date) as last_purchase_date,
-        {{ money_mean('case when purchase_days.order_date > first_purchase.first_purchase_date
-                 then purchase_days.day_spend end') }} as repeat_spend_mean
-
-    from purchase_days
-    inner join first_purchase
-        on purchase_days.cutoff_date = first_purchase.cutoff_date
-        and purchase_days.customer_id = first_purchase.customer_id
-    group by purchase_days.cutoff_date, purchase_days.customer_id
-
-),
-
-order_stats as (
-
-    select
-        cutoff_date,
-        customer_id,
-        sum(case when status = 'completed' then 1 else 0 end) as n_orders,
-        {{ money_sum("case when status = 'completed' then amount else 0 end") }} as monetary_total,
-        {{ money_mean("case when status = 'completed' then amount end") }} as monetary_mean,
-        sum(case when status = 'cancelled' then 1 else 0 end) as n_cancelled,
-        sum(case when status = 'refunded' then 1 else 0 end) as n_refunded,
-        sum(case when status = 'completed' and ordered_at >= {{ window_start(90) }} then 1 else 0 end) as orders_last_90d,
-        sum(case when status = 'completed' and ordered_at >= {{ window_start(180) }}
-                  and ordered_at < {{ window_start(90) }} then 1 else 0 end) as orders_prev_90d,
-        {{ money_sum("case when status = 'completed' and ordered_at >= " ~ window_start(90) ~ " then amount else 0 end") }} as spend_last_90d,
-        {{ money_sum("case when status = 'completed' and ordered_at >= " ~ window_start(180)
-                  ~ " and ordered_at < " ~ window_start(90) ~ " then amount else 0 end") }} as spend_prev_90d,
-        sum(case when status = 'completed' and ordered_at >= {{ window_start(365) }} then 1 else 0 end) as orders_last_365d,
-        {{ money_sum("case when status = 'completed' and ordered_at >= " ~ window_start(365) ~ " then amount else 0 end") }} as spend_last_365d,
-        count(distinct case when status = 'completed' then product_category end) as n_categories
-
-    from orders
-    group by cutoff_date, customer_id
+    union all
+    {%- endif %}
+    {%- endfor %}
 
 ),
 
 final as (
 
     select
-        order_stats.cutoff_date,
-        order_stats.customer_id,
-        order_stats.n_orders,
-        coalesce(day_stats.n_purchase_days, 0) as n_purchase_days,
-        day_stats.first_purchase_date,
-        day_stats.last_purchase_date,
-        order_stats.monetary_total,
-        order_stats.monetary_mean,
-        day_stats.repeat_spend_mean,
-        order_stats.n_cancelled,
-        order_stats.n_refunded,
-        order_stats.orders_last_90d,
-        order_stats.orders_prev_90d,
-        order_stats.spend_last_90d,
-        order_stats.spend_prev_90d,
-        order_stats.orders_last_365d,
-        order_stats.spend_last_365d,
-        order_stats.n_categories
+        cutoff_date,
+        customer_id,
+        n_orders,
+        n_purchase_days,
+        first_purchase_date,
+        last_purchase_date,
+        monetary_total,
+        monetary_total / nullif(n_orders, 0) as monetary_mean,
+        repeat_spend_mean,
+        n_cancelled,
+        n_refunded,
+        orders_last_90d,
+        orders_prev_90d,
+        spend_last_90d,
+        spend_prev_90d,
+        orders_last_365d,
+        spend_last_365d
 
-    from order_stats
-    left join day_stats
-        on order_stats.cutoff_date = day_stats.cutoff_date
-        and order_stats.customer_id = day_stats.customer_id
+    from per_cutoff
 
 )
 

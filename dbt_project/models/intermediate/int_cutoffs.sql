@@ -1,13 +1,14 @@
 -- The dates features are computed for: the as-of date (scoring) and the back-dated cutoffs the
 -- models train and back-test on (passed by the pipeline as the var feature_cutoffs). Cutoffs after the
--- as-of date are dropped: the run cannot see past it.
+-- as-of date are dropped: the run cannot see past it (macros/cutoffs.sql, which the per-cutoff models
+-- read the same dates from when they are compiled).
 
-{%- set cutoffs = ([var('as_of_date')] + var('feature_cutoffs', [])) | unique | sort %}
+{%- set cutoff_dates = feature_cutoff_dates() %}
 
 with cutoffs as (
 
-    {%- for cutoff in cutoffs %}
-    select cast('{{ cutoff }}' as date) as cutoff_date
+    {%- for cutoff in cutoff_dates %}
+    select {{ date_literal(cutoff) }} as cutoff_date
     {%- if not loop.last %}
     union all
     {%- endif %}
@@ -23,7 +24,6 @@ final as (
         cutoff_date = {{ as_of_date() }} as is_as_of
 
     from cutoffs
-    where cutoff_date <= {{ as_of_date() }}
 
 )
 

@@ -31,9 +31,16 @@ interactions as (
 
 ),
 
-top_category as (
+category_mix as (
 
-    select cutoff_date, customer_id, product_category as top_category, order_share as top_category_share
+    -- the top category and the number of categories bought, from the customer's top category row
+    select
+        cutoff_date,
+        customer_id,
+        product_category as top_category,
+        order_share as top_category_share,
+        n_categories
+
     from {{ ref('int_customer_categories') }}
     where category_rank = 1
 
@@ -81,9 +88,9 @@ features as (
         end as order_trend,
         cast(coalesce(orders.orders_last_365d, 0) as {{ dbt.type_bigint() }}) as orders_last_365d,
         coalesce(orders.spend_last_365d, 0) as spend_last_365d,
-        coalesce(orders.n_categories, 0) as n_categories,
-        top_category.top_category,
-        top_category.top_category_share,
+        coalesce(category_mix.n_categories, 0) as n_categories,
+        category_mix.top_category,
+        category_mix.top_category_share,
 
         {%- for days in var('feature_windows_days') %}
         {%- for itype in var('interaction_types') %}
@@ -108,8 +115,8 @@ features as (
         on customers.cutoff_date = orders.cutoff_date and customers.customer_id = orders.customer_id
     left join interactions
         on customers.cutoff_date = interactions.cutoff_date and customers.customer_id = interactions.customer_id
-    left join top_category
-        on customers.cutoff_date = top_category.cutoff_date and customers.customer_id = top_category.customer_id
+    left join category_mix
+        on customers.cutoff_date = category_mix.cutoff_date and customers.customer_id = category_mix.customer_id
 
 ),
 
