@@ -321,7 +321,7 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
     args.run_log = log_path  # main() puts the frames of an error outside the steps there
     result = run_pipeline(settings, run_id=run_id, log_level=args.log_level, quiet=args.quiet)
     seconds = time.perf_counter() - t0
-    outcome = run_outcome(result.all_events)
+    outcome = run_outcome(result.all_events, warehouse=settings.warehouse_path)
     if result.success:
         _print_summary(settings, result.run_id, seconds)
         return 0

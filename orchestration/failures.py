@@ -3,13 +3,17 @@
 Dagster's failure events carry the raw exception text and its stack frames; those go to the run log and the
 Dagster UI. The terminal and ``pipeline_runs.message`` get one sentence per failed step: which step or rule,
 which file, what to do. Known exception types are mapped to sentences by ``SENTENCES`` (first match wins);
-anything else is shown as ``<ExceptionClass>: <first line>``. Every line passes the PII scrub.
+anything else is shown as ``<ExceptionClass>: <first line>``. Every line passes the PII scrub. A failed
+``column_rules`` dbt test (every not-null and range rule of a model in one test) names the columns, the rules
+and how many rows break each (``column_rules_failures``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from data_quality.pii import scrub_text
 
@@ -117,6 +121,45 @@ def step_sentence(error, description: str | None = None) -> str:
     return sentence_for(chosen.cls_name or "Error", chosen.message)
 
 
+COLUMN_RULES_TEST = "column_rules_"  # the prefix of every column_rules test's name (and Dagster check's)
+_RULE_WORDS = {"not_null": "null", "min": "below its minimum", "max": "above its maximum",
+               "finite": "not finite (NaN or Infinity)"}
+
+
+def column_rules_failures(warehouse: str | Path, step: str, check_name: str) -> list[tuple] | None:
+    """The broken rules of a failed ``column_rules`` test, as its rows (model, column, rule, rows, rules file), or
+    None when they cannot be read. The test stores nothing (so a night on which every rule holds pays nothing
+    for this); after the run, its compiled SQL in the step's ``run_results.json`` is run again on the warehouse,
+    read-only. Its rows are counts and names from the yml, never a value from the data."""
+    import duckdb
+
+    from orchestration.dbt_project import step_target_path
+
+    try:
+        results = json.loads((step_target_path(warehouse, step) / "run_results.json").read_text())["results"]
+        sql = next(r["compiled_code"] for r in results
+                   if r["unique_id"].startswith("test.") and r["unique_id"].split(".")[2] == check_name)
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            return [tuple(row) for row in con.execute(sql).fetchall()]
+    except Exception:  # no artifacts, no warehouse, a lock: the line keeps dbt's count instead
+        return None
+
+
+def column_rules_sentence(rows: list[tuple], shown: int = 6) -> str:
+    """``rows`` of a column_rules test as one sentence: each broken rule with its column and row count, where
+    the rules are declared, and what to do."""
+    parts = []
+    for model, column, rule, n, _ in rows[:shown]:
+        name, _, bound = str(rule).partition(" ")
+        words = _RULE_WORDS.get(name, name) + (f" {bound}" if bound else "")
+        parts.append(f"{model}.{column} {words} in {int(n):,} row{'' if int(n) == 1 else 's'}")
+    more = f" and {len(rows) - shown} more broken rule(s)" if len(rows) > shown else ""
+    models = sorted({str(row[0]) for row in rows})
+    files = sorted({f"dbt_project/{row[4]}" for row in rows if row[4]})
+    return ("; ".join(parts) + more + (f" (column rules in {', '.join(files)})" if files else "")
+            + f": fix what builds {', '.join(models)}, or the rule if these values are right")
+
+
 @dataclass
 class RunOutcome:
     """What a finished run's events say: failure lines, and whether the serving file was swapped in."""
@@ -125,8 +168,9 @@ class RunOutcome:
     published: bool = False
 
 
-def run_outcome(events) -> RunOutcome:
-    """One line per failed step and failed check, in the order they happened."""
+def run_outcome(events, warehouse: str | Path | None = None) -> RunOutcome:
+    """One line per failed step and failed check, in the order they happened. With the run's ``warehouse``, a
+    failed column_rules check says which columns broke which rules in how many rows."""
     outcome = RunOutcome()
     step_failed = False
     run_error = None
@@ -145,7 +189,10 @@ def run_outcome(events) -> RunOutcome:
                                  + step_sentence(getattr(data, "error", None), user.description if user else None))
         elif kind == "ASSET_CHECK_EVALUATION" and not data.passed:
             rows = data.metadata.get("dagster_dbt/failed_row_count")
+            broken = (column_rules_failures(warehouse, event.step_key, data.check_name)
+                      if warehouse and data.check_name.startswith(COLUMN_RULES_TEST) and not data.description else None)
             detail = (": " + first_line(data.description, limit=600) if data.description else
+                      ": " + first_line(column_rules_sentence(broken), limit=600) if broken else
                       f" (dbt test: {rows.value:,} failing row(s))" if rows is not None else "")
             warn = "warning: " if str(getattr(data.severity, "value", data.severity)).upper() == "WARN" else ""
             outcome.lines.append(f"{warn}check {data.check_name} on {data.asset_key.to_user_string()} failed{detail}")

@@ -1,21 +1,24 @@
 # Writes models/marts/_marts.yml (run from dbt_project/models): the feature columns are many and
 # regular, so their descriptions and tests are generated from one list instead of typed twice.
+# A column's spec: "key" (unique and not null), "required" (not null), "range0" (>= 0), "trend" (-1..1),
+# "rel" (not null, a customer of dim_customers), or None. Not-null and ranges are column rules
+# (config.meta.rules), checked by the model's one column_rules test (tests/generic/column_rules.sql).
 types = ["support_ticket", "complaint", "campaign_response", "email_open", "email_click", "web_visit", "survey"]
 chans = ["email", "phone", "chat", "web", "social", "store"]
 cols = [
- ("customer_id", "Customer key (text).", "[unique, not_null]"),
- ("as_of_date", "The run's as-of date: features see data up to the end of this date.", "[not_null]"),
- ("created_at", "First contact / account creation.", "[not_null]"),
+ ("customer_id", "Customer key (text).", "key"),
+ ("as_of_date", "The run's as-of date: features see data up to the end of this date.", "required"),
+ ("created_at", "First contact / account creation.", "required"),
  ("tenure_days", "Days from created_at to the as-of date.", "range0"),
  ("country", "Country code (normalised).", None),
  ("region", "Region.", None),
  ("acquisition_channel", "How the customer was acquired.", None),
- ("age_band", "Age band at the as-of date ('unknown' without birth date).", "[not_null]"),
+ ("age_band", "Age band at the as-of date ('unknown' without birth date).", "required"),
  ("gender", "Gender as given.", None),
- ("is_b2b", "True for business accounts (company name present).", "[not_null]"),
+ ("is_b2b", "True for business accounts (company name present).", "required"),
  ("marketing_consent", "May be contacted for marketing (null = unknown).", None),
  ("preferred_channel", "Preferred contact channel.", None),
- ("has_purchased", "At least one completed order.", "[not_null]"),
+ ("has_purchased", "At least one completed order.", "required"),
  ("n_orders", "Completed orders.", "range0"),
  ("frequency", "BTYD frequency: purchase days after the first one.", "range0"),
  ("first_purchase_date", "Date of the first completed order.", None),
@@ -56,65 +59,68 @@ cols += [
  ("campaign_response_rate", "Campaigns responded to / campaigns interacted with.", None),
  ("days_since_last_interaction", "Days since the latest interaction (null without any).", "range0"),
  ("lifecycle_stage", "prospect, new, active, repeat, loyal, at risk, lapsed or churned (rules: macros/lifecycle_stage.sql).",
-  "[not_null, {accepted_values: {arguments: {values: [prospect, new, active, repeat, loyal, 'at risk', lapsed, churned]}}}]"),
+  "stage"),
 ]
 out = ["version: 2", "", "models:"]
+RULES = {"key": "not_null: true", "required": "not_null: true", "rel": "not_null: true", "stage": "not_null: true",
+         "range0": "min: 0", "trend": "min: -1, max: 1"}
+TESTS = {"key": ["        data_tests: [unique]"],
+         "rel": ["        data_tests:", "          - relationships:", "              arguments:",
+                 "                to: ref('dim_customers')", "                field: customer_id"],
+         "stage": ["        data_tests: [{accepted_values: {arguments: {values: "
+                   "[prospect, new, active, repeat, loyal, 'at risk', lapsed, churned]}}}]"]}
 def model(name, desc, columns, tests=None):
     out.append(f"  - name: {name}")
     out.append(f"    description: \"{desc}\"")
-    if tests:
+    tests = (tests or []) + (["- column_rules"] if any(t in RULES for _, _, t in columns) else [])
+    if len(tests) == 1:
+        out.append(f"    data_tests: [{tests[0][2:]}]")
+    elif tests:
         out.append("    data_tests:")
         out.extend("      " + t for t in tests)
     out.append("    columns:")
     for n, d, t in columns:
         out.append(f"      - name: {n}")
         out.append(f"        description: \"{d}\"")
-        if t == "range0":
-            out.extend(["        data_tests:", "          - accepted_range: {arguments: {min_value: 0}}"])
-        elif t == "trend":
-            out.extend(["        data_tests:", "          - accepted_range: {arguments: {min_value: -1, max_value: 1}}"])
-        elif t == "rel":
-            out.extend(["        data_tests:", "          - not_null", "          - relationships:",
-                        "              arguments:", "                to: ref('dim_customers')",
-                        "                field: customer_id"])
-        elif t:
-            out.append(f"        data_tests: {t}")
+        if t in RULES:
+            out.append(f"        config: {{meta: {{rules: {{{RULES[t]}}}}}}}")
+        out.extend(TESTS.get(t, []))
     out.append("")
 model("dim_customers", "One row per known customer (created by the end of the as-of date). Internal: holds PII.", [
- ("customer_id", "Customer key (text).", "[unique, not_null]"),
- ("created_at", "Earliest creation timestamp.", "[not_null]"),
+ ("customer_id", "Customer key (text).", "key"),
+ ("created_at", "Earliest creation timestamp.", "required"),
  ("email", "Normalised e-mail (PII, never published).", None),
  ("phone", "Normalised phone (PII, never published).", None),
  ("full_name", "Name (PII, never published).", None),
- ("age_band", "Age band at the as-of date.", "[not_null]"),
- ("is_b2b", "Business account.", "[not_null]"),
+ ("age_band", "Age band at the as-of date.", "required"),
+ ("is_b2b", "Business account.", "required"),
  ("tenure_days", "Days from created_at to the as-of date.", "range0"),
 ])
 model("fct_orders", "Orders of known customers up to the as-of date.", [
- ("order_id", "Order key.", "[unique, not_null]"),
+ ("order_id", "Order key.", "key"),
  ("customer_id", "Customer key.", "rel"),
- ("ordered_at", "When the order was placed.", "[not_null]"),
- ("amount", "Order value in the reporting currency.", "[not_null]"),
- ("is_purchase", "Completed order (counts as a purchase).", "[not_null]"),
+ ("ordered_at", "When the order was placed.", "required"),
+ ("amount", "Order value in the reporting currency.", "required"),
+ ("is_purchase", "Completed order (counts as a purchase).", "required"),
 ])
 model("fct_interactions", "Interactions of known customers up to the as-of date.", [
- ("interaction_id", "Interaction key.", "[unique, not_null]"),
+ ("interaction_id", "Interaction key.", "key"),
  ("customer_id", "Customer key.", "rel"),
- ("occurred_at", "When it happened.", "[not_null]"),
+ ("occurred_at", "When it happened.", "required"),
 ])
 model("customer_features", "One row per known customer: every model's features as of the run's as-of date.", cols)
-hist = [(n, d, ("[not_null]" if n == "customer_id" else t)) for n, d, t in cols]
-hist[1] = ("as_of_date", "The cutoff date these features are computed as of (the run's as-of date or a back-dated cutoff).", "[not_null]")
+hist = [(n, d, ("required" if n == "customer_id" else t)) for n, d, t in cols]
+hist[1] = ("as_of_date", "The cutoff date these features are computed as of (the run's as-of date or a back-dated cutoff).", "required")
 model("customer_features_history",
       "One row per cutoff date and customer known by then: the one definition of every feature, for scoring (as-of date) and for training and back-tests (earlier cutoffs).",
       hist, tests=["- unique_combination:", "    arguments:", "      columns: [as_of_date, customer_id]"])
 model("customer_outcomes",
       "Per back-dated cutoff and customer: purchases and spend after the cutoff (labels for training and back-tests).",
-      [("as_of_date", "The cutoff date.", "[not_null]"),
-       ("customer_id", "Customer key.", "[not_null]"),
-       ("churn_window_complete", "The churn window after the cutoff ends by the run's as-of date.", "[not_null]"),
-       ("value_window_complete", "The value back-test window after the cutoff (the CLV horizon, or shorter when the history is short: ml/windows.py) ends by the run's as-of date.", "[not_null]"),
-       ("churned", "No completed order in the churn window after the cutoff.", "[not_null]"),
+      [("as_of_date", "The cutoff date.", "required"),
+       ("customer_id", "Customer key.", "required"),
+       ("churn_window_complete", "The churn window after the cutoff ends by the run's as-of date.", "required"),
+       ("value_window_complete", "The value back-test window after the cutoff (the CLV horizon, or shorter when the history is short: ml/windows.py) ends by the run's as-of date.", "required"),
+       ("churned", "No completed order in the churn window after the cutoff.", "required"),
        ("orders_churn_window", "Completed orders in the churn window after the cutoff.", "range0"),
        ("orders_value_window", "Completed orders in the value window after the cutoff.", "range0"),
        ("purchase_days_value_window", "Days with a completed order in the value window (BTYD transactions).", "range0"),
