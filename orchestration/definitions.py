@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from orchestration.assets.dbt import dbt_analytics, dbt_contract, dbt_models
 from orchestration.assets.churn import customer_churn
@@ -14,6 +13,7 @@ from orchestration.assets.scoring import customer_scores
 from orchestration.assets.value_models import customer_value
 from orchestration.checks import asset_checks
 from orchestration.dbt_project import dbt_executable, dbt_project
+from orchestration.dbt_resource import DbtCli
 from orchestration.jobs import nightly_job, nightly_schedule
 from orchestration.settings import PipelineSettings
 
@@ -25,6 +25,6 @@ defs = dg.Definitions(
     schedules=[nightly_schedule],
     resources={
         "settings": PipelineSettings.from_env(),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "dbt": DbtCli(project_dir=dbt_project, dbt_executable=dbt_executable()),
     },
 )

@@ -149,3 +149,26 @@ def test_every_asset_step_reports_under_a_stage_and_a_new_asset_gets_its_own():
                           {"scores.next_purchase_day": 7, "staging.stg_orders": 11, "marts.customer_features": 13}, more)
     assert table == [("dbt staging", 1.0, 11), ("dbt marts", 2.0, 13), ("dbt tests", 3.0, None),
                      (DBT_OTHER, 4.0, None), ("timing", 2.5, 7), (CHECKS, 0.5, None)]
+
+
+def test_the_dbt_resource_runs_no_version_subprocess_and_builds_no_adapter(tmp_path):
+    """``DbtCli`` replaces two private hooks of dagster-dbt (orchestration/dbt_resource.py): if an upgrade
+    renames them, the override would silently stop saving anything, so their existence is checked here."""
+    from importlib.metadata import version
+
+    from dagster_dbt import DbtCliResource
+
+    from orchestration.dbt_project import dbt_executable, dbt_project
+    from orchestration.dbt_resource import DbtCli
+    from orchestration.definitions import defs
+
+    for hook in ("_cli_version", "_initialize_dbt_core_adapter"):
+        assert hasattr(DbtCliResource, hook), f"dagster-dbt no longer has {hook}: review orchestration/dbt_resource.py"
+    failing = tmp_path / "dbt"  # an executable that fails: `dbt --version` through it would raise
+    failing.write_text("#!/bin/sh\nexit 3\n")
+    failing.chmod(0o755)
+    resource = DbtCli(project_dir=dbt_project, dbt_executable=str(failing))
+    assert str(resource._cli_version) == version("dbt-core")  # the installed package's, no subprocess
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
+    assert isinstance(defs.resources["dbt"], DbtCli)
+    assert dbt_executable().endswith("dbt")
