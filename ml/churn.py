@@ -42,6 +42,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml import btyd
 from ml.metrics import churn_metrics
+from ml.threads import model_threads
 from ml.tree_effects import TreeEffects
 from ml.cutoff_data import TRAIN_ROWS, CutoffData
 from ml.value_models import BTYD_COLUMNS, BTYD_INPUTS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
@@ -185,6 +186,7 @@ def _logit_pipeline(X: pd.DataFrame):
     return make_pipeline(transform, LogisticRegression(max_iter=2000, class_weight="balanced", C=0.5))
 
 
+@model_threads()
 def train_churn_models(ts: TrainingSet, *, min_customers: int = DEFAULT_MIN_CUSTOMERS, seed: int = 0,
                        max_rows: int = TRAIN_ROWS, baseline: bool = True) -> ChurnModels:
     """Fit HGB (and, with ``baseline``, the logistic baseline) on 80 % of customers, calibrate on the other
@@ -626,6 +628,7 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
     return pd.Series(texts, index=X.index)
 
 
+@model_threads()
 def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, clv_horizon_days: int,
           fits: dict | None = None, batch: int = SCORE_BATCH_ROWS, on_batch=None, btyd_model: str = "bgnbd") -> pd.DataFrame:
     """Churn probability, evidence flag and reasons for every customer at ``cutoff``, read and scored

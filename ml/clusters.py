@@ -17,6 +17,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from ml.threads import model_threads
+
 K_RANGE = range(3, 8)
 FIT_SAMPLE = 20_000
 SILHOUETTE_SAMPLE = 4_000
@@ -54,6 +56,7 @@ def _describe(z_centroid: np.ndarray) -> str:
     return ", ".join(words)
 
 
+@model_threads()
 def behaviour_clusters(features: pd.DataFrame, seed: int = 0) -> Clusters:
     n = len(features)
     cluster = np.zeros(n, dtype=np.int64)

@@ -125,7 +125,8 @@ def _headroom_words(sub: pd.DataFrame, up: np.ndarray) -> np.ndarray:
     deviation = sub[list(HEADROOM_PARTS)] - sub[list(HEADROOM_PARTS)].mean()
     which = np.where(up, np.argmax(deviation.to_numpy(), axis=1), np.argmin(deviation.to_numpy(), axis=1))
     growth, trend = sub["growth"].to_numpy(), sub["trend"].to_numpy()
-    categories = [f"{n:.0f} of {sub['n_sold'].iloc[0]:.0f} categories" for n in sub["n_categories"].to_numpy()]
+    sold = sub["n_sold"].iloc[0]
+    categories = [f"{n:.0f} of {sold:.0f} categories" for n in sub["n_categories"].to_numpy()]
     spend = np.where(up, np.where(growth > 0, "expected to spend more than in the last year",
                                   "spend expected to hold up better than most"),
                      np.where(growth < 0, "expected to spend less than in the last year",

@@ -28,8 +28,10 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
     from ml.churn_lifecycle import ChurnPolicy, run_churn_models
     from ml.cutoff_data import CutoffData
     from ml.registry import Registry
+    from ml.threads import model_threads
 
-    with settings.warehouse() as con:
+    # one OpenMP thread for the back-test's predictions too (ml/threads.py); training and scoring set it themselves
+    with settings.warehouse() as con, model_threads():
         windows = settings.run_windows(con, context.run_id)
         value = con.sql("select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value"
                         ).to_arrow_table().to_pandas()
