@@ -186,7 +186,7 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     for names, key in ((("dbt_contract", "dbt_models"), "dbt SQL (staging to marts)"),
                        (("dbt_analytics",), "dbt SQL (analyst tables)")):
         results = [r for name in names
-                   for r in json.loads((step_target_path(name) / "run_results.json").read_text())["results"]]
+                   for r in json.loads((step_target_path(work / "warehouse.duckdb", name) / "run_results.json").read_text())["results"]]
         t0 = time.perf_counter()
         for result in results:
             if result["unique_id"].startswith("model.") and result.get("compiled_code"):
@@ -280,27 +280,28 @@ def section(sizes: list[int], repeats: int, generated, work_root: Path, on_progr
     return lines + summary + [""] + targets(measured) + details
 
 
+# customers: (wall seconds, peak bytes) on 2 cores, medians (issue 13); 5,000 is the bundled sample's size
+TARGETS = {5_000: (15, 2**30), 100_000: (40, 2 * 2**30), 1_000_000: (180, 6 * 2**30)}
+
+
 def targets(measured: dict[int, dict[str, float]]) -> list[str]:
     """The issue's targets against what was measured (sizes that were not run are left out)."""
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
     out = []
+    for size, (wall, peak) in TARGETS.items():
+        if size in measured:
+            m = measured[size]
+            out.append(f"- {size:,} customers in at most {wall} s and {_fmt_bytes(peak)}: {m['wall']:.1f} s "
+                       f"({verdict(m['wall'] <= wall)}), {_fmt_bytes(m['peak'])} ({verdict(m['peak'] <= peak)}).")
     if 1_000_000 in measured:
         m = measured[1_000_000]
-        overhead = (m["wall"] - m["floor"]) / m["wall"]
-        out += [f"- 1M customers end to end in at most 5 minutes: {m['wall']:.0f} s, {verdict(m['wall'] <= 300)}.",
-                f"- 1M customers under 8 GiB peak memory: {_fmt_bytes(m['peak'])}, {verdict(m['peak'] < 8 * 2**30)}.",
-                f"- Orchestration overhead under 30 % at 1M: {overhead:.0%}, {verdict(overhead < 0.30)}."]
-    if 100_000 in measured:
-        m = measured[100_000]
-        out.append(f"- 100k customers in at most 60 s: {m['wall']:.1f} s, {verdict(m['wall'] <= 60)}.")
+        out.append(f"- Orchestration overhead at 1M (wall - compute floor) / wall: {(m['wall'] - m['floor']) / m['wall']:.0%}.")
     sizes = sorted(measured)
     if len(sizes) > 1:
         steps = [f"x{measured[b]['peak'] / measured[a]['peak']:.1f} for x{b / a:.0f} customers ({a:,} -> {b:,})"
                  for a, b in zip(sizes, sizes[1:])]
         linear = all(measured[b]["peak"] / measured[a]["peak"] <= b / a for a, b in zip(sizes, sizes[1:]))
         out.append(f"- Peak memory no faster than linear: {'; '.join(steps)}, {verdict(linear)}.")
-    out.append("- The default sample run (5,000 customers, `make run`) in at most 30 s is not part of this benchmark; "
-               "the CLI prints its stage times (README, Performance).")
     return ["Targets on this machine:", "", *out, ""]

@@ -88,32 +88,35 @@ def require_manifest() -> Path:
     return manifest
 
 
-def step_target_path(step_name: str) -> Path:
-    """Where a dbt step writes its artifacts: one fixed folder per step (``target/<step>``), reused night after
-    night (dbt's partial parse stays warm, and nothing piles up), so the last run's ``run_results.json`` is
-    always at the same place."""
-    return dbt_project.project_dir / "target" / step_name
+def step_target_path(warehouse_path: str | Path, step_name: str) -> Path:
+    """Where a dbt step writes its artifacts (compiled SQL, ``run_results.json``, ``dbt.log``, the saved
+    parse): ``dbt_target/<step>`` beside the warehouse, one fixed folder per step and warehouse. Reused
+    night after night (dbt's partial parse stays warm, nothing piles up, the last run's results are always
+    at the same place), and never shared by two warehouses: runs on two warehouses at once (a test suite
+    in parallel, the UI and a CLI run) cannot overwrite each other's artifacts."""
+    return Path(warehouse_path).resolve().parent / "dbt_target" / step_name
 
 
-def warm_partial_parse(step_name: str) -> None:
-    """Give a step the newest parse any dbt step made. dbt checks a saved parse against the vars, profile
-    and files and parses again if anything differs, so this is always safe; within one run the steps after
-    the first (same vars) skip a full parse (about 3.5 s each on 2 cores). The contract step is given the
-    vars the later steps will most likely use for that reason (``PipelineSettings.provisional_windows``)."""
+def warm_partial_parse(warehouse_path: str | Path, step_name: str) -> None:
+    """Give a step the newest parse any dbt step of this warehouse made. dbt checks a saved parse against
+    the vars, profile and files and parses again if anything differs, so this is always safe; within one
+    run the steps after the first (same vars) skip a full parse (about 3.5 s each on 2 cores). The contract
+    step is given the vars the later steps will most likely use for that reason
+    (``PipelineSettings.provisional_windows``)."""
     import shutil
 
-    target = step_target_path(step_name)
-    parses = sorted((dbt_project.project_dir / "target").glob("*/partial_parse.msgpack"), key=lambda p: p.stat().st_mtime)
+    target = step_target_path(warehouse_path, step_name)
+    parses = sorted(target.parent.glob("*/partial_parse.msgpack"), key=lambda p: p.stat().st_mtime)
     if parses and parses[-1].parent != target:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(parses[-1], target / "partial_parse.msgpack")
 
 
-def layer_seconds(step_name: str) -> dict[str, float]:
+def layer_seconds(warehouse_path: str | Path, step_name: str) -> dict[str, float]:
     """Seconds dbt spent per layer (``staging``, ``marts``, ..., and ``tests``) in the step's last invocation."""
     import json
 
-    results_path = step_target_path(step_name) / "run_results.json"
+    results_path = step_target_path(warehouse_path, step_name) / "run_results.json"
     if not results_path.exists():
         return {}
     nodes = json.loads(dbt_project.manifest_path.read_text())["nodes"]

@@ -53,8 +53,8 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
     """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars."""
     dbt_vars = settings.dbt_vars(windows, context.run_id)
     context.log.info(f"dbt build as of {windows.as_of.isoformat()} into {dbt_vars['warehouse_path']}")
-    target = step_target_path(context.op_def.name)
-    warm_partial_parse(context.op_def.name)
+    target = step_target_path(settings.warehouse_path, context.op_def.name)
+    warm_partial_parse(settings.warehouse_path, context.op_def.name)
     # dbt writes the warehouse from a subprocess, which inherits the owner-only umask of private_files
     with private_files(settings.warehouse_path, settings.serving_file, extra_files=(settings.pseudonym_key_file,)):
         yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()

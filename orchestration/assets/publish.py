@@ -31,7 +31,7 @@ def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list:
     return [rec.event_log_entry.dagster_event.event_specific_data for rec in records.records]
 
 
-def run_facts(context: dg.AssetExecutionContext) -> dict:
+def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
     """Stage timings and check counts of this run so far, from the Dagster event log."""
     instance, run_id = context.instance, context.run_id
     stage_seconds = {}
@@ -42,7 +42,7 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
         # dbt's own time per layer, from its run_results.json (summed over the multi-layer steps; a one-layer
         # step, the analyst tables, under its own prefix)
         prefix = "dbt:" if step.stage == DBT_OTHER else f"dbt:{step.groups[0]}:"
-        for layer, s in layer_seconds(step.key).items():
+        for layer, s in layer_seconds(warehouse_path, step.key).items():
             stage_seconds[f"{prefix}{layer}"] = round(stage_seconds.get(f"{prefix}{layer}", 0.0) + s, 3)
     evaluations = check_evaluations(instance, run_id)
     passed = sum(1 for e in evaluations if e.passed)
@@ -66,7 +66,7 @@ def run_facts(context: dg.AssetExecutionContext) -> dict:
     "campaign_effectiveness, model_performance, pipeline_runs), replaced atomically.",
 )
 def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    facts = run_facts(context)
+    facts = run_facts(context, settings.warehouse_path)
     with settings.warehouse() as con:
         as_of = settings.run_windows(con, context.run_id).as_of
         rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchall()[0][0] for name in ENTITIES}
