@@ -2,7 +2,7 @@
 
 Sections (``--only NAME`` to run one):
 
-* ``pipeline``: the nightly job end to end through ``crm-potential run`` at 10k, 100k and 1M customers
+* ``pipeline``: the nightly job end to end through ``crm-potential run`` at 5,000 (the bundled sample's size), 100k and 1M customers
   (``--sizes``), per stage (wall, CPU, peak memory) and against its compute floor; see
   ``bench/pipeline_bench.py``.
 * ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
@@ -62,11 +62,16 @@ def machine() -> str:
     )
 
 
+SAMPLE_CUSTOMERS = 5_000  # the bundled sample of `make run`: the same generator, seed and CSV files
+
+
 def generated(customers: int) -> Path:
+    sample = customers == SAMPLE_CUSTOMERS
     folder = CACHE / f"customers_{customers}"
-    if not (folder / "orders.parquet").exists():
+    if not (folder / ("orders.csv" if sample else "orders.parquet")).exists():
         print(f"generating {customers:,} customers into {folder} ...", flush=True)
-        generate(GeneratorConfig(customers=customers, seed=1, end_date=END, file_format="parquet"), folder)
+        generate(GeneratorConfig(customers=customers, seed=42 if sample else 1, end_date=END,
+                                 file_format="csv" if sample else "parquet"), folder)
     return folder
 
 
@@ -195,7 +200,7 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SECTIONS), help="run one section")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     parser.add_argument("--clean", action="store_true", help="delete the generated data and work folders afterwards")
-    parser.add_argument("--sizes", default="10000,100000,1000000",
+    parser.add_argument("--sizes", default="5000,100000,1000000",
                         help="customer counts for the pipeline section (comma-separated; default %(default)s)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
