@@ -88,8 +88,11 @@ browser:  ## install Debian's Chromium if missing (the run-report test opens the
 	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
 
-test: $(STAMP) browser  ## run the test suite
-	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
+# TEST_WORKERS: pytest-xdist worker processes (auto: one per core; 0: in this process, for debugging)
+TEST_WORKERS ?= auto
+
+test: $(STAMP) browser  ## run the test suite (in parallel, one worker per core: TEST_WORKERS=0 to run in one process)
+	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions
 	mkdir -p $(DAGSTER_HOME)

@@ -18,7 +18,7 @@ from ml.actions import (ACTIONS, INVARIANTS, LIFECYCLE_STAGES, MARKETING_ACTIONS
 from ml.ranking import potential_rank, priority_tier, tier_group
 from ml.sample_data import GeneratorConfig, generate
 from ml.segments import RFM_SEGMENTS
-from tests.conftest import SAMPLE_END, run_args
+from tests.conftest import SAMPLE_END, build_once, run_args
 
 LARGE_CUSTOMERS = 100_000
 RULES_FILE = Path(__file__).resolve().parents[1] / "ml" / "next_best_action_rules.csv"
@@ -180,15 +180,17 @@ def large_publication(tmp_path_factory) -> Path:
     """One real pipeline run on a generated 100,000-customer source (generation and run timed)."""
     from orchestration.cli import main
 
-    source, work = tmp_path_factory.mktemp("source_100k"), tmp_path_factory.mktemp("run_100k")
-    started = time.perf_counter()
-    generate(GeneratorConfig(customers=LARGE_CUSTOMERS, seed=11, end_date=SAMPLE_END), source,
-             progress=lambda *_: None)
-    generated = time.perf_counter()
-    assert main(run_args(source, work)) == 0
-    print(f"\n{LARGE_CUSTOMERS:,} customers: generated in {generated - started:.0f} s, "
-          f"pipeline run in {time.perf_counter() - generated:.0f} s")
-    return work / "serving.duckdb"
+    def build(folder: Path) -> None:
+        source, work = folder / "source", folder / "work"
+        started = time.perf_counter()
+        generate(GeneratorConfig(customers=LARGE_CUSTOMERS, seed=11, end_date=SAMPLE_END), source,
+                 progress=lambda *_: None)
+        generated = time.perf_counter()
+        assert main(run_args(source, work)) == 0
+        print(f"\n{LARGE_CUSTOMERS:,} customers: generated in {generated - started:.0f} s, "
+              f"pipeline run in {time.perf_counter() - generated:.0f} s")
+
+    return build_once(tmp_path_factory, "publication_100k", build)[0] / "work" / "serving.duckdb"
 
 
 @pytest.fixture(scope="module", params=["sample_1200", "generated_100k"])

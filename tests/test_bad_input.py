@@ -104,10 +104,9 @@ def _digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def good_publication(small_sample, tmp_path_factory):
-    work = tmp_path_factory.mktemp("good")
-    assert main(run_args(small_sample, work)) == 0
-    return work
+def good_publication(two_publications):
+    """The session's published work folder (read-only: each case copies it)."""
+    return two_publications[0]
 
 
 def _broken_copy(small_sample, tmp_path) -> Path:

@@ -15,6 +15,7 @@ import pytest
 
 from data_quality.contract import ENTITIES, ORDER_STATUSES, ContractError, load
 from orchestration.settings import PipelineSettings, SettingsError
+from tests.conftest import build_once
 
 # reasons people and scripts search the quarantine for: they must not change
 STABLE_REASONS = {
@@ -180,10 +181,13 @@ INTERACTIONS = [
 
 @pytest.fixture(scope="module")
 def contract_step(tmp_path_factory) -> Path:
-    """The contract step (dbt build --select tag:contract) in the Europe/Berlin time zone."""
+    """The contract step (dbt build --select tag:contract) in the Europe/Berlin time zone. Read-only."""
+    return build_once(tmp_path_factory, "contract_step", _contract_step)[0] / "warehouse.duckdb"
+
+
+def _contract_step(work: Path) -> None:
     from orchestration.dbt_project import DBT_PROJECT_DIR, dbt_executable
 
-    work = tmp_path_factory.mktemp("contract")
     warehouse = work / "warehouse.duckdb"
     order = {"customer_id": "C1", "ordered_at": "2026-05-01 10:00:00", "amount": "25.00", "status": "completed"}
     interaction = {"customer_id": "C1", "occurred_at": "2026-05-01 10:00:00", "channel": "web",
@@ -206,7 +210,6 @@ def contract_step(tmp_path_factory) -> Path:
          str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(work / "target")],
         cwd=DBT_PROJECT_DIR, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    return warehouse
 
 
 def test_offsets_and_z_are_honoured_and_converted_to_the_run_time_zone(contract_step):

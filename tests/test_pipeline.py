@@ -15,7 +15,7 @@ import pytest
 from data_quality.contract import CUSTOMERS, ORDERS
 from ml.scoring import SCORE_COLUMNS
 from orchestration.cli import main
-from tests.conftest import run_args
+from tests.conftest import build_once, run_args
 
 pytestmark = pytest.mark.slow
 CONTRACT_SCORE_COLUMNS = [
@@ -36,11 +36,14 @@ def _scores_without_run_id(db: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def published(small_sample, tmp_path_factory):
-    work = tmp_path_factory.mktemp("published")
-    assert main(run_args(small_sample, work)) == 0
-    first = _scores_without_run_id(work / "serving.duckdb")
-    assert main(run_args(small_sample, work)) == 0
-    return work, first
+    """Two runs of the same night into a fresh work folder; (folder, the first run's scores). Read-only."""
+    def build(work: Path) -> None:
+        assert main(run_args(small_sample, work)) == 0
+        shutil.copy2(work / "serving.duckdb", work / "first_serving.duckdb")
+        assert main(run_args(small_sample, work)) == 0
+
+    work, _ = build_once(tmp_path_factory, "published_twice", build)
+    return work, _scores_without_run_id(work / "first_serving.duckdb")
 
 
 def test_published_scores_follow_the_contract(published, small_sample):
@@ -299,8 +302,9 @@ def test_another_source_and_a_back_dated_run_never_use_a_champion_they_should_no
     """The bug this guards against: after a run on the sample, a run on another source (only the required
     columns) reused the sample's churn champion from the shared registry, and a back-dated run kept a model
     trained for a later as-of date."""
-    work, _ = published
-    registry = work / "models" / "churn"
+    models = tmp_path / "models"  # the published run's registry (with its champion), copied: it is shared
+    shutil.copytree(published[0] / "models", models)
+    registry = models / "churn"
     minimal = tmp_path / "minimal"
     minimal.mkdir()
     for entity in (CUSTOMERS, ORDERS):
@@ -309,7 +313,7 @@ def test_another_source_and_a_back_dated_run_never_use_a_champion_they_should_no
             f"all_varchar=true)) to '{minimal}/{entity.name}.csv' (header)")
     other = tmp_path / "other"
     args = ["run", "--source", str(minimal), "--warehouse", str(other / "warehouse.duckdb"),
-            "--serving", str(other / "serving.duckdb"), "--models", str(work / "models"), "--quiet"]
+            "--serving", str(other / "serving.duckdb"), "--models", str(models), "--quiet"]
 
     def published_churn_card() -> dict | None:
         versions = json.loads(_table(other / "serving.duckdb", "select model_versions from customer_scores limit 1")

@@ -156,9 +156,10 @@ def test_the_run_report_is_a_briefing_that_fits_1280_px_offline(chromium, publis
 
 def test_the_report_names_every_check_dagster_counts(published):
     from dagster import DagsterEventType, DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
 
     work, _, second, _, _, (checks_passed, checks_failed) = published
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(work / ".dagster"))) as instance:
         records = instance.get_records_for_run(second, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
         evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records.records]
     late = [e for e in evaluations if e.asset_key.to_user_string().startswith("serving/")]
@@ -203,9 +204,10 @@ def test_report_figures_have_labelled_axes_and_amounts_in_the_currency(published
 def test_make_docs_builds_a_dbt_site_that_opens_from_the_file_system(chromium, two_publications, tmp_path, capsys):
     from orchestration.cli import main
 
-    work, _, _ = two_publications
+    warehouse = tmp_path / "warehouse.duckdb"  # dbt opens it read-write; the session's folder is shared
+    shutil.copy2(two_publications[0] / "warehouse.duckdb", warehouse)
     out = tmp_path / "docs"
-    assert main(["docs", "--warehouse", str(work / "warehouse.duckdb"), "--out", str(out)]) == 0
+    assert main(["docs", "--warehouse", str(warehouse), "--out", str(out)]) == 0
     static = out / "static_index.html"
     assert str(static) in capsys.readouterr().out
     problems: dict = {}
