@@ -193,7 +193,9 @@ def large_publication(tmp_path_factory) -> Path:
     return build_once(tmp_path_factory, "publication_100k", build)[0] / "work" / "serving.duckdb"
 
 
-@pytest.fixture(scope="module", params=["sample_1200", "generated_100k"])
+# the 100,000-customer run first: under `make test` the first worker builds it while the other builds the
+# session's two publications, instead of waiting for them
+@pytest.fixture(scope="module", params=["generated_100k", "sample_1200"])
 def serving(request) -> duckdb.DuckDBPyConnection:
     if request.param == "sample_1200":
         path = request.getfixturevalue("two_publications")[0] / "serving.duckdb"
