@@ -30,7 +30,8 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
     from ml.registry import Registry
     from ml.threads import model_threads
 
-    # one OpenMP thread for the back-test's predictions too (ml/threads.py); training and scoring set it themselves
+    # the model threads (CRM_MODEL_THREADS, ml/threads.py) for the back-test's predictions too; training and
+    # scoring set them themselves
     with settings.warehouse() as con, model_threads():
         windows = settings.run_windows(con, context.run_id)
         value = con.sql("select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value"
