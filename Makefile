@@ -32,7 +32,7 @@ UV_SYNC = $(UV) sync --locked --python $(PYTHON_EXE)
 STAMP := $(VENV)/.synced-dev
 RUN_STAMP := $(VENV)/.synced-runtime
 
-.PHONY: help venv lock run sample test browser ui manifest bench bench-models docs clean
+.PHONY: help venv lock run sample test browser postgres ui manifest bench bench-models docs clean
 .NOTPARALLEL:
 
 help:  ## list the targets
@@ -88,10 +88,19 @@ browser:  ## install Debian's Chromium if missing (the run-report test opens the
 	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
 
+# Debian's PostgreSQL server binaries (initdb, pg_ctl, postgres): the PostgreSQL serving tests start a
+# throw-away cluster of their own in a temporary folder; nothing is configured or started system-wide.
+PG_CTL ?= $(shell command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -1)
+
+postgres:  ## install Debian's PostgreSQL server if missing (the PostgreSQL serving tests start their own)
+	@test -n "$(PG_CTL)" || { echo "installing postgresql (apt-get) for the PostgreSQL serving tests"; \
+	  $(SUDO) apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q postgresql >/dev/null; }; }
+
 # TEST_WORKERS: pytest-xdist worker processes (auto: one per core; 0: in this process, for debugging)
 TEST_WORKERS ?= auto
 
-test: $(STAMP) browser  ## run the test suite (in parallel, one worker per core: TEST_WORKERS=0 to run in one process)
+test: $(STAMP) browser postgres  ## run the test suite (in parallel, one worker per core: TEST_WORKERS=0 to run in one process)
 	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions

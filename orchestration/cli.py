@@ -94,7 +94,7 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
         "source_dir": str(Path(args.source).resolve()) if args.source else None,
         "as_of_date": args.as_of,
         "warehouse_path": str(Path(args.warehouse).resolve()) if args.warehouse else None,
-        "serving_path": str(Path(args.serving).resolve()) if args.serving else None,
+        "serving_path": _serving_arg(args.serving),
         "churn_horizon_days": args.churn_horizon_days,
         "clv_horizon_days": args.clv_horizon_days,
         "model_registry_dir": str(Path(args.models).resolve()) if getattr(args, "models", None) else None,
@@ -104,6 +104,15 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
         return PipelineSettings.from_env(**overrides)
     except (SettingsError, ValueError) as exc:
         raise SystemExit(_usage_error(_settings_message(exc)))
+
+
+def _serving_arg(value: str | None) -> str | None:
+    """``--serving``: a DuckDB file (made absolute) or a PostgreSQL URL (kept as given)."""
+    from orchestration.serving_postgres import is_database_url
+
+    if not value:
+        return None
+    return value.strip() if is_database_url(value) else str(Path(value).resolve())
 
 
 def _settings_message(exc: Exception) -> str:
@@ -133,7 +142,7 @@ def _print_summary(settings: "PipelineSettings", run_id: str, seconds: float) ->
         n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchall()[0]
         stages = con.execute("select stage_seconds, stage_rows from pipeline_runs where run_id = ?", [run_id]).fetchall()[0]
     print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
-    print(f"  serving database : {settings.serving_file}")
+    print(f"  serving database : {settings.serving_display}")
     print(f"  warehouse        : {settings.warehouse_path}")
     print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
     print(f"  run log          : {run_logging.run_log_path(settings.warehouse_path, run_id)}")
@@ -346,7 +355,7 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
     print(f"\nRun {result.run_id} FAILED after {seconds:.1f}s; nothing was published.", file=sys.stderr)
     for line in lines:
         print(f"  - {line}", file=sys.stderr)
-    print(f"The serving database {settings.serving_file} is unchanged.", file=sys.stderr)
+    print(f"The serving database {settings.serving_display} is unchanged.", file=sys.stderr)
     print(f"Full error text and stack frames: {log_path} (and the Dagster UI: make ui)", file=sys.stderr)
     run_logging.append(log_path, "run failed: " + " | ".join(lines))
     return 1
@@ -409,9 +418,11 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = _settings_from_args(args)
+    if settings.serving_target is not None:
+        return _rollback_database(settings, args)
     from orchestration.publication import list_versions, rollback
 
-    settings = _settings_from_args(args)
     if args.list:
         for version in list_versions(settings.serving_file):
             print(version)
@@ -425,6 +436,42 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
     print(f"rolled back {settings.serving_file} to {chosen.name}; readers see it on their next connection")
+    return 0
+
+
+def _rollback_database(settings: "PipelineSettings", args: argparse.Namespace) -> int:
+    """Rollback on a PostgreSQL serving target: the kept release schema swapped back in, then the local release
+    file to the same run when it is kept (the next night's segment transitions read it)."""
+    from orchestration.publication import list_versions, rollback
+    from orchestration.serving_postgres import ServingTargetError, connect, releases, rollback_release
+
+    target = settings.serving_target
+    try:
+        if args.list:
+            con = connect(target)
+            try:
+                for release in releases(con, target):
+                    print(f"{release.schema}\trun {release.run_id}\tas of {release.as_of_date}\t"
+                          f"published {release.published_at}")
+            finally:
+                con.close()
+            return 0
+        with run_lock(settings.warehouse_path, f"rollback-{uuid.uuid4()}"):
+            chosen = rollback_release(target, args.to)
+            local = [v for v in list_versions(settings.serving_file) if v.stem.endswith(f".{chosen.run_id}")]
+            if local:
+                rollback(settings.serving_file, chosen.run_id)
+    except RunLockHeld as exc:
+        print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
+        return 1
+    except ServingTargetError as exc:
+        print(f"crm-potential: {exc}", file=sys.stderr)
+        return 1
+    print(f"rolled back {target.display} to the release of run {chosen.run_id} (as of {chosen.as_of_date}); "
+          "readers see it with their next query")
+    if not local:
+        print(f"  the local release file {settings.serving_file} keeps its publication: run {chosen.run_id} is not "
+              "kept there", file=sys.stderr)
     return 0
 
 
@@ -462,7 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the latest order date, capped at today)",
     )
     run.add_argument("--warehouse", metavar="PATH", help="DuckDB file to build in ({env:warehouse_path}; default data/warehouse.duckdb)")
-    run.add_argument("--serving", metavar="PATH", help="DuckDB file BI tools read ({env:serving_path}; default beside the warehouse)")
+    run.add_argument("--serving", metavar="PATH|URL",
+                     help="where BI tools read the publication ({env:serving_path}): a DuckDB file (default "
+                     "serving.duckdb beside the warehouse) or postgresql://user@host:5432/db?schema=crm_serving "
+                     "(password from CRM_SERVING_PASSWORD, PGPASSWORD or ~/.pgpass)")
     run.add_argument("--churn-horizon-days", type=int, metavar="N", help="churn window ({env:churn_horizon_days}; default 90)")
     run.add_argument("--clv-horizon-days", type=int, metavar="N", help="CLV window ({env:clv_horizon_days}; default 365)")
     run.add_argument("--models", metavar="DIR", help="model registry ({env:model_registry_dir}; default models/)")
@@ -498,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rb.add_argument("--to", metavar="RUN_ID", help="the run whose publication to restore")
     rb.add_argument("--list", action="store_true", help="list the kept publications and exit")
-    rb.add_argument("--serving", metavar="PATH", help="serving database (default data/serving.duckdb)")
+    rb.add_argument("--serving", metavar="PATH|URL",
+                    help="serving database: a DuckDB file (default data/serving.duckdb) or the PostgreSQL URL runs publish to")
     rb.add_argument("--warehouse", metavar="PATH",
                     help="the warehouse whose runs publish there (its run lock keeps a rollback and a run apart)")
     rb.set_defaults(func=cmd_rollback, source=None, as_of=None, churn_horizon_days=None, clv_horizon_days=None)

@@ -21,6 +21,7 @@ import stat
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -29,7 +30,27 @@ from orchestration import run_log
 from orchestration.sql_quoting import quote_ident as _ident
 from orchestration.sql_quoting import quote_literal as _quoted  # DuckDB takes no parameter in `comment on`
 
+if TYPE_CHECKING:
+    from orchestration.serving_postgres import PostgresTarget
+
 WARNING_PREFIX = "warning: "
+
+# The serving file's storage format (``CRM_SERVING_STORAGE_VERSION``): the oldest DuckDB release whose format holds
+# everything we publish (types, comments). v1.0.0 writes storage version 64, which DuckDB 0.10 and every 1.x client
+# open; DuckDB 2.x's own format (69) only 2.x does. The warehouse is private to the pipeline and keeps the current one.
+DEFAULT_SERVING_STORAGE_VERSION = "v1.0.0"
+
+
+def attach_for_writing(con: duckdb.DuckDBPyConnection, path: Path, alias: str, storage_version: str) -> None:
+    """Attach a new serving-format file ``path`` as ``alias`` (a DuckDB error names a version it cannot write)."""
+    try:
+        con.execute(f"attach ? as {_ident(alias)} (storage_version {_quoted(storage_version)})", [str(path)])
+    except duckdb.InvalidInputException as exc:
+        if "version" not in str(exc).lower():
+            raise
+        raise ValueError(f"CRM_SERVING_STORAGE_VERSION={storage_version!r} is not a storage format DuckDB "
+                         f"{duckdb.__version__} can write; use a DuckDB release from v0.10.0 on, such as v1.0.0 (the "
+                         "default), or latest") from exc
 
 MODEL_PERFORMANCE_DDL = """
 create table if not exists ops.model_performance (
@@ -215,7 +236,8 @@ def _erased_match(columns: set[str], erased: dict[str, list[str]]) -> tuple[str 
     return (" or ".join(terms) or None), [erased[c] for c in present]
 
 
-def scrub_version(path: Path, erased: dict[str, list[str]]) -> int:
+def scrub_version(path: Path, erased: dict[str, list[str]],
+                  storage_version: str = DEFAULT_SERVING_STORAGE_VERSION) -> int:
     """Remove the customers from a kept publication; returns the rows removed.
 
     The file is never opened for writing: it may be the very inode a BI reader holds (a kept version is a
@@ -232,7 +254,7 @@ def scrub_version(path: Path, erased: dict[str, list[str]]) -> int:
     try:
         with duckdb.connect() as con:
             con.execute("attach ? as kept (read_only)", [str(path)])
-            removed = _write_scrubbed(con, tmp, erased)
+            removed = _write_scrubbed(con, tmp, erased, storage_version)
     except BaseException:
         _remove(tmp)
         raise
@@ -242,7 +264,8 @@ def scrub_version(path: Path, erased: dict[str, list[str]]) -> int:
     return removed
 
 
-def _write_scrubbed(con: duckdb.DuckDBPyConnection, tmp: Path, erased: dict[str, list[str]]) -> int:
+def _write_scrubbed(con: duckdb.DuckDBPyConnection, tmp: Path, erased: dict[str, list[str]],
+                    storage_version: str) -> int:
     """Copy the attached ``kept`` catalog into ``tmp`` without the customers' rows, if it holds any."""
     tables: dict[tuple[str, str], set[str]] = {}
     for schema, table, column in con.execute("select schema_name, table_name, column_name from duckdb_columns() "
@@ -253,7 +276,7 @@ def _write_scrubbed(con: duckdb.DuckDBPyConnection, tmp: Path, erased: dict[str,
                               values).fetchall()[0][0] for schema, table, match, values in plan if match)
     if not removed:
         return 0
-    con.execute("attach ? as scrubbed", [str(tmp)])
+    attach_for_writing(con, tmp, "scrubbed", storage_version)
     for schema, table, match, values in plan:
         con.execute(f"create schema if not exists {_ident('scrubbed', schema)}")
         where = f" where not ({match})" if match else ""
@@ -322,8 +345,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _keep_and_scrub(con: duckdb.DuckDBPyConnection, serving_path: Path, keep: int,
-                    pseudonym_key: bytes | None) -> list[str]:
+def _keep_and_scrub(serving_path: Path, keep: int, erased: dict[str, list[str]], storage_version: str) -> list[str]:
     """Keep the current publication, prune old ones and remove erased customers from all that are kept.
     A version that cannot be kept or scrubbed does not stop the publication: it becomes a warning that says
     what to do (the next run scrubs again)."""
@@ -333,11 +355,9 @@ def _keep_and_scrub(con: duckdb.DuckDBPyConnection, serving_path: Path, keep: in
     except Exception as exc:
         warnings.append(f"the previous publication was not kept in {versions_dir(serving_path)} ({_reason(exc)}); "
                         "rollback to it is not possible, check that folder")
-    ids = erased_ids(con)
-    erased = erased_keys(ids, pseudonym_key)
-    for version in list_versions(serving_path) if ids else []:  # erasure reaches the kept publications too
+    for version in list_versions(serving_path) if any(erased.values()) else []:  # erasure reaches kept ones too
         try:
-            scrub_version(version, erased)
+            scrub_version(version, erased, storage_version)
         except Exception as exc:
             warnings.append(f"kept publication {version} may still hold erased customers ({_reason(exc)}); "
                             "the next run retries, or delete the file")
@@ -345,7 +365,8 @@ def _keep_and_scrub(con: duckdb.DuckDBPyConnection, serving_path: Path, keep: in
 
 
 def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3,
-            pseudonym_key: bytes | None = None) -> Published:
+            pseudonym_key: bytes | None = None, storage_version: str = DEFAULT_SERVING_STORAGE_VERSION,
+            target: "PostgresTarget | None" = None) -> Published:
     """Build the new serving file from the warehouse ``con`` and swap it in.
 
     Raises only before the swap (then nothing was published). The kept publications are looked after
@@ -358,13 +379,14 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     tmp = serving_path.with_name(f".{serving_path.name}.{record.run_id}.tmp")
     ensure_ops_tables(con)
     counts: dict[str, int] = {}
-    con.execute("attach ? as next_release", [str(tmp)])
+    attach_for_writing(con, tmp, "next_release", storage_version)
     try:
         for name, sql in PUBLISHED_TABLES.items():
             con.execute(f"create table {_ident('next_release', 'main', name)} as {sql}")
             counts[name] = con.execute(f"select count(*) from {_ident('next_release', 'main', name)}").fetchall()[0][0]
         copy_comments(con, "next_release")
-        result = Published(counts, _keep_and_scrub(con, serving_path, keep, pseudonym_key))
+        erased = erased_keys(erased_ids(con), pseudonym_key)
+        result = Published(counts, _keep_and_scrub(serving_path, keep, erased, storage_version))
         record = replace(record, message=result.message or record.message)
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
@@ -381,6 +403,15 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     if tmp.with_name(tmp.name + ".wal").exists():  # DETACH checkpoints; a WAL here would be a bug
         _remove(tmp)
         raise RuntimeError(f"{tmp}.wal left behind after detach; refusing to publish a partial file")
+    if target is not None:  # the database target first: if it refuses the release, nothing is published
+        from orchestration.serving_postgres import publish_release
+
+        try:
+            result.warnings += publish_release(tmp, target, run_id=record.run_id, as_of_date=record.as_of_date,
+                                               keep=keep, erased=erased)
+        except BaseException:
+            _remove(tmp)
+            raise
     os.chmod(tmp, 0o644)  # readable by the BI group, writable only by the pipeline
     os.replace(tmp, serving_path)  # from here on the run is published: nothing below may fail it
     late = []

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -26,6 +28,8 @@ from ml.ranking import DEFAULT_TIER_BOUNDS
 from ml.registry import Lineage
 from ml.windows import Windows, plan_windows
 from orchestration.file_modes import private_files
+from orchestration.publication import DEFAULT_SERVING_STORAGE_VERSION
+from orchestration.serving_postgres import PostgresTarget, ServingTargetError, is_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +54,7 @@ ENV_VARS = {
     "min_churn_auc": "CRM_MIN_CHURN_AUC",
     "min_buyer_share": "CRM_MIN_BUYER_SHARE",
     "serving_versions": "CRM_SERVING_VERSIONS",
+    "serving_storage_version": "CRM_SERVING_STORAGE_VERSION",
     "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
     "max_drift_psi": "CRM_MAX_DRIFT_PSI",
     "erase_file": "CRM_ERASE_FILE",
@@ -121,8 +126,12 @@ def env_values() -> dict:
     return values
 
 
+_FALLBACKS: dict = {}  # field -> its default when no environment variable is set
+
+
 def _default(name: str, fallback):
     """Field default: the environment at definition-load time, else ``fallback``."""
+    _FALLBACKS[name] = fallback
     try:
         return env_values().get(name, fallback)
     except SettingsError:
@@ -150,7 +159,9 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     serving_path: str = Field(
         default=_default("serving_path", ""),
-        description="DuckDB file that BI tools and analysts read. Empty: serving.duckdb beside the warehouse.",
+        description="Where BI tools and analysts read the publication: a DuckDB file (empty: serving.duckdb beside "
+        "the warehouse), or a PostgreSQL URL postgresql://user@host:5432/db?schema=crm_serving[&reader_role=role] "
+        "(password from CRM_SERVING_PASSWORD, PGPASSWORD or ~/.pgpass, never in the URL).",
     )
     churn_horizon_days: int = Field(default=_default("churn_horizon_days", 90), description="Churn window in days.")
     clv_horizon_days: int = Field(default=_default("clv_horizon_days", 365), description="CLV window in days.")
@@ -213,6 +224,12 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     serving_versions: int = Field(
         default=_default("serving_versions", 3), description="Previous publications kept for rollback."
+    )
+    serving_storage_version: str = Field(
+        default=_default("serving_storage_version", DEFAULT_SERVING_STORAGE_VERSION),
+        description="DuckDB storage format of the serving file, as a DuckDB release (v1.0.0 ... the running "
+        "DuckDB's own). The default, v1.0.0, is the oldest that holds everything we publish; DuckDB 0.10 and "
+        "every 1.x client (the DuckDB drivers BI tools ship) open it. The warehouse keeps the current format.",
     )
     model_registry_dir: str = Field(
         default=_default("model_registry_dir", str(PROJECT_ROOT / "models")),
@@ -298,6 +315,29 @@ class PipelineSettings(dg.ConfigurableResource):
                              f"Europe/Berlin, got {value!r}") from exc
         return value
 
+    @field_validator("serving_path")
+    @classmethod
+    def _serving_url(cls, value: str) -> str:
+        value = (value or "").strip()
+        if is_database_url(value):
+            if urlsplit(value).password:
+                raise ValueError("the serving URL holds a password: it would be recorded in pipeline_runs and the run "
+                                 "history. Remove it from the URL and set CRM_SERVING_PASSWORD, PGPASSWORD or ~/.pgpass")
+            try:
+                PostgresTarget.parse(value)
+            except ServingTargetError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("serving_storage_version")
+    @classmethod
+    def _storage_version(cls, value: str) -> str:
+        value = (value or "").strip() or DEFAULT_SERVING_STORAGE_VERSION
+        if not re.fullmatch(r"v\d+\.\d+\.\d+|latest", value):
+            raise ValueError(f"serving_storage_version (CRM_SERVING_STORAGE_VERSION) must be a DuckDB release such "
+                             f"as v1.0.0, or latest, got {value!r}")
+        return value
+
     @field_validator("created_at_tolerance_days")
     @classmethod
     def _non_negative(cls, value: int) -> int:
@@ -328,8 +368,10 @@ class PipelineSettings(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
-        """Settings from ``overrides``, then ``CRM_*`` environment variables (read now), then defaults."""
-        values = env_values()
+        """Settings from ``overrides``, then ``CRM_*`` environment variables (read now), then defaults. The
+        field defaults hold the environment of the moment this module was imported (for the Dagster UI's
+        definitions); a CLI run reads the environment as it is now, whatever was set at import."""
+        values = {**_FALLBACKS, **env_values()}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
@@ -338,8 +380,22 @@ class PipelineSettings(dg.ConfigurableResource):
 
     @property
     def serving_file(self) -> Path:
-        """The serving database: ``serving_path``, or ``serving.duckdb`` beside the warehouse."""
-        return Path(self.serving_path) if self.serving_path else Path(self.warehouse_path).with_name("serving.duckdb")
+        """The serving database: ``serving_path``, or ``serving.duckdb`` beside the warehouse (also when the
+        serving target is a PostgreSQL URL: the night's release is written there first, then published)."""
+        if self.serving_path and not is_database_url(self.serving_path):
+            return Path(self.serving_path)
+        return Path(self.warehouse_path).with_name("serving.duckdb")
+
+    @property
+    def serving_target(self) -> PostgresTarget | None:
+        """The PostgreSQL serving target when ``serving_path`` is a database URL, else None."""
+        return PostgresTarget.parse(self.serving_path) if is_database_url(self.serving_path) else None
+
+    @property
+    def serving_display(self) -> str:
+        """Where readers find the publication, in words (a URL without its password)."""
+        target = self.serving_target
+        return f"{target.display} (release file {self.serving_file})" if target else str(self.serving_file)
 
     @property
     def lineage(self) -> Lineage:
