@@ -1,5 +1,7 @@
--- Example queries for analysts, against the serving database (read-only), e.g.
---   duckdb -readonly data/serving.duckdb < examples/queries.sql
+-- Example queries for analysts, against the serving database (read-only). After `make run`, with the project's own
+-- DuckDB (prints each query's name and first rows):
+--   .venv/bin/python -c "import duckdb, re; con = duckdb.connect('data/serving.duckdb', read_only=True); [print(name, con.sql(sql)) for name, sql in re.findall(r'^-- name: (\w+)\n(.*?);', open('examples/queries.sql').read(), re.M | re.S)]"
+-- or run one in any DuckDB client from 1.1 on, such as the duckdb CLI (tests/test_bi_clients.py reads the file with 1.1 and 1.5).
 -- Every query here runs in the test suite against a real publication (tests/test_analyst_outputs.py).
 
 -- name: top_customers_per_tier_and_channel

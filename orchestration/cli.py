@@ -99,6 +99,7 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
         "clv_horizon_days": args.clv_horizon_days,
         "model_registry_dir": str(Path(args.models).resolve()) if getattr(args, "models", None) else None,
         "erase_file": str(Path(args.erase).resolve()) if getattr(args, "erase", None) else None,
+        "export_parquet_dir": str(Path(args.export_parquet).resolve()) if getattr(args, "export_parquet", None) else None,
     }
     try:
         return PipelineSettings.from_env(**overrides)
@@ -509,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the latest order date, capped at today)",
     )
     run.add_argument("--warehouse", metavar="PATH", help="DuckDB file to build in ({env:warehouse_path}; default data/warehouse.duckdb)")
+    run.add_argument("--export-parquet", metavar="DIR",
+                     help="also write each release as Parquet files into DIR ({env:export_parquet_dir}): "
+                     "runs/<run id>/<table>.parquet with manifest.json; DIR/latest points at the newest")
     run.add_argument("--serving", metavar="PATH|URL",
                      help="where BI tools read the publication ({env:serving_path}): a DuckDB file (default "
                      "serving.duckdb beside the warehouse) or postgresql://user@host:5432/db?schema=crm_serving "

@@ -345,7 +345,8 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _keep_and_scrub(serving_path: Path, keep: int, erased: dict[str, list[str]], storage_version: str) -> list[str]:
+def _keep_and_scrub(serving_path: Path, keep: int, erased: dict[str, list[str]], storage_version: str,
+                    export_dir: Path | None) -> list[str]:
     """Keep the current publication, prune old ones and remove erased customers from all that are kept.
     A version that cannot be kept or scrubbed does not stop the publication: it becomes a warning that says
     what to do (the next run scrubs again)."""
@@ -361,12 +362,20 @@ def _keep_and_scrub(serving_path: Path, keep: int, erased: dict[str, list[str]],
         except Exception as exc:
             warnings.append(f"kept publication {version} may still hold erased customers ({_reason(exc)}); "
                             "the next run retries, or delete the file")
+    if export_dir is not None and any(erased.values()):
+        from orchestration.parquet_export import scrub_exports  # it imports this module
+
+        try:
+            scrub_exports(export_dir, erased)
+        except Exception as exc:
+            warnings.append(f"the Parquet export in {export_dir} may still hold erased customers ({_reason(exc)}); "
+                            "the next run retries, or delete its runs/ folders")
     return warnings
 
 
 def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3,
             pseudonym_key: bytes | None = None, storage_version: str = DEFAULT_SERVING_STORAGE_VERSION,
-            target: "PostgresTarget | None" = None) -> Published:
+            target: "PostgresTarget | None" = None, export_dir: Path | None = None) -> Published:
     """Build the new serving file from the warehouse ``con`` and swap it in.
 
     Raises only before the swap (then nothing was published). The kept publications are looked after
@@ -386,7 +395,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
             counts[name] = con.execute(f"select count(*) from {_ident('next_release', 'main', name)}").fetchall()[0][0]
         copy_comments(con, "next_release")
         erased = erased_keys(erased_ids(con), pseudonym_key)
-        result = Published(counts, _keep_and_scrub(serving_path, keep, erased, storage_version))
+        result = Published(counts, _keep_and_scrub(serving_path, keep, erased, storage_version, export_dir))
         record = replace(record, message=result.message or record.message)
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
@@ -419,6 +428,14 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         _sync_folder(serving_path.parent)
     except OSError as exc:
         late.append(f"the rename of {serving_path} may not survive a power cut ({_reason(exc)}); check the disk")
+    if export_dir is not None:  # a copy of the release for tools that read files, once the release is out
+        from orchestration.parquet_export import export_release
+
+        try:
+            export_release(serving_path, export_dir, run_id=record.run_id, as_of_date=record.as_of_date, keep=keep + 1)
+        except Exception as exc:
+            late.append(f"the Parquet export in {export_dir} still shows the previous run ({_reason(exc)}); "
+                        "fix the folder, then run again")
     try:
         run_log.insert(con, replace(record, message=Published(counts, result.warnings + late).message
                                     or record.message))

@@ -55,6 +55,7 @@ ENV_VARS = {
     "min_buyer_share": "CRM_MIN_BUYER_SHARE",
     "serving_versions": "CRM_SERVING_VERSIONS",
     "serving_storage_version": "CRM_SERVING_STORAGE_VERSION",
+    "export_parquet_dir": "CRM_EXPORT_PARQUET",
     "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
     "max_drift_psi": "CRM_MAX_DRIFT_PSI",
     "erase_file": "CRM_ERASE_FILE",
@@ -224,6 +225,11 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     serving_versions: int = Field(
         default=_default("serving_versions", 3), description="Previous publications kept for rollback."
+    )
+    export_parquet_dir: str = Field(
+        default=_default("export_parquet_dir", ""),
+        description="Folder for a Parquet copy of every release, for tools that read files (runs/<run_id>/<table>"
+        ".parquet with manifest.json; `latest` symlink and latest.json name the newest). Empty: no export.",
     )
     serving_storage_version: str = Field(
         default=_default("serving_storage_version", DEFAULT_SERVING_STORAGE_VERSION),

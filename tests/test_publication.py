@@ -4,6 +4,7 @@ reading whole publications during a run, and earlier publications can be rolled 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import pytest
 
 from data_quality.pii import pseudonym_key
 from orchestration.cli import main
+from orchestration.parquet_export import export_release
 from orchestration.publication import erased_keys, list_versions, publish, published_run_id, scrub_version
 from orchestration.run_log import RunRecord
 from tests.conftest import published_run_id as _run_id
@@ -274,9 +276,13 @@ def test_a_held_reader_and_an_erasure_request_publish_and_scrub_the_kept_version
     needles = {value for values in keys.values() for value in values}
     erase = tmp_path / "erase.csv"
     erase.write_text(f"customer_id\n{victim}\n")
+    exports = tmp_path / "exports"  # the earlier nights' Parquet exports hold the customer too
+    for version in list_versions(serving):
+        export_release(version, exports)
+    export_release(serving, exports)
     reader = Holder(serving, victim)
     try:
-        assert main(run_args(small_sample, copy, "--erase", str(erase))) == 0
+        assert main(run_args(small_sample, copy, "--erase", str(erase), "--export-parquet", str(exports))) == 0
         assert reader.view_again() == reader.first_view  # the reader's view is the one it opened
     finally:
         reader.close()
@@ -295,6 +301,13 @@ def test_a_held_reader_and_an_erasure_request_publish_and_scrub_the_kept_version
     assert sorted(v.stem.split(".")[-1] for v in versions) == sorted([first, second])
     for db in [serving, *versions]:
         assert _rows_of(db, needles) == {}, db
+    assert json.loads((exports / "latest.json").read_text())["run_id"] == run
+    files = sorted((exports / "runs").glob("*/*.parquet"))
+    assert {f.parent.name for f in files} == {first, second, run}
+    with duckdb.connect() as con:
+        for f in files:
+            text = " ".join(map(str, con.execute("select * from read_parquet(?)", [str(f)]).fetchall()))
+            assert not any(needle in text for needle in needles), f
 
 
 def test_scores_that_drift_from_the_last_publication_are_not_published(two_publications, small_sample, tmp_path, capsys):
@@ -312,3 +325,26 @@ def test_scores_that_drift_from_the_last_publication_are_not_published(two_publi
     err = capsys.readouterr().err
     assert "scores_drift" in err and "clv mean moved" in err
     assert _digest(copy / "serving.duckdb") == before
+
+
+def _storage_version(path: Path) -> int:
+    """The storage format number in a DuckDB file's header (after the checksum and the magic 'DUCK')."""
+    header = path.read_bytes()[:20]
+    assert header[8:12] == b"DUCK"
+    return int.from_bytes(header[12:20], "little")
+
+
+def test_the_serving_file_is_in_a_format_older_duckdb_clients_read(two_publications, tmp_path):
+    from orchestration.settings import PipelineSettings, SettingsError
+
+    work, _, _ = two_publications
+    assert _storage_version(work / "serving.duckdb") == 64  # v1.0.0's format: DuckDB 0.10 and every 1.x read it
+    assert _storage_version(work / "warehouse.duckdb") > 64  # the warehouse keeps the running DuckDB's own
+    with _tiny_warehouse(tmp_path / "warehouse.duckdb") as con:
+        publish(con, tmp_path / "latest.duckdb", _record("r1"), storage_version="latest")
+        with pytest.raises(ValueError, match="CRM_SERVING_STORAGE_VERSION='v0.0.0' is not a storage format"):
+            publish(con, tmp_path / "bad.duckdb", _record("r2"), storage_version="v0.0.0")
+    assert _storage_version(tmp_path / "latest.duckdb") > 64
+    assert not (tmp_path / "bad.duckdb").exists()
+    with pytest.raises(SettingsError, match=r"CRM_SERVING_STORAGE_VERSION\) must be a DuckDB release"):
+        PipelineSettings.from_env(serving_storage_version="1.0")

@@ -96,7 +96,8 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
         # once publish() returns, the file is swapped in: what it could not finish comes back as warnings
         published = publish(con, settings.serving_file, record, keep=settings.serving_versions,
                             pseudonym_key=pseudonym_key(settings.pseudonym_key_file),
-                            storage_version=settings.serving_storage_version, target=settings.serving_target)
+                            storage_version=settings.serving_storage_version, target=settings.serving_target,
+                            export_dir=Path(settings.export_parquet_dir) if settings.export_parquet_dir else None)
     context.log.info(f"published {published.counts} to {settings.serving_display}")
     for warning in published.warnings:
         context.log.warning(f"published, but {warning}")
