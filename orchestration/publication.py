@@ -11,6 +11,11 @@ writing a new file and renaming it over the version's name. Once the serving ren
 published: what fails after it is a warning on a published run (``Published.warnings``, recorded in
 ``pipeline_runs.message`` as ``warning: ...``), never a failure. Every path and value reaches SQL as a
 parameter or a quoted literal, every identifier quoted.
+
+The serving file is written in an older DuckDB storage format (``CRM_SERVING_STORAGE_VERSION``) that the DuckDB
+1.x inside BI drivers reads. Two optional targets come from the same release: a PostgreSQL schema
+(``serving_postgres.py``; swapped in before the file, so a refusal there publishes nothing) and a Parquet copy
+(``parquet_export.py``; written after the swap, a failure there is a warning).
 """
 
 from __future__ import annotations

@@ -198,3 +198,27 @@ def test_kept_releases_are_pruned_scrubbed_and_killed_loads_cleaned(postgres, pa
             left = con.execute(f"select count(*) from {schema}.customer_scores where customer_id = %s",
                                [victim[0]]).fetchall()[0][0]
             assert left == 0, schema
+
+
+def test_a_writer_with_create_only_publishes_and_the_reader_role_reads(postgres, monkeypatch, two_publications):
+    """The roles the README asks for: the pipeline's with CREATE on the database and nothing else, the BI
+    tools' with only what ``reader_role`` grants."""
+    work, _, second = two_publications
+    with postgres.connect() as con:
+        con.execute("create role crm_writer login password 'writer-pw'")
+        con.execute("create role bi_reader login password 'reader-pw'")
+        con.execute("create role nobody login password 'nobody-pw'")
+        con.execute("grant create on database crm to crm_writer")
+    monkeypatch.setenv("CRM_SERVING_PASSWORD", "writer-pw")
+    url = f"postgresql://crm_writer@127.0.0.1:{postgres.port}/crm?schema=crm_d&reader_role=bi_reader"
+    for run in (second, second + "-next"):  # the second night renames the first one's schema: owner rights do
+        publish_release(work / "serving.duckdb", PostgresTarget.parse(url), run_id=run, as_of_date="2026-09-30")
+    import psycopg
+
+    def read(user: str, password: str):
+        with psycopg.connect(host="127.0.0.1", port=postgres.port, user=user, password=password, dbname="crm") as con:
+            return con.execute("select count(distinct run_id) from crm_d.customer_scores").fetchall()[0][0]
+
+    assert read("bi_reader", "reader-pw") == 1
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        read("nobody", "nobody-pw")
