@@ -63,7 +63,8 @@ def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
     group_name="publish",
     kinds={"duckdb"},
     description="The serving database (customer_scores, customer_profile, segment_summary, lifecycle_funnel, "
-    "campaign_effectiveness, model_performance, pipeline_runs), replaced atomically.",
+    "campaign_effectiveness, model_performance, pipeline_runs), replaced atomically; optionally also a PostgreSQL "
+    "schema (swapped in one transaction) and a Parquet copy.",
 )
 def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     facts = run_facts(context, settings.warehouse_path)
@@ -104,6 +105,9 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
     return dg.MaterializeResult(
         metadata={
             "serving_path": dg.MetadataValue.path(str(settings.serving_file.resolve())),
+            **({"serving_target": settings.serving_target.display} if settings.serving_target else {}),
+            **({"parquet_export": dg.MetadataValue.path(settings.export_parquet_dir)} if settings.export_parquet_dir
+               else {}),
             "tables": dg.MetadataValue.json(published.counts),
             "as_of_date": as_of.isoformat(),
             "rows_quarantined": dg.MetadataValue.json(quarantined),
