@@ -88,14 +88,17 @@ browser:  ## install Debian's Chromium if missing (the run-report test opens the
 	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
 
-# Debian's PostgreSQL server binaries (initdb, pg_ctl, postgres): the PostgreSQL serving tests start a
-# throw-away cluster of their own in a temporary folder; nothing is configured or started system-wide.
+# Debian's PostgreSQL server binaries (initdb, pg_ctl, postgres): the PostgreSQL tests (database source,
+# serving target) start a throw-away cluster of their own in a temporary folder; nothing is started system-wide.
+# pgjdbc (libpostgresql-jdbc-java) and a JDK: the BI test reads the PostgreSQL target as Metabase/DBeaver do.
 PG_CTL ?= $(shell command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -1)
+PG_PACKAGES = $(if $(PG_CTL),,postgresql) $(if $(wildcard /usr/share/java/postgresql.jar),,libpostgresql-jdbc-java) \
+	$(if $(shell command -v javac),,default-jdk-headless)
 
-postgres:  ## install Debian's PostgreSQL server if missing (the PostgreSQL serving tests start their own)
-	@test -n "$(PG_CTL)" || { echo "installing postgresql (apt-get) for the PostgreSQL serving tests"; \
-	  $(SUDO) apt-get install -y -q postgresql >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q postgresql >/dev/null; }; }
+postgres:  ## install Debian's PostgreSQL server, pgjdbc and a JDK if missing (for the PostgreSQL and BI tests)
+	@test -z "$(strip $(PG_PACKAGES))" || { echo "installing $(strip $(PG_PACKAGES)) (apt-get) for the PostgreSQL tests"; \
+	  $(SUDO) apt-get install -y -q $(PG_PACKAGES) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(PG_PACKAGES) >/dev/null; }; }
 
 # TEST_WORKERS: pytest-xdist worker processes (auto: one per core; 0: in this process, for debugging)
 TEST_WORKERS ?= auto

@@ -509,7 +509,10 @@ def _write(out, config, end, customers, orders, interactions, campaigns, truth) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", type=int, default=5000, help="number of customers (default 5000)")
     parser.add_argument("--seed", type=int, default=42, help="random seed; same seed, same files (default 42)")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write the files to")
+    parser.add_argument("--out", required=True, metavar="DIR|URL",
+                        help="folder to write the files to, or a PostgreSQL database postgresql://user@host:5432/db"
+                        "?schema=crm to load them into as tables (password from CRM_SOURCE_PASSWORD, PGPASSWORD or "
+                        "~/.pgpass)")
     parser.add_argument(
         "--end-date",
         type=date.fromisoformat,
@@ -530,4 +533,4 @@ def run_from_args(args: argparse.Namespace) -> dict[str, int]:
         history_days=args.history_days,
         file_format=args.format,
     )
-    return generate(cfg, args.out)
+    return generate(cfg, Path(args.out))

@@ -91,10 +91,11 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
     from orchestration.settings import PipelineSettings, SettingsError
 
     overrides = {
-        "source_dir": str(Path(args.source).resolve()) if args.source else None,
+        "source_dir": _path_or_url(args.source),
+        "full_refresh": True if getattr(args, "full_refresh", False) else None,
         "as_of_date": args.as_of,
         "warehouse_path": str(Path(args.warehouse).resolve()) if args.warehouse else None,
-        "serving_path": _serving_arg(args.serving),
+        "serving_path": _path_or_url(args.serving),
         "churn_horizon_days": args.churn_horizon_days,
         "clv_horizon_days": args.clv_horizon_days,
         "model_registry_dir": str(Path(args.models).resolve()) if getattr(args, "models", None) else None,
@@ -107,8 +108,8 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
         raise SystemExit(_usage_error(_settings_message(exc)))
 
 
-def _serving_arg(value: str | None) -> str | None:
-    """``--serving``: a DuckDB file (made absolute) or a PostgreSQL URL (kept as given)."""
+def _path_or_url(value: str | None) -> str | None:
+    """``--serving`` / ``--source``: a file or folder (made absolute) or a PostgreSQL URL (kept as given)."""
     from orchestration.serving_postgres import is_database_url
 
     if not value:
@@ -296,10 +297,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
-    if not Path(settings.source_dir).is_dir():
+    if settings.source_database is None and not Path(settings.source_dir).is_dir():
         return _usage_error(
             f"source folder {settings.source_dir} does not exist (run `make sample` for the bundled sample)"
         )
+    if settings.source_database is not None and (failed := _database_source_problem(settings)):
+        print(f"crm-potential: {failed}; nothing was run, the serving database {settings.serving_display} is "
+              "unchanged.", file=sys.stderr)
+        return 1
     run_id = str(uuid.uuid4())
     warehouse = Path(settings.warehouse_path)
 
@@ -318,13 +323,28 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _database_source_problem(settings: "PipelineSettings") -> str | None:
+    """A database source that cannot be read (no connection, a required table or column missing): said once,
+    before Dagster starts, rather than once per ingest step."""
+    from data_quality.contract import ENTITIES
+    from orchestration.postgres_url import DatabaseError
+    from orchestration.source_database import check_source
+    from orchestration.source_files import SourceError
+
+    try:
+        check_source(settings.source_database, ENTITIES.values())
+    except (DatabaseError, SourceError) as exc:
+        return str(exc).rstrip(".")
+    return None
+
+
 def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, run_id: str) -> int:
     from data_quality.pii import scrub_text
     from orchestration import run_logging
     from orchestration.failures import run_outcome
 
     log_path = run_logging.run_log_path(settings.warehouse_path, run_id)
-    print(f"crm-potential: running the nightly job on {settings.source_dir} (run {run_id})", flush=True)
+    print(f"crm-potential: running the nightly job on {settings.source_display} (run {run_id})", flush=True)
     progress.doing("loading Dagster and dbt")
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     t0 = time.perf_counter()
@@ -364,8 +384,26 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from ml.sample_data import run_from_args
+    from orchestration.postgres_url import DatabaseError, is_database_url
 
-    run_from_args(args)
+    if not is_database_url(args.out):
+        run_from_args(args)
+        return 0
+    import tempfile
+
+    from data_quality.contract import ENTITIES
+    from orchestration.source_database import DatabaseSource, write_source
+
+    try:
+        source = DatabaseSource.parse(args.out)
+        with tempfile.TemporaryDirectory(prefix="crm-generate-") as folder:
+            args.out, args.format = folder, "parquet"
+            run_from_args(args)
+            counts = write_source(folder, source, ENTITIES.values())
+    except DatabaseError as exc:
+        print(f"crm-potential: {exc}", file=sys.stderr)
+        return 1
+    print(f"loaded into {source.display}: " + ", ".join(f"{name} {n:,} rows" for name, n in counts.items()))
     return 0
 
 
@@ -503,7 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_RUN,
         formatter_class=_EnvHelpFormatter,
     )
-    run.add_argument("--source", metavar="DIR", help="source folder ({env:source_dir}; default data/sample)")
+    run.add_argument("--source", metavar="DIR|URL",
+                     help="source folder ({env:source_dir}; default data/sample), or a PostgreSQL database "
+                     "postgresql://user@host:5432/db?schema=crm read incrementally (password from CRM_SOURCE_PASSWORD, "
+                     "PGPASSWORD or ~/.pgpass)")
+    run.add_argument("--full-refresh", action="store_true",
+                     help="a database source: read every table in full, not only the rows changed since the last "
+                     "published run")
     run.add_argument(
         "--as-of", metavar="DATE",
         help="YYYY-MM-DD; the run sees data up to the end of this date ({env:as_of_date}; "

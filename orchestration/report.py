@@ -414,7 +414,10 @@ def model_health(performance: pd.DataFrame, runs: pd.DataFrame, run_id: str) -> 
         if metric is None or not len(champions):
             continue
         champion = champions[0]
-        values = part[part.metric == metric].set_index("model_name").value
+        # a challenger that lost to the champion shares its model name: the champion's rows speak for the name
+        flagged = part.assign(_champion=part.is_champion.fillna(False).astype(bool))
+        part = flagged[flagged._champion | (flagged.model_name != champion)]
+        values = part[part.metric == metric].drop_duplicates("model_name").set_index("model_name").value
         if champion not in values.index:
             continue
         others = values.drop(champion, errors="ignore")

@@ -25,108 +25,57 @@ never printed, logged or stored (``PostgresTarget.display`` is the URL without i
 from __future__ import annotations
 
 import json
-import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import duckdb
 
-SCHEMES = ("postgresql://", "postgres://")
+from orchestration.postgres_url import DatabaseError, PostgresUrl, is_database_url, starting_with
+from orchestration.postgres_url import execute as _execute
+from orchestration.postgres_url import ident as _ident
+from orchestration.postgres_url import literal as _literal
+from orchestration.postgres_url import rows as _rows
+
+__all__ = ["PostgresTarget", "ServingTargetError", "is_database_url", "publish_release", "rollback_release",
+           "releases", "connect"]
+
 DEFAULT_SCHEMA = "crm_serving"
 PASSWORD_ENV = "CRM_SERVING_PASSWORD"
 NEXT = "__next_"
 LOCK_TIMEOUT = "10s"
-_NAME = re.compile(r"[a-z_][a-z0-9_]{0,29}")  # leaves room for "__next_<8>" within PostgreSQL's 63 characters
+WHAT = "PostgreSQL serving target"
 
-
-class ServingTargetError(RuntimeError):
-    """The PostgreSQL serving target cannot be used or refused the release; the message says why, in a line."""
-
-
-def is_database_url(text: str | None) -> bool:
-    return bool(text) and str(text).strip().lower().startswith(SCHEMES)
+ServingTargetError = DatabaseError  # one error type for both ends: the message names which end it is
 
 
 @dataclass(frozen=True)
 class PostgresTarget:
-    uri: str = field(repr=False)  # libpq URI without our own parameters; may hold the password: never print it
-    schema: str
+    url: PostgresUrl
     reader_role: str | None
-    display: str  # the URL as given, without a password
 
     @classmethod
     def parse(cls, url: str) -> "PostgresTarget":
-        parts = urlsplit(url.strip())
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        schema = params.pop("schema", DEFAULT_SCHEMA) or DEFAULT_SCHEMA
-        reader_role = params.pop("reader_role", None) or None
-        for name, value in (("schema", schema), ("reader_role", reader_role)):
-            if value is not None and not _NAME.fullmatch(value):
-                raise ServingTargetError(f"the serving URL's {name}={value!r} must be a lower-case name of letters, "
-                                         "digits and _ (at most 30 characters)")
-        if not parts.hostname and not params.get("host"):
-            raise ServingTargetError("the serving URL names no host: postgresql://user@host:5432/database?schema=...")
-        user = unquote(parts.username or "")
-        host = parts.netloc.rsplit("@", 1)[-1]
-        password = unquote(parts.password or "") or os.environ.get(PASSWORD_ENV) or None
-        auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-        netloc = f"{auth}@{host}" if auth else host
-        query = urlencode(params)
-        display_query = urlencode({"schema": schema, **({"reader_role": reader_role} if reader_role else {}), **params})
-        uri = urlunsplit(("postgresql", netloc, parts.path, query, ""))
-        display = urlunsplit(("postgresql", f"{quote(user, safe='')}@{host}" if user else host, parts.path,
-                              display_query, ""))
-        return cls(uri=uri, schema=schema, reader_role=reader_role, display=display)
+        parsed = PostgresUrl.parse(url, what="serving", password_env=PASSWORD_ENV, default_schema=DEFAULT_SCHEMA,
+                                   own=("reader_role",))
+        return cls(parsed, parsed.options.get("reader_role"))
+
+    @property
+    def schema(self) -> str:
+        return self.url.schema
+
+    @property
+    def display(self) -> str:
+        return self.url.display
 
 
-def _ident(*parts: str) -> str:
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
-
-
-def _literal(text: str | None) -> str:
-    return "NULL" if text is None else "'" + str(text).replace("'", "''") + "'"
-
-
-def _starting_with(prefix: str) -> str:
-    """A LIKE pattern for names starting with ``prefix`` (its ``_`` and ``%`` taken literally)."""
-    return _literal(re.sub(r"([_%\\])", r"\\\1", prefix) + "%")
-
-
-def _scrub(message: str, target: PostgresTarget) -> str:
-    """The driver's error in one line, without the password."""
-    line = next((s.strip() for s in str(message).splitlines() if s.strip()), "")
-    password = unquote(urlsplit(target.uri).password or "")
-    for form in {password, quote(password, safe="")} - {""}:
-        line = line.replace(form, "***")
-    return line
+def _scrub(message, target: PostgresTarget) -> str:
+    return target.url.scrub(message)
 
 
 def connect(target: PostgresTarget):
-    import adbc_driver_postgresql.dbapi as pg
-
-    try:
-        con = pg.connect(target.uri)
-    except Exception as exc:
-        raise ServingTargetError(f"cannot connect to the PostgreSQL serving target {target.display}: "
-                                 f"{_scrub(exc, target)}") from None
-    with con.cursor() as cur:
-        cur.execute("set standard_conforming_strings = on")
-    return con
-
-
-def _rows(con, sql: str) -> list[tuple]:
-    with con.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
-
-
-def _execute(con, *statements: str) -> None:
-    with con.cursor() as cur:
-        for sql in statements:
-            cur.execute(sql)
+    return target.url.connect(WHAT)
 
 
 @dataclass(frozen=True)
@@ -142,7 +91,7 @@ def releases(con, target: PostgresTarget) -> list[Release]:
     found = []
     for name, comment in _rows(con, "select nspname, obj_description(oid, 'pg_namespace') from pg_namespace "
                                     f"where nspname = {_literal(target.schema)} "
-                                    f"or nspname like {_starting_with(target.schema + '__')}"):
+                                    f"or nspname like {starting_with(target.schema + '__')}"):
         try:
             info = json.loads(comment or "")
             found.append(Release(name, info["run_id"], info.get("as_of_date", ""), info.get("published_at", "")))
@@ -267,7 +216,7 @@ def publish_release(release_file: Path, target: PostgresTarget, *, run_id: str, 
     try:
         try:
             stale = [n for (n,) in _rows(con, "select nspname from pg_namespace where nspname like "
-                                              f"{_starting_with(target.schema + NEXT)}")]
+                                              f"{starting_with(target.schema + NEXT)}")]
             _execute(con, *(f"drop schema {_ident(n)} cascade" for n in stale))  # left by killed runs
             with duckdb.connect(str(release_file), read_only=True) as release:
                 tables = _release_tables(release)

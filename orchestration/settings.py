@@ -15,7 +15,6 @@ from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -29,7 +28,9 @@ from ml.registry import Lineage
 from ml.windows import Windows, plan_windows
 from orchestration.file_modes import private_files
 from orchestration.publication import DEFAULT_SERVING_STORAGE_VERSION
-from orchestration.serving_postgres import PostgresTarget, ServingTargetError, is_database_url
+from orchestration.postgres_url import has_password, is_database_url
+from orchestration.serving_postgres import PostgresTarget, ServingTargetError
+from orchestration.source_database import DatabaseSource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,7 +148,14 @@ class PipelineSettings(dg.ConfigurableResource):
 
     source_dir: str = Field(
         default=_default("source_dir", str(data_dir() / "sample")),
-        description="Folder with the source files (customers, orders, ...).",
+        description="Folder with the source files (customers, orders, ...), or a PostgreSQL URL "
+        "postgresql://user@host:5432/db?schema=crm whose tables of those names are read incrementally (password from "
+        "CRM_SOURCE_PASSWORD, PGPASSWORD or ~/.pgpass, never in the URL).",
+    )
+    full_refresh: bool = Field(
+        default=False,
+        description="A database source: read every table in full this run instead of the rows changed since the "
+        "last published run (--full-refresh).",
     )
     as_of_date: str = Field(
         default=_default("as_of_date", ""),
@@ -321,16 +329,18 @@ class PipelineSettings(dg.ConfigurableResource):
                              f"Europe/Berlin, got {value!r}") from exc
         return value
 
-    @field_validator("serving_path")
+    @field_validator("serving_path", "source_dir")
     @classmethod
-    def _serving_url(cls, value: str) -> str:
+    def _database_url(cls, value: str, info) -> str:
         value = (value or "").strip()
         if is_database_url(value):
-            if urlsplit(value).password:
-                raise ValueError("the serving URL holds a password: it would be recorded in pipeline_runs and the run "
-                                 "history. Remove it from the URL and set CRM_SERVING_PASSWORD, PGPASSWORD or ~/.pgpass")
+            what, env, parse = (("serving", "CRM_SERVING_PASSWORD", PostgresTarget.parse) if info.field_name == "serving_path"
+                                else ("source", "CRM_SOURCE_PASSWORD", DatabaseSource.parse))
+            if has_password(value):
+                raise ValueError(f"the {what} URL holds a password: it would be recorded in pipeline_runs and the run "
+                                 f"history. Remove it from the URL and set {env}, PGPASSWORD or ~/.pgpass")
             try:
-                PostgresTarget.parse(value)
+                parse(value)
             except ServingTargetError as exc:
                 raise ValueError(str(exc)) from None
         return value
@@ -393,6 +403,17 @@ class PipelineSettings(dg.ConfigurableResource):
         return Path(self.warehouse_path).with_name("serving.duckdb")
 
     @property
+    def source_database(self) -> DatabaseSource | None:
+        """The database source when ``source_dir`` is a PostgreSQL URL, else None (a folder of files)."""
+        return DatabaseSource.parse(self.source_dir) if is_database_url(self.source_dir) else None
+
+    @property
+    def source_display(self) -> str:
+        """The source in words: the folder's absolute path, or the URL without a password."""
+        source = self.source_database
+        return source.display if source else str(Path(self.source_dir).resolve())
+
+    @property
     def serving_target(self) -> PostgresTarget | None:
         """The PostgreSQL serving target when ``serving_path`` is a database URL, else None."""
         return PostgresTarget.parse(self.serving_path) if is_database_url(self.serving_path) else None
@@ -406,7 +427,7 @@ class PipelineSettings(dg.ConfigurableResource):
     @property
     def lineage(self) -> Lineage:
         """The warehouse and source a trained model belongs to (its champion is reused only there)."""
-        return Lineage(warehouse=str(Path(self.warehouse_path).resolve()), source=str(Path(self.source_dir).resolve()))
+        return Lineage(warehouse=str(Path(self.warehouse_path).resolve()), source=self.source_display)
 
     @property
     def gx_dir(self) -> Path:

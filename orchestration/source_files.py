@@ -48,6 +48,8 @@ class LoadResult:
     rejected_lines: int = 0
     rejects: list[str] = field(default_factory=list)  # the first few, as "file line N: reason"
     warnings: list[str] = field(default_factory=list)
+    rows_read: int | None = None  # a database source: rows read this night (incremental: the changed keys' rows)
+    mode: str = "files"  # files, or a database source's full / incremental read
 
 
 def normalise_column(name: str) -> str:
@@ -130,12 +132,13 @@ def _is_empty(path: Path) -> bool:
     return size == 0 or (size <= 8 and not path.read_bytes().replace(b"\xef\xbb\xbf", b"").strip())
 
 
-def _select(entity: Entity, by_name: dict[str, str]) -> str:
+def select_contract(entity: Entity, by_name: dict[str, str]) -> str:
+    """Every contract column as text (``by_name``: contract name -> quoted source column), missing ones null."""
     return ", ".join(f"cast({by_name[c]} as varchar) as {c}" if c in by_name else f"cast(null as varchar) as {c}"
                      for c in entity.columns)
 
 
-def _create_tables(con: duckdb.DuckDBPyConnection, entity: Entity) -> None:
+def create_tables(con: duckdb.DuckDBPyConnection, entity: Entity) -> None:
     con.execute("create schema if not exists raw")
     cols = ", ".join(f"{c} varchar" for c in entity.columns)
     con.execute(f"create or replace table raw.{entity.name} ({cols}, _source_file varchar, _source_row bigint)")
@@ -167,7 +170,7 @@ def _load_csv(con, entity: Entity, files: list[Path]) -> tuple[set[str], list[tu
             raise _not_utf8(entity, exc) from exc
         except duckdb.Error as exc:
             raise _read_error(entity, str(path), exc) from exc
-        con.execute(f"insert into raw.{entity.name} select {_select(entity, by_name)}, {quote_literal(path)}, "
+        con.execute(f"insert into raw.{entity.name} select {select_contract(entity, by_name)}, {quote_literal(path)}, "
                     f"{offset} + _row from {_FILE_ROWS}")
         offset += con.execute(f"select count(*) from {_FILE_ROWS}").fetchall()[0][0]
         con.execute(f"drop table {_FILE_ROWS}")
@@ -197,7 +200,7 @@ def _load_parquet(con, entity: Entity, files: list[Path]) -> set[str]:
     if missing:
         raise _missing_columns_error(entity, Path(names), found, missing)
     try:
-        con.execute(f"insert into raw.{entity.name} select {_select(entity, by_name)}, filename, "
+        con.execute(f"insert into raw.{entity.name} select {select_contract(entity, by_name)}, filename, "
                     f"row_number() over () from {reader}")
     except duckdb.Error as exc:
         raise _read_error(entity, names, exc) from exc
@@ -226,7 +229,7 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
     if not source_dir.is_dir():
         raise SourceError(f"Source folder {source_dir} does not exist. Pass --source DIR (or CRM_SOURCE_DIR).")
     files = find_files(source_dir, entity.name)
-    _create_tables(con, entity)
+    create_tables(con, entity)
     if not files:
         if entity.required:
             raise SourceError(

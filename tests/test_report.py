@@ -231,3 +231,22 @@ def test_make_docs_builds_a_dbt_site_that_opens_from_the_file_system(chromium, t
     for model in ("customer_scores", "segment_summary", "lifecycle_funnel", "campaign_effectiveness",
                   "customer_features", "stg_orders"):
         assert model in names, names
+
+
+def test_model_health_when_the_champion_beat_a_challenger_of_the_same_name():
+    """A retrained churn model that lost to the champion is published under the same model name (issue 15's
+    second database night found this): the health table shows the champion's row, not a frame of both."""
+    import pandas as pd
+
+    from orchestration.report import model_health
+
+    def row(version, value, champion):
+        return dict(run_id="r2", task="churn", model_name="churn_hgb", model_version=version, metric="roc_auc",
+                    value=value, is_champion=champion, test_window_start="2026-07-03", test_window_end="2026-10-01")
+
+    performance = pd.DataFrame([row("new", 0.889, False), row("old", 0.901, True),
+                                {**row("x", 0.842, False), "model_name": "churn_recency"}])
+    runs = pd.DataFrame([dict(run_id="r2", as_of_date="2026-10-01", finished_at="2026-10-01", published=True,
+                              parameters="{}")])
+    table, _ = model_health(performance, runs, "r2")
+    assert table.loc[0, "value"] == 0.901 and table.loc[0, "baseline"] == "churn_recency"

@@ -106,7 +106,8 @@ def test_a_run_publishes_to_postgresql_while_readers_poll(postgres, password, tw
         poller.join(timeout=30)
     third = published_run_id(copy / "serving.duckdb")
     assert third not in (first, second)
-    assert "serving database : postgresql://crm@127.0.0.1" in capsys.readouterr().out
+    assert f"serving database : postgresql://127.0.0.1:{postgres.port}/crm?user=crm&schema=crm_serving" in \
+        capsys.readouterr().out
     # zero reader errors, and every query saw one whole release: the old one, then the new one
     assert poller.errors == []
     assert len(poller.seen) > 50
@@ -147,7 +148,8 @@ def test_bad_targets_are_refused_with_one_clear_line(postgres, monkeypatch, two_
         publish_release(release, _target(postgres, "crm_a"), run_id=second, as_of_date="2026-09-30")
     message = str(wrong.value)
     assert "password authentication failed" in message and "not-the-password" not in message
-    assert message.startswith(f"cannot connect to the PostgreSQL serving target postgresql://crm@127.0.0.1:{postgres.port}")
+    assert message.startswith(f"cannot connect to the PostgreSQL serving target postgresql://127.0.0.1:{postgres.port}"
+                              "/crm?user=crm&schema=crm_a:")
     assert "\n" not in message
     closed = PostgresTarget.parse(f"postgresql://crm@127.0.0.1:1/crm?schema=crm_a")
     with pytest.raises(ServingTargetError, match="cannot connect to the PostgreSQL serving target"):

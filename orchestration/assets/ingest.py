@@ -12,6 +12,8 @@ from data_quality.pii import (
     pseudonym_key, pseudonymise, read_id_file, record_requests,
 )
 from orchestration.settings import PipelineSettings
+from orchestration.postgres_url import DatabaseError
+from orchestration.source_database import erase_from_mirror, load_entity_from_database
 from orchestration.source_files import SourceError, erase_from_rejects, load_entity, rejects_table
 
 ERASURE_REQUESTS = dg.AssetKey(["raw", "erasure_requests"])
@@ -26,7 +28,8 @@ def erasure_requests(context: dg.AssetExecutionContext, settings: PipelineSettin
     from data_quality.pii import scrub_reports, scrub_run_messages
 
     files = [Path(settings.erase_file)] if settings.erase_file else []
-    files += [p for p in [Path(settings.source_dir) / ERASURE_SOURCE_FILE] if p.exists()]
+    if settings.source_database is None:  # a source folder may carry its own erasure requests
+        files += [p for p in [Path(settings.source_dir) / ERASURE_SOURCE_FILE] if p.exists()]
     with settings.warehouse() as con:
         added = 0
         for path in files:
@@ -70,17 +73,28 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
     def _ingest(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
         try:
             with settings.warehouse() as con:
-                result = load_entity(con, entity, Path(settings.source_dir))
+                database = settings.source_database
+                if database is not None:
+                    result = load_entity_from_database(con, entity, database, run_id=context.run_id,
+                                                       full_refresh=settings.full_refresh)
+                else:
+                    result = load_entity(con, entity, Path(settings.source_dir))
                 erased = 0
                 if entity.name in PERSONAL_TABLES_WITH_CUSTOMER_ID:
                     ids = erased_ids(con)
                     erased = erase_from(con, f"raw.{entity.name}", ids) + erase_from_rejects(con, entity.name, ids)
-        except SourceError as exc:
+                    erase_from_mirror(con, entity.name, ids)  # a database source's merged history
+        except (SourceError, DatabaseError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        context.log.info(
-            f"ingest {entity.name}: {result.rows:,} rows"
-            + (f" from {len(result.files)} file(s)" if result.present else " (optional file absent: empty table)")
-        )
+        if result.rows_read is not None:
+            context.log.info(f"ingest {entity.name}: {result.rows:,} rows ({result.mode} read: {result.rows_read:,} "
+                             f"rows from {result.files[0]})" if result.present
+                             else f"ingest {entity.name}: optional table absent: empty table")
+        else:
+            context.log.info(
+                f"ingest {entity.name}: {result.rows:,} rows"
+                + (f" from {len(result.files)} file(s)" if result.present else " (optional file absent: empty table)")
+            )
         if result.rejected_lines:  # line numbers and reasons only: the lines themselves may hold personal data
             context.log.warning(
                 f"ingest {entity.name}: {result.rejected_lines:,} malformed CSV line(s) set aside in "
@@ -97,6 +111,8 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
                 "missing_optional_columns": dg.MetadataValue.json(result.missing_optional_columns),
                 "ignored_columns": dg.MetadataValue.json(result.ignored_columns),
                 "rows_erased": erased,
+                "rows_read": result.rows if result.rows_read is None else result.rows_read,
+                "read_mode": result.mode,
                 "rejected_lines": result.rejected_lines,
                 "rejects": dg.MetadataValue.json(result.rejects),
                 "warnings": dg.MetadataValue.json(result.warnings),

@@ -15,6 +15,7 @@ from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.dbt_project import layer_seconds
 from orchestration.publication import publish
+from orchestration.source_database import commit_cursors
 from orchestration.run_log import DBT_OTHER, RunRecord, asset_steps, table_rows
 from orchestration.settings import PipelineSettings
 
@@ -82,7 +83,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             started_at=facts["started_at"],
             status="success",
             published=True,
-            source_dir=str(Path(settings.source_dir).resolve()),
+            source_dir=settings.source_display,
             parameters={k: v for k, v in settings.model_dump().items()},
             rows_in=rows_in,
             rows_out=rows_out,
@@ -99,6 +100,8 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
                             pseudonym_key=pseudonym_key(settings.pseudonym_key_file),
                             storage_version=settings.serving_storage_version, target=settings.serving_target,
                             export_dir=Path(settings.export_parquet_dir) if settings.export_parquet_dir else None)
+        if settings.source_database is not None:  # published: the night's read is now the database cursor
+            commit_cursors(con, context.run_id)
     context.log.info(f"published {published.counts} to {settings.serving_display}")
     for warning in published.warnings:
         context.log.warning(f"published, but {warning}")
