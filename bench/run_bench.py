@@ -7,6 +7,8 @@ Sections (``--only NAME`` to run one):
   ``bench/pipeline_bench.py``.
 * ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
   warehouse of the largest pipeline size (``bench/sample_bench.py``).
+* ``source``: the ingest step from Parquet files against a PostgreSQL database, full and incremental (1 % changed),
+  at 1M customers (``bench/source_bench.py``; a throw-away PostgreSQL server as in the tests).
 * ``btyd``: BG/NBD + Gamma-Gamma fits on 1,000,000 generated customers (ours), with the archived
   ``lifetimes`` package as the baseline when it is installed (``make venv``), and the
   CDNOW sample tiled 43 times (a correct fit on weighted unique rows returns the same parameters).
@@ -168,7 +170,14 @@ def section_sample(repeats: int, sizes: list[int]) -> list[str]:
     return section(warehouse, size)
 
 
-SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd, "sample": section_sample}
+def section_source(repeats: int, sizes: list[int]) -> list[str]:
+    from bench.source_bench import section
+
+    size = 1_000_000 if 1_000_000 in sizes else max(sizes)
+    return section(size, repeats, generated, CACHE / "work" / "source")
+
+
+SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd, "sample": section_sample, "source": section_source}
 HEADER = ["# Benchmark results", "",
           f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.", ""]
 MARKER = "<!-- section: {} -->"

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.publication import PUBLISHED_TABLES, _erased_match
+from orchestration.publication import PUBLISHED_TABLES, _erased_match, sync_folder
 from orchestration.sql_quoting import quote_ident as _ident
 from orchestration.sql_quoting import quote_literal as _quoted  # DuckDB's COPY takes no parameter for its path
 
@@ -90,7 +90,7 @@ def export_release(release: Path, export_dir: Path, *, run_id: str | None = None
             _write_atomically(tmp / MANIFEST, {
                 "format_version": FORMAT_VERSION, "run_id": run_id, "as_of_date": as_of_date,
                 "created_at": created_at, "release": release.name, "compression": compression, "tables": tables})
-            _sync(tmp)
+            sync_folder(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -225,7 +225,7 @@ def _move_into_place(tmp: Path, final: Path) -> Path:
         os.rename(final, aside)
     os.chmod(tmp, DIR_MODE)
     os.rename(tmp, final)
-    _sync(final.parent)
+    sync_folder(final.parent)
     shutil.rmtree(aside, ignore_errors=True)
     return final
 
@@ -246,7 +246,7 @@ def _point_latest(export_dir: Path, run_id: str, as_of_date: str, created_at: st
     _write_atomically(export_dir / LATEST_JSON, {"run_id": run_id, "path": target.as_posix(),
                                                  "as_of_date": as_of_date, "created_at": created_at,
                                                  "format_version": FORMAT_VERSION})
-    _sync(export_dir)
+    sync_folder(export_dir)
 
 
 def _run_folders(runs: Path) -> list[Path]:
@@ -302,7 +302,7 @@ def _scrub_folder(con: duckdb.DuckDBPyConnection, folder: Path, erased: dict[str
     if removed_here:
         manifest["scrubbed_at"] = _now()
         _write_atomically(folder / MANIFEST, manifest)
-        _sync(folder)
+        sync_folder(folder)
     return removed_here
 
 
@@ -323,15 +323,6 @@ def _finish_file(path: Path) -> None:
     os.chmod(path, FILE_MODE)
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def _sync(folder: Path) -> None:
-    """Make renames in ``folder`` durable (fsync the directory)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now(moment: datetime | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -81,6 +82,19 @@ class PostgresUrl:
             cur.execute("set standard_conforming_strings = on")
             cur.execute("set time zone 'UTC'")
         return con
+
+
+@contextmanager
+def failing_as(con, url: PostgresUrl, what: str):
+    """Inside, a driver error rolls the transaction back and becomes one ``DatabaseError`` line, ``<what> failed:
+    <reason>`` (our own ``DatabaseError`` passes through as it is)."""
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        con.rollback()
+        raise DatabaseError(f"{what} failed: {url.scrub(exc)}") from None
 
 
 def ident(*parts: str) -> str:

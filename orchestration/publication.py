@@ -301,10 +301,10 @@ def list_versions(serving_path: Path) -> list[Path]:
 def replace_atomically(source: Path, serving_path: Path) -> None:
     os.chmod(source, 0o644)  # readable by the BI group, writable only by the pipeline
     os.replace(source, serving_path)
-    _sync_folder(serving_path.parent)
+    sync_folder(serving_path.parent)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (fsync the directory)."""
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
@@ -430,7 +430,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     os.replace(tmp, serving_path)  # from here on the run is published: nothing below may fail it
     late = []
     try:
-        _sync_folder(serving_path.parent)
+        sync_folder(serving_path.parent)
     except OSError as exc:
         late.append(f"the rename of {serving_path} may not survive a power cut ({_reason(exc)}); check the disk")
     if export_dir is not None:  # a copy of the release for tools that read files, once the release is out

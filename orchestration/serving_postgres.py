@@ -18,8 +18,8 @@ Kept releases beyond ``keep`` are dropped afterwards (a reader still holding one
 ``lock_timeout``, then it becomes a warning and the next night retries); erased customers are deleted from
 the kept ones. Each release schema carries its run in its comment (JSON), which rollback reads.
 
-The password comes from the URL, ``CRM_SERVING_PASSWORD``, or libpq's own ``PGPASSWORD`` / ``~/.pgpass``; it is
-never printed, logged or stored (``PostgresTarget.display`` is the URL without it).
+The password comes from ``CRM_SERVING_PASSWORD`` or libpq's own ``PGPASSWORD`` / ``~/.pgpass`` (a URL holding one
+is refused by the settings: the URL is recorded with the run); it is never printed, logged or stored.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.postgres_url import DatabaseError, PostgresUrl, is_database_url, starting_with
+from orchestration.postgres_url import DatabaseError, PostgresUrl, failing_as, is_database_url, starting_with
 from orchestration.postgres_url import execute as _execute
 from orchestration.postgres_url import ident as _ident
 from orchestration.postgres_url import literal as _literal
@@ -265,7 +265,8 @@ def rollback_release(target: PostgresTarget, run_id: str | None = None) -> Relea
     run id or its first characters); the current one is kept under its own name. Returns the release put back."""
     con = connect(target)
     try:
-        found = releases(con, target)
+        with failing_as(con, target.url, f"rollback in {target.display}"):
+            found = releases(con, target)
         current = next((r for r in found if r.schema == target.schema), None)
         kept = [r for r in found if r.schema != target.schema]
         candidates = [r for r in kept if (run_id is None and (current is None or r.run_id != current.run_id))
@@ -275,12 +276,8 @@ def rollback_release(target: PostgresTarget, run_id: str | None = None) -> Relea
             raise ServingTargetError(f"no kept release {'of run ' + run_id if run_id else 'older than the current one'} "
                                      f"in {target.display} (kept runs: {runs})")
         chosen = candidates[0]
-        _swap(con, target, chosen.schema)
+        with failing_as(con, target.url, f"rollback in {target.display}"):
+            _swap(con, target, chosen.schema)
         return chosen
-    except ServingTargetError:
-        raise
-    except Exception as exc:
-        con.rollback()
-        raise ServingTargetError(f"rollback in {target.display} failed: {_scrub(exc, target)}") from None
     finally:
         con.close()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import duckdb
 
 from data_quality.contract import Entity
-from orchestration.postgres_url import DatabaseError, PostgresUrl, ident, literal, rows
+from orchestration.postgres_url import DatabaseError, PostgresUrl, execute, failing_as, ident, literal, rows
 from orchestration.source_files import LoadResult, SourceError, create_tables, normalise_column, select_contract
 from orchestration.sql_quoting import quote_ident
 
@@ -144,39 +144,37 @@ def load_entity_from_database(con: duckdb.DuckDBPyConnection, entity: Entity, so
         mirror_exists = con.execute("select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
                                     [MIRROR, entity.name]).fetchall()[0][0]
         incremental = bool(committed) and bool(mirror_exists)
-        read = _read(con, pg, source, entity, table, by_name, cursor, committed[1] if incremental else None)
-    except DatabaseError:
-        raise
-    except SourceError:
+        qualified = ident(source.url.schema, table)
+        # one snapshot for the cursor and the rows: nothing committed in between is skipped or half-read
+        pg.commit()
+        execute(pg, "set session characteristics as transaction isolation level repeatable read, read only")
+        pg.commit()
+        new_cursor = None if cursor is None else rows(pg, f"select max({ident(by_name[cursor])})::text from {qualified}")[0][0]
+        label = f"{source.display}#{source.url.schema}.{entity.name}"
+        read = _read_into_mirror(con, pg, entity, qualified, by_name, label,
+                                 since=(committed[1], cursor) if incremental else None)
+        pg.rollback()
+    except (DatabaseError, SourceError):
         raise
     except Exception as exc:
         raise SourceError(f"{entity.name}: reading {source.display} failed: {source.url.scrub(exc)}") from None
     finally:
         pg.close()
-    return _merge(con, entity, source, by_name, cursor, read, incremental=incremental, run_id=run_id)
-
-
-def _read(con, pg, source: DatabaseSource, entity: Entity, table: str, by_name: dict[str, str], cursor: str,
-          since: str | None) -> int:
-    """Rows of the table (those of keys changed since ``since``) into the temporary table ``source_batch``,
-    typed as the database gives them; returns the rows read."""
-    wanted = [by_name[c] for c in entity.columns if c in by_name]
-    wanted += [by_name[c] for c in SOFT_DELETE if c in by_name]
-    qualified = ident(source.url.schema, table)
-    sql = f"select {', '.join(ident(c) for c in wanted)} from {qualified}"
-    if since is not None:
-        key, col = ident(by_name[entity.key]), ident(by_name[cursor])
-        sql += (f" where {key} in (select {key} from {qualified} where {col} >= {literal(since)} or {col} is null)")
-    sql += f" order by {ident(by_name[entity.key])}"
-    with pg.cursor() as cur:
-        cur.execute(sql)
-        reader = cur.fetch_record_batch()
-        con.register("source_reader", reader)
-        try:
-            con.execute("create or replace temp table source_batch as select * from source_reader")
-        finally:
-            con.unregister("source_reader")
-    return con.execute("select count(*) from source_batch").fetchall()[0][0]
+    if new_cursor is None and incremental:  # an empty table: the cursor stays
+        new_cursor = committed[1]
+    con.execute("delete from ops.source_cursors where source = ? and entity = ? and not committed",
+                [source.display, entity.name])
+    if new_cursor is not None:
+        con.execute("insert into ops.source_cursors values (?, ?, ?, ?, ?, false, ?, current_timestamp)",
+                    [source.display, entity.name, cursor, new_cursor, run_id, read])
+    con.execute(f"insert into raw.{entity.name} select * from {MIRROR}.{entity.name}")
+    total = con.execute(f"select count(*) from raw.{entity.name}").fetchall()[0][0]
+    if total == 0 and entity.required:
+        raise SourceError(f"{entity.name} ({source.url.schema}.{entity.name} in {source.display}): the table has no "
+                          "rows. The pipeline needs at least one.")
+    return LoadResult(entity.name, [label], total, [c for c in entity.optional_columns if c not in by_name],
+                      sorted(set(by_name) - set(entity.columns) - set(SOFT_DELETE)), rows_read=read,
+                      mode="incremental" if incremental else "full")
 
 
 def _deleted(by_name: dict[str, str]) -> str:
@@ -188,43 +186,47 @@ def _deleted(by_name: dict[str, str]) -> str:
     return " or ".join(terms) or "false"
 
 
-def _merge(con, entity: Entity, source: DatabaseSource, by_name: dict[str, str], cursor: str, read: int, *,
-           incremental: bool, run_id: str) -> LoadResult:
+def _read_into_mirror(con, pg, entity: Entity, qualified: str, by_name: dict[str, str], label: str, *,
+                      since: tuple[str, str] | None) -> int:
+    """Stream the table's rows (with ``since`` = (cursor value, cursor column): every row of the keys changed
+    since then) from the database into ``source_mirror.<entity>``: the whole mirror on a full read, the changed
+    keys' rows on an incremental one (as text, like a Parquet file's, numbered on after the mirror's rows).
+    Returns the rows read."""
     mirror = f"{MIRROR}.{entity.name}"
-    key = quote_ident(by_name[entity.key])
-    label = f"{source.display}#{source.url.schema}.{entity.name}"
-    new_rows = (f"select {select_contract(entity, {c: quote_ident(o) for c, o in by_name.items()})}, "
-                f"{literal(label)} as _source_file from source_batch where not ({_deleted(by_name)})")
+    wanted = [by_name[c] for c in entity.columns if c in by_name] + [by_name[c] for c in SOFT_DELETE if c in by_name]
+    sql = f"select {', '.join(ident(c) for c in wanted)} from {qualified}"
+    if since is not None:
+        key, col = ident(by_name[entity.key]), ident(by_name[since[1]])
+        sql += f" where {key} in (select {key} from {qualified} where {col} >= {literal(since[0])} or {col} is null)"
+    sql += f" order by {ident(by_name[entity.key])}"
+    columns = select_contract(entity, {c: quote_ident(o) for c, o in by_name.items()})
+    keep = f"where not ({_deleted(by_name)})"
     con.execute("begin")
     try:
-        if incremental:
-            con.execute(f"delete from {mirror} where {entity.key} in (select cast({key} as varchar) from source_batch)")
-            con.execute(f"insert into {mirror} {new_rows}")
-        else:
-            con.execute(f"create or replace table {mirror} as {new_rows}")
-        new_cursor = None if cursor is None else con.execute(
-            f"select cast(max({quote_ident(by_name[cursor])}) as varchar) from source_batch").fetchall()[0][0]
-        if new_cursor is None and incremental:  # nothing new: the cursor stays
-            new_cursor = _committed_cursor(con, source, entity.name)[1]
-        con.execute("delete from ops.source_cursors where source = ? and entity = ? and not committed",
-                    [source.display, entity.name])
-        if new_cursor is not None:
-            con.execute("insert into ops.source_cursors values (?, ?, ?, ?, ?, false, ?, current_timestamp)",
-                        [source.display, entity.name, cursor, new_cursor, run_id, read])
-        con.execute(f"insert into raw.{entity.name} select *, row_number() over (order by {entity.key}, _source_file) "
-                    f"from {mirror}")
+        with pg.cursor() as cur:
+            cur.execute(sql)
+            con.register("source_reader", cur.fetch_record_batch())
+            try:
+                if since is None:
+                    con.execute(f"create or replace table {mirror} as select {columns}, {literal(label)} as _source_file, "
+                                f"row_number() over () as _source_row from source_reader {keep}")
+                    read = con.execute(f"select count(*) from {mirror}").fetchall()[0][0]
+                else:
+                    con.execute("create or replace temp table source_batch as select * from source_reader")
+                    read = con.execute("select count(*) from source_batch").fetchall()[0][0]
+                    con.execute(f"delete from {mirror} where {entity.key} in "
+                                f"(select cast({quote_ident(by_name[entity.key])} as varchar) from source_batch)")
+                    con.execute(f"insert into {mirror} select {columns}, {literal(label)}, "
+                                f"(select coalesce(max(_source_row), 0) from {mirror}) + row_number() over () "
+                                f"from source_batch {keep}")
+                    con.execute("drop table source_batch")
+            finally:
+                con.unregister("source_reader")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
-    con.execute("drop table if exists source_batch")
-    total = con.execute(f"select count(*) from raw.{entity.name}").fetchall()[0][0]
-    if total == 0 and entity.required:
-        raise SourceError(f"{entity.name} ({source.url.schema}.{entity.name} in {source.display}): the table has no "
-                          "rows. The pipeline needs at least one.")
-    return LoadResult(entity.name, [label], total, [c for c in entity.optional_columns if c not in by_name],
-                      sorted(set(by_name) - set(entity.columns) - set(SOFT_DELETE)), rows_read=read,
-                      mode="incremental" if incremental else "full")
+    return read
 
 
 def erase_from_mirror(con: duckdb.DuckDBPyConnection, entity: str, ids: list[str]) -> int:
@@ -252,6 +254,20 @@ def commit_cursors(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
 _DATABASE_TYPES = {"timestamp": "timestamp", "date": "date", "number": "double", "integer": "bigint", "bool": "boolean"}
 
 
+def _typed(con: duckdb.DuckDBPyConnection, entity: Entity, files) -> "pa.Table":
+    """The entity's files with each contract column in its database type where every value casts to it."""
+    paths = "[" + ", ".join(literal(str(p)) for p in files) + "]"
+    reader = (f"read_parquet({paths})" if files[0].suffix == ".parquet"
+              else f"read_csv({paths}, all_varchar = true, header = true)")
+    parts = []
+    for column in con.sql(f"select * from {reader} limit 0").columns:
+        kind, q = _DATABASE_TYPES.get(entity.types.get(column, "text")), quote_ident(column)
+        bad = kind and con.execute(f"select count(*) from {reader} where {q} is not null and "
+                                   f"try_cast({q} as {kind}) is null").fetchall()[0][0]
+        parts.append(f"cast({q} as {kind}) as {q}" if kind and not bad else q)
+    return con.sql(f"select {', '.join(parts)} from {reader}").to_arrow_table()
+
+
 def write_source(folder, source: DatabaseSource, entities) -> dict[str, int]:
     """Load a source folder (the generator's files) into the database as typed tables, one per entity (replaced):
     a contract column whose every value casts to its type gets that type, else it stays text (as a sloppy CRM's
@@ -263,37 +279,18 @@ def write_source(folder, source: DatabaseSource, entities) -> dict[str, int]:
     pg = source.url.connect(WHAT)
     counts = {}
     try:
-        with pg.cursor() as cur:
-            cur.execute(f"create schema if not exists {ident(source.url.schema)}")
-        with duckdb.connect() as con:
-            for entity in entities:
-                files = find_files(Path(folder), entity.name)
-                if not files:
-                    continue
-                paths = "[" + ", ".join(literal(str(p)) for p in files) + "]"
-                reader = (f"read_parquet({paths})" if files[0].suffix == ".parquet"
-                          else f"read_csv({paths}, all_varchar = true, header = true)")
-                columns = con.sql(f"select * from {reader} limit 0").columns
-                parts = []
-                for column in columns:
-                    kind = _DATABASE_TYPES.get(entity.types.get(column, "text"))
-                    q = quote_ident(column)
-                    if kind:
-                        bad = con.execute(f"select count(*) from {reader} where {q} is not null and "
-                                          f"try_cast({q} as {kind}) is null").fetchall()[0][0]
-                        parts.append(f"cast({q} as {kind}) as {q}" if not bad else q)
-                    else:
-                        parts.append(q)
-                table = con.sql(f"select {', '.join(parts)} from {reader}").to_arrow_table()
-                with pg.cursor() as cur:
-                    cur.adbc_ingest(entity.name, table, mode="replace", db_schema_name=source.url.schema)
-                counts[entity.name] = table.num_rows
-        pg.commit()
-    except DatabaseError:
-        raise
-    except Exception as exc:
-        pg.rollback()
-        raise DatabaseError(f"writing the source into {source.display} failed: {source.url.scrub(exc)}") from None
+        with failing_as(pg, source.url, f"writing the source into {source.display}"):
+            with pg.cursor() as cur:
+                cur.execute(f"create schema if not exists {ident(source.url.schema)}")
+            with duckdb.connect() as con:
+                for entity in entities:
+                    files = find_files(Path(folder), entity.name)
+                    if files:
+                        table = _typed(con, entity, files)
+                        with pg.cursor() as cur:
+                            cur.adbc_ingest(entity.name, table, mode="replace", db_schema_name=source.url.schema)
+                        counts[entity.name] = table.num_rows
+            pg.commit()
     finally:
         pg.close()
     return counts

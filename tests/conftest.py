@@ -105,3 +105,14 @@ def two_publications(small_sample, tmp_path_factory):
 
     work, (first, second) = build_once(tmp_path_factory, "two_publications", build)
     return work, first, second
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL server per test module (tests/postgres_server.py): started on first use, stopped
+    after the module, so modules never see each other's schemas."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()

@@ -24,15 +24,8 @@ from orchestration.serving_postgres import (
 )
 from orchestration.settings import PipelineSettings, SettingsError
 from tests.conftest import published_run_id, run_args
-from tests.postgres_server import PASSWORD, PostgresServer
+from tests.postgres_server import PASSWORD
 from tests.test_publication import _record, _tiny_warehouse
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

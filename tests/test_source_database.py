@@ -21,17 +21,10 @@ from orchestration.cli import main
 from orchestration.publication import list_versions
 from orchestration.source_database import DatabaseSource, write_source
 from tests.conftest import run_args
-from tests.postgres_server import PASSWORD, PostgresServer
+from tests.postgres_server import PASSWORD
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).with_name("crm-potential"))
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
