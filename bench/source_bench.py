@@ -65,6 +65,40 @@ def _load(source: str, warehouse: Path, env: dict) -> dict:
     return result
 
 
+READ = r"""
+import json, sys, time
+which, uri, sql = sys.argv[1:4]
+t0 = time.perf_counter()
+if which == "adbc":
+    import adbc_driver_postgresql.dbapi as pg
+    with pg.connect(uri) as con, con.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+else:
+    import connectorx as cx
+    table = cx.read_sql(uri, sql, return_type="arrow")
+print(json.dumps({"seconds": time.perf_counter() - t0, "rows": table.num_rows}))
+"""
+
+
+def _read_table(which: str, uri: str, sql: str) -> dict:
+    """One reader library reading a whole table into an Arrow table, in a subprocess (peak memory sampled)."""
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-c", READ, which, uri, sql], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate()
+    finished = time.time()
+    sampler.stop.set()
+    sampler.join()
+    if proc.returncode:
+        raise RuntimeError(f"{which} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall"], result["peak"] = finished - started, sampler.window(started, finished)[1]
+    return result
+
+
 def _change(server, customers: int) -> None:
     """1 % of the customers change (a new city, updated now), 1 % more orders arrive (copies dated the next day)."""
     n = max(1, customers // 100)
@@ -102,6 +136,12 @@ def section(size: int, repeats: int, generated, work: Path) -> list[str]:
                 target = work / f"{mode}.duckdb"
                 target.unlink(missing_ok=True)
                 results[mode].append(_load(source, target, env))
+        readers: dict[str, list[dict]] = {"adbc": [], "connectorx": []}
+        uri = server.url(password=True)
+        for i in range(repeats):
+            print(f"source: run {i + 1}/{repeats}: ADBC against connectorx on the orders table ...", flush=True)
+            for which in readers:
+                readers[which].append(_read_table(which, uri, "select * from crm.orders"))
         base = work / "full.duckdb"  # the last full read: cursors committed, as after a published night
         _change(server, size)
         for i in range(repeats):
@@ -128,6 +168,14 @@ def section(size: int, repeats: int, generated, work: Path) -> list[str]:
         read = sum(runs[-1]["read"].values())
         lines.append(f"| {labels[mode]} | {read:,} | {wall:.1f} | {wall / baseline:.2f}x | "
                      f"{_fmt_bytes(med([r['peak'] for r in runs]))} |")
+    orders = readers["adbc"][-1]["rows"]
+    adbc_wall = med([r["wall"] for r in readers["adbc"]])
+    lines += ["", f"The reader library, alone: the orders table ({orders:,} rows, 9 columns) into one Arrow table, "
+              "in a subprocess (import and connect included); medians of {repeats}:".replace("{repeats}", str(repeats)),
+              "", "| library | wall (s) | ratio to ADBC | peak memory |", "|---|---|---|---|"]
+    for which, label in (("adbc", "ADBC PostgreSQL driver (used)"), ("connectorx", "connectorx")):
+        wall = med([r["wall"] for r in readers[which]])
+        lines.append(f"| {label} | {wall:.1f} | {wall / adbc_wall:.2f}x | {_fmt_bytes(med([r['peak'] for r in readers[which]]))} |")
     last = results["incremental"][-1]["read"]
     lines += ["", "Rows read by the incremental night per entity: " + ", ".join(f"{k} {v:,}" for k, v in last.items())
               + " (customers: every row of a changed customer; interactions and campaigns: the rows at the cursor).",
