@@ -54,21 +54,26 @@ class _ProgressFilter(io.TextIOBase):
     (``150 of 237 PASS ...``)."""
 
     KEEP = (" OK created", "ERROR", "FAIL", "WARN", "Done.", "Finished running", "Completed successfully", "Found ")
+    PROBLEM = re.compile(r"\b(ERROR|FAIL|WARN)\b(?!=)")  # --quiet: dbt's warnings and failures only (not "WARN=0")
     EVERY = 2.0
     NODE = re.compile(r"\b\d+ of \d+ (PASS|OK|SKIP)\b")
+    COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
-    def __init__(self, target):
+    def __init__(self, target, quiet: bool = False):
         self._target = target
         self._buffer = ""
         self._last = time.monotonic()
+        self._quiet = quiet
+        self._colour = bool(getattr(target, "isatty", lambda: False)())  # no escape codes in a redirected log
 
     def write(self, text: str) -> int:
         self._buffer += text
         *lines, self._buffer = self._buffer.split("\n")
         for line in lines:
             now = time.monotonic()
-            if any(key in line for key in self.KEEP) or (now - self._last >= self.EVERY and self.NODE.search(line)):
-                self._target.write("  dbt | " + line.strip() + "\n")
+            if self.PROBLEM.search(line) if self._quiet else (
+                    any(key in line for key in self.KEEP) or (now - self._last >= self.EVERY and self.NODE.search(line))):
+                self._target.write("  dbt | " + (line if self._colour else self.COLOUR.sub("", line)).strip() + "\n")
                 self._last = now
                 progress.touch()
         return len(text)
@@ -148,6 +153,9 @@ def _print_summary(settings: "PipelineSettings", run_id: str, seconds: float) ->
     print(f"  warehouse        : {settings.warehouse_path}")
     print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
     print(f"  run log          : {run_logging.run_log_path(settings.warehouse_path, run_id)}")
+    report = settings.reports_dir / f"run_{run_id}.html"
+    if report.exists():
+        print(f"  run report       : {report} (the newest also at {settings.reports_dir / 'latest.html'})")
     print("\nTop 10 customers by potential:")
     header = ("rank", "customer_id", "score", "tier", "clv", "churn", "rfm_segment", "next_best_action")
     rows = [header] + [tuple(str(v) for v in row) for row in top]
@@ -276,7 +284,8 @@ def run_pipeline(settings: "PipelineSettings", *, run_id: str | None = None, log
                                         "log_level": "DEBUG" if log_level == "DEBUG" else "INFO"}}},
     }
     job = defs.resolve_job_def(NIGHTLY_JOB_NAME).with_logger_defs(run_logging.logger_defs(log_level))
-    stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(_ProgressFilter(sys.stdout))
+    stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(
+        _ProgressFilter(sys.stdout, quiet=quiet))
     progress.doing("starting the Dagster run: recording its planned assets and checks")
     try:
         with DagsterInstance.get() as instance, stdout:
@@ -301,6 +310,10 @@ def _run(args: argparse.Namespace) -> int:
         return _usage_error(
             f"source folder {settings.source_dir} does not exist (run `make sample` for the bundled sample)"
         )
+    if settings.source_database is None and (failed := _missing_source_files(settings)):
+        print(f"crm-potential: {failed}; nothing was run, the serving database {settings.serving_display} is "
+              "unchanged.", file=sys.stderr)
+        return 1
     if settings.source_database is not None and (failed := _database_source_problem(settings)):
         print(f"crm-potential: {failed}; nothing was run, the serving database {settings.serving_display} is "
               "unchanged.", file=sys.stderr)
@@ -321,6 +334,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"crm-potential: {exc}; this run stopped before touching it, so it is not recorded in pipeline_runs. "
               "Run again when that run has ended, or add --wait to wait for it.", file=sys.stderr)
         return 1
+
+
+def _missing_source_files(settings: "PipelineSettings") -> str | None:
+    """A required entity without a file, said at once rather than after Dagster and dbt have started."""
+    from data_quality.contract import ENTITIES
+    from orchestration.source_files import SourceError, find_files
+
+    for entity in ENTITIES.values():
+        try:
+            if entity.required and not find_files(Path(settings.source_dir), entity.name):
+                return (f"{entity.name}: required source file not found in {settings.source_dir}. Expected "
+                        f"{entity.name}.csv, {entity.name}.parquet or a folder {entity.name}/ of .csv or .parquet files")
+        except SourceError as exc:
+            return str(exc).rstrip(".")
+    return None
 
 
 def _database_source_problem(settings: "PipelineSettings") -> str | None:
@@ -460,11 +488,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     if settings.serving_target is not None:
         return _rollback_database(settings, args)
-    from orchestration.publication import list_versions, rollback
+    from orchestration.publication import describe_publications, rollback, version_run_id
 
     if args.list:
-        for version in list_versions(settings.serving_file):
-            print(version)
+        found = describe_publications(settings.serving_file)
+        if not found:
+            print(f"no publication in {settings.serving_file} yet")
+            return 0
+        print(f"{'':2}{'run':10}{'as of':12}{'published (UTC)':18}{'customers':>10}  full run id / file")
+        for p in found:
+            print(f"{'*' if p.current else ' ':2}{p.run_id[:8]:10}{p.as_of_date:12}{p.published_at:18}{p.rows:>10,}  "
+                  f"{p.run_id}" + ("  (current)" if p.current else f"  {p.path.name}"))
+        print("rollback --to RUN_ID takes the first characters of a run id when they are unambiguous")
         return 0
     try:  # a rollback during a run would be overwritten by its publication: one at a time
         with run_lock(settings.warehouse_path, f"rollback-{uuid.uuid4()}"):
@@ -474,7 +509,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return 1
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
-    print(f"rolled back {settings.serving_file} to {chosen.name}; readers see it on their next connection")
+    print(f"rolled back {settings.serving_file} to run {version_run_id(chosen)} ({chosen.name}); readers see it on "
+          "their next connection")
     return 0
 
 
@@ -527,6 +563,26 @@ class _EnvHelpFormatter(argparse.RawDescriptionHelpFormatter):
         return re.sub(r"\{env:(\w+)\}", lambda m: ENV_VARS[m.group(1)], text)
 
 
+def _iso_date(text: str) -> str:
+    """``--as-of``: a real calendar date, said in the flag's terms when it is not."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 day, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-potential",
@@ -549,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a database source: read every table in full, not only the rows changed since the last "
                      "published run")
     run.add_argument(
-        "--as-of", metavar="DATE",
+        "--as-of", metavar="DATE", type=_iso_date,
         help="YYYY-MM-DD; the run sees data up to the end of this date ({env:as_of_date}; "
         "default: the latest order date, capped at today)",
     )
@@ -561,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where BI tools read the publication ({env:serving_path}): a DuckDB file (default "
                      "serving.duckdb beside the warehouse) or postgresql://user@host:5432/db?schema=crm_serving "
                      "(password from CRM_SERVING_PASSWORD, PGPASSWORD or ~/.pgpass)")
-    run.add_argument("--churn-horizon-days", type=int, metavar="N", help="churn window ({env:churn_horizon_days}; default 90)")
-    run.add_argument("--clv-horizon-days", type=int, metavar="N", help="CLV window ({env:clv_horizon_days}; default 365)")
+    run.add_argument("--churn-horizon-days", type=_days, metavar="N", help="churn window ({env:churn_horizon_days}; default 90)")
+    run.add_argument("--clv-horizon-days", type=_days, metavar="N", help="CLV window ({env:clv_horizon_days}; default 365)")
     run.add_argument("--models", metavar="DIR", help="model registry ({env:model_registry_dir}; default models/)")
     run.add_argument("--erase", metavar="FILE",
                      help="customer ids to erase, one per line ({env:erase_file}); kept and applied to every later run")
@@ -608,12 +664,18 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--warehouse", metavar="PATH", help="warehouse to document (default data/warehouse.duckdb)")
     docs.add_argument("--out", metavar="DIR", help="folder for the docs (default dbt_project/target/docs)")
     docs.set_defaults(func=cmd_docs, source=None, as_of=None, serving=None, churn_horizon_days=None, clv_horizon_days=None)
+    parser.subcommands = sub.choices  # name -> parser, for errors in the subcommand's terms
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the subcommand's parser: its usage, not the top-level one
+            parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except SystemExit as exc:

@@ -292,6 +292,40 @@ def _write_scrubbed(con: duckdb.DuckDBPyConnection, tmp: Path, erased: dict[str,
     return removed
 
 
+def version_run_id(version: Path) -> str:
+    """The run whose publication a kept version holds (``serving.<stamp>.<run_id>.duckdb``)."""
+    return version.stem.split(".")[-1]
+
+
+@dataclass(frozen=True)
+class Publication:
+    run_id: str
+    as_of_date: str
+    published_at: str
+    rows: int
+    path: Path
+    current: bool
+
+
+def describe_publications(serving_path: Path) -> list[Publication]:
+    """The current publication and the kept ones, newest first, as ``rollback --list`` shows them."""
+    serving_path = Path(serving_path).resolve()
+    current = published_run_id(serving_path) if serving_path.exists() else None
+    found = []
+    for path in ([serving_path] if current else []) + [v for v in list_versions(serving_path)
+                                                       if version_run_id(v) != current]:
+        run = current if path == serving_path else version_run_id(path)
+        try:
+            with duckdb.connect(str(path), read_only=True) as con:
+                rows, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchall()[0]
+                finished = con.execute("select max(finished_at) from pipeline_runs where run_id = ?", [run]).fetchall()[0][0]
+        except (duckdb.Error, IndexError):
+            rows, as_of, finished = 0, None, None
+        found.append(Publication(run, str(as_of or "?"), f"{finished:%Y-%m-%d %H:%M}" if finished else "?", rows, path,
+                                 path == serving_path))
+    return found
+
+
 def list_versions(serving_path: Path) -> list[Path]:
     """Kept publications, newest first."""
     folder = versions_dir(serving_path)
@@ -319,7 +353,10 @@ def rollback(serving_path: Path, run_id: str | None = None) -> Path:
     versions = list_versions(serving_path)
     current = _published_run_id(serving_path) if serving_path.exists() else None
     candidates = [v for v in versions if (run_id is None and not v.stem.endswith(f".{current}"))
-                  or (run_id is not None and v.stem.endswith(f".{run_id}"))]
+                  or (run_id is not None and version_run_id(v).startswith(run_id))]
+    if run_id is not None and len({version_run_id(v) for v in candidates}) > 1:
+        raise FileNotFoundError(f"the run id {run_id!r} is ambiguous: "
+                                f"{', '.join(sorted({version_run_id(v) for v in candidates}))}; give more of it")
     if not candidates:
         kept = ", ".join(v.stem.split(".")[-1] for v in versions) or "none"
         raise FileNotFoundError(f"no kept publication {'of run ' + run_id if run_id else 'older than the current one'} "

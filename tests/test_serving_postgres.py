@@ -99,8 +99,11 @@ def test_a_run_publishes_to_postgresql_while_readers_poll(postgres, password, tw
         poller.join(timeout=30)
     third = published_run_id(copy / "serving.duckdb")
     assert third not in (first, second)
-    assert f"serving database : postgresql://127.0.0.1:{postgres.port}/crm?user=crm&schema=crm_serving" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"serving database : postgresql://127.0.0.1:{postgres.port}/crm?user=crm&schema=crm_serving" in out
+    # --quiet: no dbt lines; a redirected output: no colour codes; the summary names this run's report
+    assert "dbt |" not in out and "\x1b[" not in out
+    assert f"run report       : {copy / 'reports' / f'run_{third}.html'}" in out
     # zero reader errors, and every query saw one whole release: the old one, then the new one
     assert poller.errors == []
     assert len(poller.seen) > 50

@@ -1,0 +1,51 @@
+"""The CLI's own messages (issue 16, item 7): errors in the flag's terms with the subcommand's usage, rollback's
+table and short run ids, and a source folder without its required files refused before Dagster starts."""
+
+from __future__ import annotations
+
+import time
+
+from orchestration.cli import main
+from orchestration.publication import publish
+from tests.test_publication import _record, _tiny_warehouse
+
+
+def test_bad_values_and_options_are_said_in_the_subcommands_terms(capsys):
+    assert main(["run", "--as-of", "2026-13-45"]) == 2
+    err = capsys.readouterr().err
+    assert "crm-potential run: error: argument --as-of: must be a date YYYY-MM-DD, got '2026-13-45'" in err
+    assert "usage: crm-potential run" in err and "pydantic" not in err and "as_of_date" not in err
+    assert main(["run", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: crm-potential run" in err and "crm-potential run: error: unrecognized arguments: --bogus" in err
+    assert main(["run", "--churn-horizon-days", "0"]) == 2
+    assert "argument --churn-horizon-days: must be at least 1 day, got 0" in capsys.readouterr().err
+    assert main(["rollback", "--nope"]) == 2
+    assert "usage: crm-potential rollback" in capsys.readouterr().err
+
+
+def test_rollback_lists_a_table_and_takes_short_run_ids(tmp_path, capsys):
+    serving = tmp_path / "serving.duckdb"
+    with _tiny_warehouse(tmp_path / "warehouse.duckdb") as con:
+        for run in ("abc1-first", "abc2-second", "zzz3-third"):
+            publish(con, serving, _record(run))
+    assert main(["rollback", "--list", "--serving", str(serving)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["run", "as"] and "published (UTC)" in lines[0]
+    assert lines[1].startswith("* zzz3-thi") and "(current)" in lines[1]  # the current one first, marked
+    assert [line.split()[0] for line in lines[2:4]] == ["abc2-sec", "abc1-fir"]
+    assert main(["rollback", "--serving", str(serving), "--to", "abc"]) == 2
+    assert "the run id 'abc' is ambiguous: abc1-first, abc2-second" in capsys.readouterr().err
+    assert main(["rollback", "--serving", str(serving), "--to", "abc1"]) == 0
+    assert "to run abc1-first" in capsys.readouterr().out
+    assert main(["rollback", "--list", "--serving", str(serving)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("* abc1-fir")
+
+
+def test_a_source_folder_without_its_required_files_is_refused_at_once(tmp_path, capsys):
+    started = time.perf_counter()
+    assert main(["run", "--source", str(tmp_path), "--warehouse", str(tmp_path / "w" / "warehouse.duckdb")]) == 1
+    assert time.perf_counter() - started < 30  # before Dagster, dbt and the models load (61 s in the issue)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "starting the nightly job" not in line]
+    assert len(err) == 1 and "customers: required source file not found in" in err[0] and "nothing was run" in err[0]
+    assert not (tmp_path / "w" / "warehouse.duckdb").exists()
