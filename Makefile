@@ -86,7 +86,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:  ## install Debian's Chromium if missing (the run-report test opens the report in it)
 	@test -x $(CHROMIUM) || { echo "installing chromium (apt-get) for the run-report test"; \
 	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } || \
+	  echo "could not install chromium (not Debian?): the run-report tests will be skipped; install Chromium or set CRM_CHROMIUM"; }
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl, postgres): the PostgreSQL tests (database source,
 # serving target) start a throw-away cluster of their own in a temporary folder; nothing is started system-wide.
@@ -98,7 +99,8 @@ PG_PACKAGES = $(if $(PG_CTL),,postgresql) $(if $(wildcard /usr/share/java/postgr
 postgres:  ## install Debian's PostgreSQL server, pgjdbc and a JDK if missing (for the PostgreSQL and BI tests)
 	@test -z "$(strip $(PG_PACKAGES))" || { echo "installing $(strip $(PG_PACKAGES)) (apt-get) for the PostgreSQL tests"; \
 	  $(SUDO) apt-get install -y -q $(PG_PACKAGES) >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(PG_PACKAGES) >/dev/null; }; }
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(PG_PACKAGES) >/dev/null; } || \
+	  echo "could not install $(strip $(PG_PACKAGES)) (not Debian?): the PostgreSQL and JDBC tests will be skipped"; }
 
 # TEST_WORKERS: pytest-xdist worker processes (auto: one per core; 0: in this process, for debugging)
 TEST_WORKERS ?= auto

@@ -28,6 +28,14 @@ def _bin(name: str) -> str:
     return found
 
 
+def server_binaries_found() -> bool:
+    try:
+        _bin("initdb"), _bin("pg_ctl")
+    except RuntimeError:
+        return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -57,7 +57,11 @@ def ours(serving) -> dict:
 @pytest.fixture(scope="module")
 def postgres(two_publications, serving):
     """A throw-away server holding the sample's second publication in ``crm_serving``, as a run publishes it."""
+    from tests.conftest import require
+    from tests.postgres_server import server_binaries_found
+
     _, _, run_id = two_publications
+    require(server_binaries_found(), "PostgreSQL's server (initdb, pg_ctl)", "install Debian's postgresql (make postgres)")
     server = PostgresServer().start()
     try:
         with pytest.MonkeyPatch.context() as mp:

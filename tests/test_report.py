@@ -13,6 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tests.conftest import require
+
 from data_quality.suites import SUITES
 from ml import plots
 from orchestration.report import CHURN_LIKELY, SECTIONS, value_at_risk
@@ -28,7 +30,8 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     executable = os.environ.get("CRM_CHROMIUM", "/usr/bin/chromium")
-    assert Path(executable).exists(), f"{executable} missing: `make test` installs Debian's chromium (make browser)"
+    require(Path(executable).exists(), f"Chromium ({executable})",
+            "install Debian's chromium (make browser) or set CRM_CHROMIUM to a Chromium or Chrome binary")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -31,18 +31,18 @@ DRIVERS = {"pgjdbc": (Path("/usr/share/java/postgresql.jar"), "libpostgresql-jdb
 
 
 def _tool(name: str) -> str:
+    from tests.conftest import require
+
     found = shutil.which(name)
-    if not found:
-        pytest.fail(f"the JDBC driver tests need a Java JDK, and `{name}` is not on PATH: install Debian's "
-                    "default-jdk-headless (make test does)", pytrace=False)
+    require(bool(found), f"A Java JDK (`{name}`)", "install Debian's default-jdk-headless (make postgres)")
     return found
 
 
 def driver_jar(name: str) -> Path:
+    from tests.conftest import require
+
     jar, package = DRIVERS[name]
-    if not jar.is_file():
-        pytest.fail(f"the JDBC driver {name} ({jar}) is not installed: apt-get install {package} (make test does)",
-                    pytrace=False)
+    require(jar.is_file(), f"The JDBC driver {name} ({jar})", f"apt-get install {package} (make postgres)")
     return jar
 
 
