@@ -262,7 +262,7 @@ def prepare_manifest() -> None:
 
 
 def run_pipeline(settings: "PipelineSettings", *, run_id: str | None = None, log_level: str = "INFO",
-                 quiet: bool = False):
+                 quiet: bool = False, job_name: str | None = None):
     """Run the nightly job in-process through Dagster; returns the ExecuteInProcessResult. The terminal gets
     one line per log record (``run_logging``), the run log ``<warehouse folder>/logs/run_<run_id>.log`` all."""
     _dagster_home()
@@ -283,7 +283,7 @@ def run_pipeline(settings: "PipelineSettings", *, run_id: str | None = None, log
                     "file": {"config": {"path": str(log_path),
                                         "log_level": "DEBUG" if log_level == "DEBUG" else "INFO"}}},
     }
-    job = defs.resolve_job_def(NIGHTLY_JOB_NAME).with_logger_defs(run_logging.logger_defs(log_level))
+    job = defs.resolve_job_def(job_name or NIGHTLY_JOB_NAME).with_logger_defs(run_logging.logger_defs(log_level))
     stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(
         _ProgressFilter(sys.stdout, quiet=quiet))
     progress.doing("starting the Dagster run: recording its planned assets and checks")
@@ -407,6 +407,58 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
     print(f"The serving database {settings.serving_display} is unchanged.", file=sys.stderr)
     print(f"Full error text and stack frames: {log_path} (and the Dagster UI: make ui)", file=sys.stderr)
     run_logging.append(log_path, "run failed: " + " | ".join(lines))
+    return 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """The night's source checks on a scratch warehouse: the real warehouse, serving database, cursors and models
+    are not touched (a database source is read in full); exit 0 when the source would pass, 1 with the same
+    failure lines as a failed night."""
+    import tempfile
+
+    from data_quality.pii import scrub_text
+    from data_quality.quarantine import describe, quarantine_counts, raw_counts
+    from orchestration.failures import run_outcome
+    from orchestration.jobs import VALIDATE_JOB_NAME
+
+    real = _settings_from_args(args)
+    if real.source_database is None and not Path(real.source_dir).is_dir():
+        return _usage_error(f"source folder {real.source_dir} does not exist")
+    failed = _missing_source_files(real) if real.source_database is None else _database_source_problem(real)
+    if failed:
+        print(f"crm-potential: {failed}.", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="crm-validate-") as scratch:
+        # the last publication stays the reference of the row-count band; everything written goes to scratch
+        settings = real.model_copy(update={"warehouse_path": str(Path(scratch) / "warehouse.duckdb"),
+                                           "serving_path": str(real.serving_file), "erase_file": "",
+                                           "export_parquet_dir": ""})
+        print(f"crm-potential: validating {settings.source_display} (contract, quarantine and source checks; "
+              "no models, nothing published)", flush=True)
+        t0 = time.perf_counter()
+        result = run_pipeline(settings, log_level=args.log_level, quiet=args.quiet, job_name=VALIDATE_JOB_NAME)
+        seconds = time.perf_counter() - t0
+        # the scratch folder goes with the validation: no pointer to its dbt log
+        lines = [re.sub(r"; dbt log: \S+", "", scrub_text(line))
+                 for line in run_outcome(result.all_events, warehouse=settings.warehouse_path).lines]
+        try:
+            with settings.warehouse() as con:
+                quarantined, read = quarantine_counts(con), raw_counts(con)
+                lines += [] if result.success else describe(quarantined, read, settings.max_bad_row_share)
+        except Exception:
+            quarantined, read = {}, {}
+    if result.success:
+        set_aside = sum(sum(rules.values()) for rules in quarantined.values())
+        print(f"\nThe source passes every check of a night ({seconds:.1f}s): "
+              + ", ".join(f"{name} {n:,} rows" for name, n in read.items())
+              + f"; {set_aside:,} row(s) would be quarantined.")
+        for name, rules in quarantined.items():
+            for rule, n in rules.items():
+                print(f"  - {name}: {n:,} x {rule}")
+        return 0
+    print(f"\nThe source FAILS the night's checks ({seconds:.1f}s); a run on it would publish nothing:", file=sys.stderr)
+    for line in lines or ["the validation failed before any step; run with --log-level debug"]:
+        print(f"  - {line}", file=sys.stderr)
     return 1
 
 
@@ -630,6 +682,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "long as it takes) instead of exiting 1 at once")
     run.add_argument("--quiet", action="store_true", help="only warnings and the final summary (or the failed steps)")
     run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser(
+        "validate",
+        help="check a source against the contract without running the models or publishing (seconds)",
+        description="The night's source checks only: ingest, the contract rules, the quarantine and its share "
+        "thresholds, the row-count band against the last publication, the Great Expectations suites of the checked "
+        "rows. Runs on a scratch warehouse: the warehouse, the serving database, a database source's cursors and "
+        "the models are not touched. Exit 0: the source would pass; 1: it would stop the night (same messages).",
+        formatter_class=_EnvHelpFormatter,
+    )
+    val.add_argument("--source", metavar="DIR|URL", help="source folder or PostgreSQL URL ({env:source_dir})")
+    val.add_argument("--as-of", metavar="DATE", type=_iso_date, help="as for run ({env:as_of_date})")
+    val.add_argument("--serving", metavar="PATH|URL", help="the publication whose row counts are the band's reference")
+    val.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="terminal log level (default INFO)")
+    val.add_argument("--quiet", action="store_true", help="only warnings and the verdict")
+    val.set_defaults(func=cmd_validate, warehouse=None, churn_horizon_days=None, clv_horizon_days=None)
 
     gen = sub.add_parser(
         "generate",

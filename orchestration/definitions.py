@@ -14,14 +14,14 @@ from orchestration.assets.value_models import customer_value
 from orchestration.checks import asset_checks
 from orchestration.dbt_project import dbt_executable, dbt_project
 from orchestration.dbt_resource import DbtCli
-from orchestration.jobs import nightly_job, nightly_schedule
+from orchestration.jobs import nightly_job, nightly_schedule, validate_job
 from orchestration.settings import PipelineSettings
 
 defs = dg.Definitions(
     assets=[*ingest_assets, dbt_contract, dbt_models, customer_value, customer_churn, customer_scores, dbt_analytics,
             publication, run_report],
     asset_checks=[*asset_checks, report_complete],
-    jobs=[nightly_job],
+    jobs=[nightly_job, validate_job],
     schedules=[nightly_schedule],
     resources={
         "settings": PipelineSettings.from_env(),

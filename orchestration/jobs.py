@@ -17,6 +17,20 @@ nightly_job = dg.define_asset_job(
     "scores -> checks -> publish.",
 )
 
+VALIDATE_JOB_NAME = "validate"
+
+# the source checks of a night and nothing after them: ingest (with its row-count and erasure checks), the
+# contract layer (checked staging rows, quarantine, their dbt tests and Great Expectations suites)
+validate_job = dg.define_asset_job(
+    VALIDATE_JOB_NAME,
+    selection=dg.AssetSelection.groups("ingest", "quarantine")
+    | dg.AssetSelection.assets(*[dg.AssetKey(["staging", f"stg_{entity}_checked"])
+                                 for entity in ("customers", "orders", "interactions", "campaigns")]),
+    executor_def=dg.in_process_executor,
+    description="The source checks of a night only (crm-potential validate): ingest, the contract, the quarantine; "
+    "no models, no publication.",
+)
+
 nightly_schedule = dg.ScheduleDefinition(
     name="nightly_schedule",
     job=nightly_job,

@@ -3,6 +3,7 @@ table and short run ids, and a source folder without its required files refused 
 
 from __future__ import annotations
 
+import re
 import time
 
 from orchestration.cli import main
@@ -49,3 +50,32 @@ def test_a_source_folder_without_its_required_files_is_refused_at_once(tmp_path,
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "starting the nightly job" not in line]
     assert len(err) == 1 and "customers: required source file not found in" in err[0] and "nothing was run" in err[0]
     assert not (tmp_path / "w" / "warehouse.duckdb").exists()
+
+
+def test_validate_checks_a_source_in_seconds_and_says_what_a_night_would(small_sample, tmp_path, capsys):
+    """``crm-potential validate``: the night's source checks on a scratch warehouse; the same failure lines as the
+    night itself, and nothing of the real warehouse or serving database touched."""
+    import shutil
+
+    import duckdb
+
+    from tests.conftest import run_args
+
+    work = tmp_path / "work"
+    assert main(["validate", "--source", str(small_sample), "--serving", str(work / "serving.duckdb")]) == 0
+    out = capsys.readouterr().out
+    assert "The source passes every check of a night" in out and "customers 1,244 rows" in out
+    assert not work.exists()  # no warehouse, no serving database, no logs where a run would put them
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_sample, broken)
+    duckdb.execute(  # one order in ten with an amount that is not a number: far above the 1 % bad-row share
+        f"copy (select * replace (case when hash(order_id) % 10 = 0 then 'n/a' else amount end as amount) "
+        f"from read_csv('{small_sample}/orders.csv', all_varchar=true)) to '{broken}/orders.csv' (header)")
+    assert main(["validate", "--source", str(broken), "--quiet"]) == 1
+    said = [line.strip() for line in capsys.readouterr().err.splitlines() if line.startswith("  - ")]
+    assert any("orders" in line and "unparseable amount" in line for line in said), said
+    assert main(run_args(broken, work)) == 1  # the night on the same source fails with the same lines
+    night = [re.sub(r"; dbt log: \S+", "", line.strip()) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("  - ")]
+    assert said == night  # (validate names no dbt log: its scratch warehouse is gone when it ends)
