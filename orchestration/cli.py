@@ -562,7 +562,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
     print(f"rolled back {settings.serving_file} to run {version_run_id(chosen)} ({chosen.name}); readers see it on "
-          "their next connection")
+          "their next connection (once every connection of their process to the file is closed)")
     return 0
 
 

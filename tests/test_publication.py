@@ -348,3 +348,23 @@ def test_the_serving_file_is_in_a_format_older_duckdb_clients_read(two_publicati
     assert not (tmp_path / "bad.duckdb").exists()
     with pytest.raises(SettingsError, match=r"CRM_SERVING_STORAGE_VERSION\) must be a DuckDB release"):
         PipelineSettings.from_env(serving_storage_version="1.0")
+
+
+def test_a_reader_sees_the_new_publication_only_once_its_process_holds_no_connection(tmp_path):
+    """The README's advice (open, read, close): DuckDB keeps one instance per file and process, so a new
+    connection made while another of the same process holds the file still reads the old publication."""
+    serving = tmp_path / "serving.duckdb"
+    with _tiny_warehouse(tmp_path / "warehouse.duckdb") as con:
+        publish(con, serving, _record("r1"))
+        held = duckdb.connect(str(serving), read_only=True)
+        publish(con, serving, _record("r2"))
+
+    def newest(connection) -> str:
+        return connection.execute("select max(run_id) from pipeline_runs where published").fetchall()[0][0]
+
+    fresh = duckdb.connect(str(serving), read_only=True)
+    assert newest(held) == newest(fresh) == "r1"  # same process, file still held: the old publication
+    fresh.close()
+    held.close()
+    with duckdb.connect(str(serving), read_only=True) as reopened:
+        assert newest(reopened) == "r2"
