@@ -108,7 +108,7 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
         "export_parquet_dir": str(Path(args.export_parquet).resolve()) if getattr(args, "export_parquet", None) else None,
     }
     try:
-        return PipelineSettings.from_env(**overrides)
+        return PipelineSettings.from_env(config=getattr(args, "config", None), **overrides)
     except (SettingsError, ValueError) as exc:
         raise SystemExit(_usage_error(_settings_message(exc)))
 
@@ -681,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="if another run holds the warehouse, wait for it to end (at most SECONDS; no value: as "
                      "long as it takes) instead of exiting 1 at once")
     run.add_argument("--quiet", action="store_true", help="only warnings and the final summary (or the failed steps)")
+    run.add_argument("--config", metavar="FILE", help="TOML settings file (CRM_CONFIG; default ./crm-potential.toml "
+                     "if present; every setting in crm-potential.example.toml); flags and CRM_* variables win over it")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser(
@@ -698,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="terminal log level (default INFO)")
     val.add_argument("--quiet", action="store_true", help="only warnings and the verdict")
+    val.add_argument("--config", metavar="FILE", help="TOML settings file, as for run")
     val.set_defaults(func=cmd_validate, warehouse=None, churn_horizon_days=None, clv_horizon_days=None)
 
     gen = sub.add_parser(

@@ -128,6 +128,75 @@ def env_values() -> dict:
     return values
 
 
+CONFIG_ENV = "CRM_CONFIG"
+CONFIG_FILE = "crm-potential.toml"  # read from the working directory when CRM_CONFIG / --config name none
+
+
+def config_path(explicit: str | None = None) -> Path | None:
+    """The config file of this run: ``--config``, else ``CRM_CONFIG``, else ``./crm-potential.toml`` if present."""
+    named = explicit or os.environ.get(CONFIG_ENV, "").strip()
+    if named:
+        if not Path(named).is_file():
+            raise SettingsError(f"config file {named} does not exist ({'--config' if explicit else CONFIG_ENV})")
+        return Path(named)
+    return Path(CONFIG_FILE) if Path(CONFIG_FILE).is_file() else None
+
+
+_TOML_KINDS = {int: ("a whole number", (int,)), float: ("a number", (int, float)), str: ("a string", (str,)),
+               bool: ("true or false", (bool,))}
+
+
+def file_values(path: Path | None) -> dict:
+    """The settings of a TOML config file (keys are the setting names of ``example_config()``), checked: an
+    unknown key or a value of the wrong kind is a ``SettingsError`` naming the key and what it accepts."""
+    if path is None:
+        return {}
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path} cannot be read: {exc}") from None
+    fields = PipelineSettings.model_fields
+    values = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise SettingsError(f"config file {path}: unknown setting {key!r}; the settings are "
+                                f"{', '.join(sorted(fields))}")
+        kind = fields[key].annotation
+        words, accepted = _TOML_KINDS.get(kind, ("a string", (str,)))
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
+            raise SettingsError(f"config file {path}: {key} must be {words}, got {value!r}")
+        values[key] = value
+    return values
+
+
+def example_config() -> str:
+    """Every setting with its description and default, as a commented TOML file (crm-potential.example.toml)."""
+    lines = ["# crm-potential settings. Copy to crm-potential.toml (read from the working directory) or name the file",
+             "# with --config FILE / CRM_CONFIG. Precedence: command-line flag > CRM_* environment variable > this",
+             "# file > default. Uncomment what you change; an unknown key or a value of the wrong kind stops the run.",
+             ""]
+    for name, info in PipelineSettings.model_fields.items():
+        fallback = _FALLBACKS.get(name, info.default)
+        if isinstance(fallback, bool):
+            value = str(fallback).lower()
+        elif isinstance(fallback, str):  # project paths as the checkout has them: relative to its root
+            value = '"' + fallback.replace(str(PROJECT_ROOT) + os.sep, "") + '"'
+        else:
+            value = fallback
+        env = ENV_VARS.get(name)
+        words = (info.description or "") + (f" Environment: {env}." if env else "")
+        lines += [f"# {chunk}" for chunk in _wrap(words)] + [f"# {name} = {value}", ""]
+    return "\n".join(lines)
+
+
+def _wrap(text: str, width: int = 112) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
 _FALLBACKS: dict = {}  # field -> its default when no environment variable is set
 
 
@@ -383,11 +452,11 @@ class PipelineSettings(dg.ConfigurableResource):
         return value
 
     @classmethod
-    def from_env(cls, **overrides) -> "PipelineSettings":
-        """Settings from ``overrides``, then ``CRM_*`` environment variables (read now), then defaults. The
-        field defaults hold the environment of the moment this module was imported (for the Dagster UI's
-        definitions); a CLI run reads the environment as it is now, whatever was set at import."""
-        values = {**_FALLBACKS, **env_values()}
+    def from_env(cls, config: str | None = None, **overrides) -> "PipelineSettings":
+        """Settings from ``overrides`` (flags), then ``CRM_*`` environment variables (read now), then the config
+        file (``config_path``), then defaults. The field defaults hold the environment of the moment this module
+        was imported (for the Dagster UI's definitions); a CLI run reads the environment as it is now."""
+        values = {**_FALLBACKS, **file_values(config_path(config)), **env_values()}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
