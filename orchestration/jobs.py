@@ -31,11 +31,22 @@ validate_job = dg.define_asset_job(
     "no models, no publication.",
 )
 
+SCHEDULE_SWITCH = "CRM_SCHEDULE_ENABLED"
+
+
+def default_schedule_status() -> dg.DefaultScheduleStatus:
+    """Stopped unless ``CRM_SCHEDULE_ENABLED=1``: an open ``make ui`` (or a test's Dagster) never launches a night
+    by surprise; the production daemon sets the switch (or the schedule is started in the UI)."""
+    on = os.environ.get(SCHEDULE_SWITCH, "").strip().lower() in ("1", "true", "yes", "on")
+    return dg.DefaultScheduleStatus.RUNNING if on else dg.DefaultScheduleStatus.STOPPED
+
+
 nightly_schedule = dg.ScheduleDefinition(
     name="nightly_schedule",
     job=nightly_job,
     cron_schedule=os.environ.get("CRM_SCHEDULE_CRON", "0 2 * * *"),
     execution_timezone=os.environ.get("CRM_SCHEDULE_TIMEZONE", "UTC"),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every night at 02:00 (CRM_SCHEDULE_CRON, CRM_SCHEDULE_TIMEZONE).",
+    default_status=default_schedule_status(),
+    description="Every night at 02:00 (CRM_SCHEDULE_CRON, CRM_SCHEDULE_TIMEZONE); stopped unless "
+    "CRM_SCHEDULE_ENABLED=1 or started in the UI.",
 )

@@ -52,6 +52,17 @@ def test_nightly_schedule_at_two():
     schedule = defs.resolve_schedule_def("nightly_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.job_name == "nightly"
+    # stopped unless switched on (issue 16): an open UI never launches a night by surprise
+    from orchestration.jobs import default_schedule_status
+
+    expected = dg.DefaultScheduleStatus.RUNNING if os.environ.get("CRM_SCHEDULE_ENABLED") == "1" \
+        else dg.DefaultScheduleStatus.STOPPED
+    assert schedule.default_status == expected
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRM_SCHEDULE_ENABLED", "1")
+        assert default_schedule_status() == dg.DefaultScheduleStatus.RUNNING
+        mp.setenv("CRM_SCHEDULE_ENABLED", "0")
+        assert default_schedule_status() == dg.DefaultScheduleStatus.STOPPED
     assert isinstance(schedule, dg.ScheduleDefinition)
 
 
