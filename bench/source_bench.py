@@ -47,10 +47,11 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "read": read}))
 """
 
 
-def _load(source: str, warehouse: Path, env: dict) -> dict:
+def _measured(args: list[str], env: dict | None = None) -> tuple[dict, float, int]:
+    """Run ``python -c ...`` in a subprocess whose process tree is sampled: (its JSON line, wall s, peak bytes)."""
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-c", LOAD, source, str(warehouse)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(proc.pid)
     sampler.start()
     out, err = proc.communicate()
@@ -58,11 +59,13 @@ def _load(source: str, warehouse: Path, env: dict) -> dict:
     sampler.stop.set()
     sampler.join()
     if proc.returncode:
-        raise RuntimeError(f"loading {source} failed:\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["wall"] = finished - started
-    result["peak"] = sampler.window(started, finished)[1]
-    return result
+        raise RuntimeError(f"{args[1:]} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), finished - started, sampler.window(started, finished)[1]
+
+
+def _load(source: str, warehouse: Path, env: dict) -> dict:
+    result, wall, peak = _measured([LOAD, source, str(warehouse)], env)
+    return {**result, "wall": wall, "peak": peak}
 
 
 READ = r"""
@@ -83,20 +86,8 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "rows": table.num_rows}))
 
 def _read_table(which: str, uri: str, sql: str) -> dict:
     """One reader library reading a whole table into an Arrow table, in a subprocess (peak memory sampled)."""
-    started = time.time()
-    proc = subprocess.Popen([sys.executable, "-c", READ, which, uri, sql], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
-    out, err = proc.communicate()
-    finished = time.time()
-    sampler.stop.set()
-    sampler.join()
-    if proc.returncode:
-        raise RuntimeError(f"{which} failed:\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["wall"], result["peak"] = finished - started, sampler.window(started, finished)[1]
-    return result
+    result, wall, peak = _measured([READ, which, uri, sql])
+    return {**result, "wall": wall, "peak": peak}
 
 
 def _change(server, customers: int) -> None:
