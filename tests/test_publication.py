@@ -205,7 +205,9 @@ def test_a_killed_run_leaves_the_serving_database_untouched(two_publications, sm
     serving = copy / "serving.duckdb"
     before = _digest(serving)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([CLI, *run_args(small_sample, copy, "--as-of", "2026-09-28")], stdout=subprocess.PIPE,
+    # without --quiet: the dbt lines say when models are being built
+    args = [a for a in run_args(small_sample, copy, "--as-of", "2026-09-28") if a != "--quiet"]
+    proc = subprocess.Popen([CLI, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     deadline = time.time() + 120
     for line in proc.stdout:  # wait until dbt is building models, then kill everything

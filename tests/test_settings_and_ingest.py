@@ -32,7 +32,8 @@ def test_bad_values_are_clear_errors(monkeypatch):
 
 def test_cli_rejects_bad_as_of_with_exit_2(capsys, tmp_path):
     assert main(["run", "--source", str(tmp_path), "--as-of", "yesterday"]) == 2
-    assert "as_of_date must be YYYY-MM-DD" in capsys.readouterr().err
+    assert "crm-potential run: error: argument --as-of: must be a date YYYY-MM-DD, got 'yesterday'" in \
+        capsys.readouterr().err
 
 
 def test_help_explains_every_parameter():
