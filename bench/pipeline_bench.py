@@ -89,6 +89,19 @@ class TreeSampler(threading.Thread):
         return max(cpu, 0.0), peak
 
 
+def sampled(cmd: list[str], **popen) -> tuple[subprocess.CompletedProcess, float, float, TreeSampler]:
+    """Run ``cmd`` to its end while its process tree is sampled: (its result, start and end time, the sampler)."""
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **popen)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate()
+    finished = time.time()
+    sampler.stop.set()
+    sampler.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), started, finished, sampler
+
+
 # ---------------------------------------------------------------- one run
 
 @dataclass
@@ -115,16 +128,9 @@ def run_once(source: Path, work: Path) -> RunMeasure:
     env = {**os.environ, "DAGSTER_HOME": str(work / "dagster")}
     cmd = [CLI, "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
            "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet"]
-    started = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
-    output, _ = proc.communicate()
-    finished = time.time()
-    sampler.stop.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"crm-potential run failed on {source}:\n{output[-4000:]}")
+    done, started, finished, sampler = sampled(cmd, env=env, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"crm-potential run failed on {source}:\n{done.stdout[-4000:]}")
     total_cpu, peak = sampler.window(started, finished)
     measure = RunMeasure(finished - started, total_cpu, peak, work=work)
 

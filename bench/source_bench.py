@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline_bench import TreeSampler, _fmt_bytes  # noqa: E402
+from bench.pipeline_bench import _fmt_bytes, sampled  # noqa: E402
 
 LOAD = r"""
 import json, sys, time
@@ -49,18 +49,11 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "read": read}))
 
 def _measured(args: list[str], env: dict | None = None) -> tuple[dict, float, int]:
     """Run ``python -c ...`` in a subprocess whose process tree is sampled: (its JSON line, wall s, peak bytes)."""
-    started = time.time()
-    proc = subprocess.Popen([sys.executable, "-c", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
-    out, err = proc.communicate()
-    finished = time.time()
-    sampler.stop.set()
-    sampler.join()
-    if proc.returncode:
-        raise RuntimeError(f"{args[1:]} failed:\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), finished - started, sampler.window(started, finished)[1]
+    done, started, finished, sampler = sampled([sys.executable, "-c", *args], cwd=ROOT, env=env,
+                                               stderr=subprocess.PIPE)
+    if done.returncode:
+        raise RuntimeError(f"{args[1:]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), finished - started, sampler.window(started, finished)[1]
 
 
 def _load(source: str, warehouse: Path, env: dict) -> dict:

@@ -339,14 +339,13 @@ def _run(args: argparse.Namespace) -> int:
 def _missing_source_files(settings: "PipelineSettings") -> str | None:
     """A required entity without a file, said at once rather than after Dagster and dbt have started."""
     from data_quality.contract import ENTITIES
-    from orchestration.source_files import SourceError, find_files
+    from orchestration.source_files import SourceError, find_files, missing_file
 
     for entity in ENTITIES.values():
         try:
             if entity.required and not find_files(Path(settings.source_dir), entity.name):
-                return (f"{entity.name}: required source file not found in {settings.source_dir}. Expected "
-                        f"{entity.name}.csv, {entity.name}.parquet or a folder {entity.name}/ of .csv or .parquet files")
-        except SourceError as exc:
+                return str(missing_file(entity, Path(settings.source_dir))).rstrip(".")
+        except SourceError as exc:  # a folder mixing CSV and Parquet
             return str(exc).rstrip(".")
     return None
 

@@ -86,14 +86,17 @@ class PostgresUrl:
 
 @contextmanager
 def failing_as(con, url: PostgresUrl, what: str):
-    """Inside, a driver error rolls the transaction back and becomes one ``DatabaseError`` line, ``<what> failed:
-    <reason>`` (our own ``DatabaseError`` passes through as it is)."""
+    """Inside, any error rolls the transaction back; a driver error becomes one ``DatabaseError`` line, ``<what>
+    failed: <reason>`` (our own ``DatabaseError`` passes through as it is)."""
     try:
         yield
-    except DatabaseError:
-        raise
-    except Exception as exc:
-        con.rollback()
+    except BaseException as exc:
+        try:
+            con.rollback()
+        except Exception:
+            pass  # the connection itself may be what broke; it is closed by the caller
+        if isinstance(exc, DatabaseError) or not isinstance(exc, Exception):
+            raise
         raise DatabaseError(f"{what} failed: {url.scrub(exc)}") from None
 
 

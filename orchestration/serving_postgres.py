@@ -100,8 +100,13 @@ def releases(con, target: PostgresTarget) -> list[Release]:
     return sorted(found, key=lambda r: r.published_at, reverse=True)
 
 
+def _short(run_id: str) -> str:
+    """A run id as a schema-name suffix: its first 8 letters and digits."""
+    return re.sub(r"[^a-z0-9]", "", run_id.lower())[:8] or "run"
+
+
 def _kept_name(target: PostgresTarget, run_id: str, taken: set[str]) -> str:
-    base = f"{target.schema}__{re.sub(r'[^a-z0-9]', '', run_id.lower())[:8] or 'run'}"
+    base = f"{target.schema}__{_short(run_id)}"
     name, n = base, 1
     while name in taken:
         n += 1
@@ -211,10 +216,10 @@ def publish_release(release_file: Path, target: PostgresTarget, *, run_id: str, 
                     erased: dict[str, list[str]] | None = None) -> list[str]:
     """Write, audit and swap in the release ``release_file`` (a serving DuckDB file); returns warnings about what
     was left undone after the swap. Raises ``ServingTargetError`` before the swap: then nothing changed for readers."""
-    new_schema = f"{target.schema}{NEXT}{re.sub(r'[^a-z0-9]', '', run_id.lower())[:8]}"
+    new_schema = f"{target.schema}{NEXT}{_short(run_id)}"
     con = connect(target)
     try:
-        try:
+        with failing_as(con, target.url, f"loading the release into {target.display}"):
             stale = [n for (n,) in _rows(con, "select nspname from pg_namespace where nspname like "
                                               f"{starting_with(target.schema + NEXT)}")]
             _execute(con, *(f"drop schema {_ident(n)} cascade" for n in stale))  # left by killed runs
@@ -226,12 +231,6 @@ def publish_release(release_file: Path, target: PostgresTarget, *, run_id: str, 
                     "published_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
             _execute(con, f"comment on schema {_ident(new_schema)} is {_literal(json.dumps(info))}")
             con.commit()
-        except ServingTargetError:
-            con.rollback()
-            raise
-        except Exception as exc:
-            con.rollback()
-            raise ServingTargetError(f"loading the release into {target.display} failed: {_scrub(exc, target)}") from None
         try:
             _swap(con, target, new_schema)
         except Exception as exc:
@@ -250,14 +249,6 @@ def _drop_quietly(con, schema: str) -> None:
         con.commit()
     except Exception:
         con.rollback()
-
-
-def published_release(target: PostgresTarget) -> Release | None:
-    con = connect(target)
-    try:
-        return next((r for r in releases(con, target) if r.schema == target.schema), None)
-    finally:
-        con.close()
 
 
 def rollback_release(target: PostgresTarget, run_id: str | None = None) -> Release:

@@ -70,9 +70,13 @@ def cursor_column(entity: Entity, columns: set[str]) -> str | None:
 
 
 def _find_table(pg, source: DatabaseSource, entity: Entity) -> str | None:
+    """The entity's table or view (matched case-insensitively); None for an optional one that is absent."""
     names = [n for (n,) in rows(pg, "select table_name from information_schema.tables where table_schema = "
                                     f"{literal(source.url.schema)} and lower(table_name) = {literal(entity.name)} "
                                     "order by table_name")]
+    if not names and entity.required:
+        raise SourceError(f"{entity.name}: required source table {source.url.schema}.{entity.name} not found in "
+                          f"{source.display}. Create it (or a view of that name) with the contract's columns.")
     return names[0] if names else None
 
 
@@ -89,13 +93,8 @@ def check_source(source: DatabaseSource, entities) -> None:
     try:
         for entity in entities:
             table = _find_table(pg, source, entity)
-            if table is None:
-                if entity.required:
-                    raise SourceError(f"{entity.name}: required source table {source.url.schema}.{entity.name} not "
-                                      f"found in {source.display}. Create it (or a view of that name) with the "
-                                      "contract's columns.")
-                continue
-            _check_columns(entity, source, table, _columns(pg, source, table))
+            if table is not None:
+                _check_columns(entity, source, table, _columns(pg, source, table))
     finally:
         pg.close()
 
@@ -131,9 +130,6 @@ def load_entity_from_database(con: duckdb.DuckDBPyConnection, entity: Entity, so
     try:
         table = _find_table(pg, source, entity)
         if table is None:
-            if entity.required:
-                raise SourceError(f"{entity.name}: required source table {source.url.schema}.{entity.name} not found "
-                                  f"in {source.display}. Create it (or a view of that name) with the contract's columns.")
             con.execute(f"drop table if exists {MIRROR}.{entity.name}")
             return LoadResult(entity.name, [], 0, list(entity.optional_columns), [], present=False)
         by_name = _check_columns(entity, source, table, _columns(pg, source, table))

@@ -222,6 +222,11 @@ def _store_rejects(con, entity: str, rejects: list[tuple[str, Reject]]) -> None:
         con.unregister("crm_rejects")
 
 
+def missing_file(entity: Entity, source_dir: Path) -> SourceError:
+    return SourceError(f"{entity.name}: required source file not found in {source_dir}. Expected {entity.name}.csv, "
+                       f"{entity.name}.parquet or a folder {entity.name}/ of .csv or .parquet files.")
+
+
 def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path) -> LoadResult:
     """Load one entity into ``raw.<entity>`` (and its malformed lines into ``raw.<entity>_rejects``); raise
     ``SourceError`` when the contract is broken at the file level."""
@@ -232,10 +237,7 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
     create_tables(con, entity)
     if not files:
         if entity.required:
-            raise SourceError(
-                f"{entity.name}: required source file not found in {source_dir}. Expected "
-                f"{entity.name}.csv, {entity.name}.parquet or a folder {entity.name}/ of .csv or .parquet files."
-            )
+            raise missing_file(entity, source_dir)
         return LoadResult(entity.name, [], 0, list(entity.optional_columns), [], present=False)
 
     empty = [p for p in files if _is_empty(p)]

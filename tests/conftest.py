@@ -107,6 +107,16 @@ def two_publications(small_sample, tmp_path_factory):
     return work, first, second
 
 
+@pytest.fixture(scope="module")
+def serving_copy(two_publications, tmp_path_factory) -> Path:
+    """The sample's serving file as `crm-potential run` wrote it, copied per test module (clients open it; the
+    shared run stays untouched)."""
+    work, _, _ = two_publications
+    copy = tmp_path_factory.mktemp("serving") / "serving.duckdb"
+    shutil.copy2(work / "serving.duckdb", copy)
+    return copy
+
+
 REQUIRE_ALL = "CRM_TESTS_REQUIRE_ALL"  # set by CI (.ci/run): a missing system tool fails instead of skipping
 
 

@@ -97,18 +97,9 @@ def probe_with(name: str, serving: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def serving(two_publications, tmp_path_factory) -> Path:
-    """The sample's serving file as `crm-potential run` wrote it (a copy: the shared run stays untouched)."""
-    work, _, _ = two_publications
-    copy = tmp_path_factory.mktemp("bi_clients") / "serving.duckdb"
-    shutil.copy2(work / "serving.duckdb", copy)
-    return copy
-
-
-@pytest.fixture(scope="module")
-def ours(serving) -> dict:
+def ours(serving_copy) -> dict:
     """What our own DuckDB reads: the reference every client must match."""
-    report = plain_client(str(serving), QUERIES)
+    report = plain_client(str(serving_copy), QUERIES)
     assert set(report["tables"]) == set(PUBLISHED_TABLES) | {"pipeline_runs"}
     assert report["tables"]["customer_scores"]["rows"] > 1000 and len(report["queries"]) == len(QUERIES) >= 6
     assert all(result.get("rows") for result in report["queries"].values()), report["queries"]
@@ -116,8 +107,8 @@ def ours(serving) -> dict:
 
 
 @pytest.fixture(scope="module", params=CLIENTS)
-def client(request, serving) -> dict:
-    return {"name": request.param, **probe_with(request.param, serving)}
+def client(request, serving_copy) -> dict:
+    return {"name": request.param, **probe_with(request.param, serving_copy)}
 
 
 def test_client_versions_are_the_pinned_ones(client):
@@ -150,27 +141,27 @@ def test_sqlalchemy_reflects_every_table_and_runs_every_query(client, ours):
 
 
 @pytest.mark.parametrize("name", CLIENTS)
-def test_a_serving_file_in_duckdbs_latest_format_is_not_readable_by_1x_clients(name, serving, tmp_path):
+def test_a_serving_file_in_duckdbs_latest_format_is_not_readable_by_1x_clients(name, serving_copy, tmp_path):
     """CRM_SERVING_STORAGE_VERSION matters: the same tables written in DuckDB 2's own format do not open."""
     latest = tmp_path / "latest.duckdb"
     with duckdb.connect() as con:
-        con.execute("attach ? as published (read_only)", [str(serving)])
+        con.execute("attach ? as published (read_only)", [str(serving_copy)])
         attach_for_writing(con, latest, "rewritten", "latest")
         con.execute("copy from database published to rewritten")
     opened = run_in(name, "-c", "import duckdb, sys\nfor p in sys.argv[1:]: duckdb.connect(p, read_only=True).close()"
-                                "; print('opened', p)", str(serving), str(latest))
-    assert f"opened {serving}" in opened.stdout, opened.stderr
+                                "; print('opened', p)", str(serving_copy), str(latest))
+    assert f"opened {serving_copy}" in opened.stdout, opened.stderr
     assert opened.returncode != 0 and f"opened {latest}" not in opened.stdout
     assert re.search(r"Trying to read a database file with version number \d+, but we can only read version",
                      opened.stderr), opened.stderr
 
 
-def test_duckdb_engine_017_cannot_reflect_columns_on_sqlalchemy_21(serving, ours):
+def test_duckdb_engine_017_cannot_reflect_columns_on_sqlalchemy_21(serving_copy, ours):
     """Why the client sets stop at SQLAlchemy 2.0: on 2.1 duckdb-engine 0.17.0 lists the tables but reflects no
     table's columns (Superset could not add a dataset). After a new duckdb-engine release, pin it in
     requirements-sqlalchemy21.in: if this test then fails, the bug is fixed, and requirements-duckdb1x.in can move
     to SQLAlchemy 2.1 (drop this test and the README's warning)."""
-    via = probe_with("sqlalchemy21", serving)["sqlalchemy"]
+    via = probe_with("sqlalchemy21", serving_copy)["sqlalchemy"]
     assert sorted(via["table_names"]) == sorted(ours["tables"])
     for table in ours["tables"]:
         assert 'Referenced table "pg_catalog.pg_collation" not found' in via["tables"][table]["columns"]["error"]

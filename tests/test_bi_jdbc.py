@@ -10,7 +10,6 @@ DuckDB's JDBC driver is on Maven Central only, which this machine kind does not 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -42,35 +41,20 @@ def reference(serving: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def serving(two_publications, tmp_path_factory) -> Path:
-    work, _, _ = two_publications
-    copy = tmp_path_factory.mktemp("bi_jdbc") / "serving.duckdb"
-    shutil.copy2(work / "serving.duckdb", copy)
-    return copy
+def ours(serving_copy) -> dict:
+    return reference(serving_copy)
 
 
 @pytest.fixture(scope="module")
-def ours(serving) -> dict:
-    return reference(serving)
-
-
-@pytest.fixture(scope="module")
-def postgres(two_publications, serving):
-    """A throw-away server holding the sample's second publication in ``crm_serving``, as a run publishes it."""
-    from tests.conftest import require
-    from tests.postgres_server import server_binaries_found
-
+def published(postgres, two_publications, serving_copy):
+    """The module's throw-away server (tests/conftest.py) holding the sample's second publication in
+    ``crm_serving``, as a run publishes it."""
     _, _, run_id = two_publications
-    require(server_binaries_found(), "PostgreSQL's server (initdb, pg_ctl)", "install Debian's postgresql (make postgres)")
-    server = PostgresServer().start()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(PASSWORD_ENV, PASSWORD)
-            target = PostgresTarget.parse(server.url(query=f"schema={SCHEMA}"))
-            assert publish_release(serving, target, run_id=run_id, as_of_date="2026-09-30") == []
-        yield server
-    finally:
-        server.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PASSWORD_ENV, PASSWORD)
+        target = PostgresTarget.parse(postgres.url(query=f"schema={SCHEMA}"))
+        assert publish_release(serving_copy, target, run_id=run_id, as_of_date="2026-09-30") == []
+    return postgres
 
 
 def jdbc_url(server: PostgresServer, search_path: str = SCHEMA) -> str:
@@ -79,8 +63,8 @@ def jdbc_url(server: PostgresServer, search_path: str = SCHEMA) -> str:
 
 
 @pytest.fixture(scope="module")
-def pgjdbc(postgres) -> dict:
-    return probe("pgjdbc", jdbc_url(postgres), USER, PASSWORD, queries=None)
+def pgjdbc(published) -> dict:
+    return probe("pgjdbc", jdbc_url(published), USER, PASSWORD, queries=None)
 
 
 def test_pgjdbc_connects_as_a_bi_tool_would(pgjdbc):
@@ -108,17 +92,17 @@ def test_pgjdbc_reads_every_published_table_with_its_columns_comments_and_rows(p
     assert pgjdbc["queries"] == {}
 
 
-def test_example_queries_on_postgresql_fail_only_on_round_of_a_double(postgres, ours):
+def test_example_queries_on_postgresql_fail_only_on_round_of_a_double(published, ours):
     """examples/queries.sql is DuckDB SQL. On PostgreSQL its queries stumble on one thing only: ``round(double,
     n)``, which PostgreSQL has for numeric alone; with that one function added they return DuckDB's row counts.
     If the examples become portable (``round(x::numeric, 2)``), this test fails: then assert equal row counts."""
-    plain = probe("pgjdbc", jdbc_url(postgres), USER, PASSWORD)["queries"]
+    plain = probe("pgjdbc", jdbc_url(published), USER, PASSWORD)["queries"]
     assert set(plain) == set(QUERIES)
     for name, result in plain.items():
         assert "function round(double precision, integer) does not exist" in result.get("error", ""), (name, result)
-    with postgres.connect() as con:
+    with published.connect() as con:
         con.execute("create schema if not exists bi_compat")
         con.execute("create or replace function bi_compat.round(double precision, integer) returns numeric "
                     "language sql immutable as 'select round($1::numeric, $2)'")
-    shimmed = probe("pgjdbc", jdbc_url(postgres, f"{SCHEMA},bi_compat"), USER, PASSWORD)
+    shimmed = probe("pgjdbc", jdbc_url(published, f"{SCHEMA},bi_compat"), USER, PASSWORD)
     assert shimmed["queries"] == ours["queries"]
