@@ -228,7 +228,7 @@ def _record_failure(settings: "PipelineSettings", run_id: str, messages: list[st
                     status="failed",
                     published=False,
                     source_dir=settings.source_dir,
-                    parameters=settings.model_dump(),
+                    parameters=settings.recorded_parameters(),
                     message=scrub_text(" | ".join(messages))[:4000],
                 ),
             )

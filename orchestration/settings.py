@@ -69,7 +69,21 @@ ENV_VARS = {
     "created_at_tolerance_days": "CRM_CREATED_AT_TOLERANCE_DAYS",
     "amount_outlier_factor": "CRM_AMOUNT_OUTLIER_FACTOR",
     "max_outlier_share": "CRM_MAX_OUTLIER_SHARE",
+    "max_source_age_days": "CRM_MAX_SOURCE_AGE_DAYS",
+    "block_source_age_days": "CRM_BLOCK_SOURCE_AGE_DAYS",
+    "history_days": "CRM_HISTORY_DAYS",
+    "partitions_start": "CRM_PARTITIONS_START",
+    "alert_webhook": "CRM_ALERT_WEBHOOK",
+    "alert_email_to": "CRM_ALERT_EMAIL_TO",
+    "alert_email_from": "CRM_ALERT_EMAIL_FROM",
+    "smtp_host": "CRM_SMTP_HOST",
+    "smtp_port": "CRM_SMTP_PORT",
+    "smtp_user": "CRM_SMTP_USER",
+    "smtp_security": "CRM_SMTP_SECURITY",
 }
+
+# settings that may hold a secret (a webhook URL carries its token): never stored in pipeline_runs.parameters
+UNRECORDED = frozenset({"alert_webhook", "smtp_user"})
 
 
 def data_dir() -> Path:
@@ -111,7 +125,8 @@ _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": i
             "churn_retrain_days": int, "churn_min_customers": int, "churn_stacked_cutoffs": int,
             "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float,
             "serving_versions": int, "max_drift_psi": float, "created_at_tolerance_days": int,
-            "amount_outlier_factor": float, "max_outlier_share": float}
+            "amount_outlier_factor": float, "max_outlier_share": float, "max_source_age_days": int,
+            "block_source_age_days": int, "history_days": int, "smtp_port": int}
 
 
 def env_values() -> dict:
@@ -355,6 +370,48 @@ class PipelineSettings(dg.ConfigurableResource):
         description="Stop when more than this share of the orders have an amount beyond the outlier bound "
         "(clean data has at most 0.1 % above its 99.9th percentile: more is a broken export).",
     )
+    max_source_age_days: int = Field(
+        default=_default("max_source_age_days", 7),
+        description="Warn when the newest order that keeps the contract is more than this many days older than the "
+        "run's as-of date (or today, when no as-of date is given): the source may not have moved. 0: never warn.",
+    )
+    block_source_age_days: int = Field(
+        default=_default("block_source_age_days", 0),
+        description="Stop before publishing when the newest order is more than this many days older than the run's "
+        "as-of date (or today). 0: never stop for it (the bundled sample is months old); set it in production.",
+    )
+    history_days: int = Field(
+        default=_default("history_days", 400),
+        description="customer_scores_history and segment_history keep the nights of this many days before the "
+        "newest published as-of date (one row per customer per night: size it to your customer count).",
+    )
+    partitions_start: str = Field(
+        default=_default("partitions_start", "2024-01-01"),
+        description="YYYY-MM-DD. First night of the Dagster UI's daily partitions (one per as-of date; backfills "
+        "choose from them). Read when the definitions load.",
+    )
+    alert_webhook: str = Field(
+        default=_default("alert_webhook", ""),
+        description="URL that a failed night is posted to as JSON (run id, failed step, first error line; Slack "
+        "and Teams incoming webhooks accept it). Sent by the Dagster daemon's run-failure sensor. Empty: none.",
+    )
+    alert_email_to: str = Field(
+        default=_default("alert_email_to", ""),
+        description="Comma-separated addresses e-mailed when a night fails (needs smtp_host). Empty: no e-mail.",
+    )
+    alert_email_from: str = Field(
+        default=_default("alert_email_from", "crm-potential@localhost"), description="Sender of the failure e-mail.",
+    )
+    smtp_host: str = Field(default=_default("smtp_host", ""), description="SMTP server for the failure e-mail.")
+    smtp_port: int = Field(default=_default("smtp_port", 587), description="SMTP server port.")
+    smtp_user: str = Field(
+        default=_default("smtp_user", ""),
+        description="SMTP login (the password from CRM_SMTP_PASSWORD, never in a file). Empty: no login.",
+    )
+    smtp_security: str = Field(
+        default=_default("smtp_security", "starttls"),
+        description="starttls, ssl or none (none only for a relay on the same host).",
+    )
 
     @field_validator("as_of_date")
     @classmethod
@@ -443,6 +500,35 @@ class PipelineSettings(dg.ConfigurableResource):
         if not 0 <= value <= 1:
             raise ValueError(f"max_outlier_share (CRM_MAX_OUTLIER_SHARE) must be between 0 and 1, got {value}")
         return value
+
+    @field_validator("max_source_age_days", "block_source_age_days", "history_days")
+    @classmethod
+    def _days_not_negative(cls, value: int, info) -> int:
+        if value < 0:
+            raise ValueError(f"{info.field_name} ({ENV_VARS[info.field_name]}) must be 0 or more days, got {value}")
+        return value
+
+    @field_validator("partitions_start")
+    @classmethod
+    def _valid_partitions_start(cls, value: str) -> str:
+        value = (value or "").strip() or "2024-01-01"
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"partitions_start (CRM_PARTITIONS_START) must be YYYY-MM-DD, got {value!r}") from exc
+        return value
+
+    @field_validator("smtp_security")
+    @classmethod
+    def _valid_smtp_security(cls, value: str) -> str:
+        value = (value or "").strip().lower() or "starttls"
+        if value not in ("starttls", "ssl", "none"):
+            raise ValueError(f"smtp_security (CRM_SMTP_SECURITY) must be starttls, ssl or none, got {value!r}")
+        return value
+
+    def recorded_parameters(self) -> dict:
+        """The settings as ``pipeline_runs.parameters`` stores them: without those that may hold a secret."""
+        return {k: v for k, v in self.model_dump().items() if k not in UNRECORDED}
 
     @field_validator("churn_horizon_days", "clv_horizon_days")
     @classmethod

@@ -84,7 +84,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             status="success",
             published=True,
             source_dir=settings.source_display,
-            parameters={k: v for k, v in settings.model_dump().items()},
+            parameters=settings.recorded_parameters(),
             rows_in=rows_in,
             rows_out=rows_out,
             checks_passed=facts["checks_passed"],
