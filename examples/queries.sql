@@ -83,3 +83,39 @@ select campaign_id, campaign_name, channel, reach, responders, round(response_ra
 from campaign_effectiveness
 where is_campaign_total
 order by revenue_after_response desc;
+
+-- name: customer_trajectory
+-- One customer night by night from customer_scores_history: score, rank, tier, segments, churn, CLV and action
+-- (here today's top customer; put any customer_id).
+select as_of_date, potential_score, potential_rank, priority_tier, rfm_segment, lifecycle_stage,
+       round(churn_probability, 3) as churn_probability, round(clv, 2) as clv, next_best_action
+from customer_scores_history
+where customer_id = (select customer_id from customer_scores where potential_rank = 1)
+order by as_of_date;
+
+-- name: tier_movements_month_over_month
+-- Customers moving between priority tiers from one month's last published night to the next one's.
+with month_end as (
+    select customer_id, as_of_date, priority_tier
+    from customer_scores_history
+    where as_of_date in (select max(as_of_date) from customer_scores_history
+                         group by date_trunc('month', as_of_date))
+), paired as (
+    select customer_id, as_of_date, priority_tier,
+           lag(priority_tier) over (partition by customer_id order by as_of_date) as previous_tier,
+           lag(as_of_date) over (partition by customer_id order by as_of_date) as previous_night
+    from month_end
+)
+select previous_night, as_of_date as night, previous_tier, priority_tier, count(*) as customers
+from paired
+where previous_tier is not null
+group by previous_night, as_of_date, previous_tier, priority_tier
+order by night, previous_tier, priority_tier;
+
+-- name: tier_sizes_over_time
+-- Each priority tier's size, value and churn risk night by night, from segment_history.
+select as_of_date, segment as priority_tier, customers, round(total_clv, 2) as total_clv,
+       round(avg_churn_probability, 3) as avg_churn_probability
+from segment_history
+where segment_type = 'priority_tier' and cut_type = 'all'
+order by priority_tier, as_of_date;

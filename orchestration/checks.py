@@ -6,7 +6,7 @@ failure stops everything downstream, publish included."""
 import dagster as dg
 
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from data_quality.contract import ENTITIES, Entity, Rule
 from data_quality.quarantine import name_rows, rows_of_rule
@@ -211,18 +211,60 @@ def build_row_count_check(entity: str) -> dg.AssetChecksDefinition:
 
 
 @dg.asset_check(asset=publication, blocking=True,
-                description="The serving database holds exactly this run's scores (read back after the swap).")
+                description="The serving database holds exactly this run's scores, in customer_scores and its "
+                "history (read back after the swap); an earlier night's only in the history.")
 def serving_matches_run(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
     import duckdb
 
+    run_id = context.run.run_id
     with duckdb.connect(str(settings.serving_file), read_only=True) as con:
         runs = [r[0] for r in con.execute("select distinct run_id from customer_scores").fetchall()]
         n = con.execute("select count(*) from customer_scores").fetchall()[0][0]
+        in_history = con.execute("select count(*) from customer_scores_history where run_id = ?", [run_id]).fetchall()[0][0]
+        later = con.execute("select count(*) from pipeline_runs where run_id = ? and as_of_date < "
+                            "(select max(as_of_date) from customer_scores)", [run_id]).fetchall()[0][0]
     with settings.warehouse() as con:
         expected = con.execute("select count(*) from scores.customer_scores").fetchall()[0][0]
-    passed = runs == [context.run.run_id] and n == expected
+    if later:  # a backfilled night: the history holds it, the latest tables a later night
+        return dg.AssetCheckResult(passed=in_history == expected, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=f"an earlier night: customer_scores_history holds {in_history:,} rows of "
+                                   f"this run; expected {expected:,} (customer_scores stays on run(s) {runs})")
+    passed = runs == [run_id] and n == expected and in_history == expected
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                               description=f"serving holds run(s) {runs} with {n:,} rows; expected {expected:,}")
+                               description=f"serving holds run(s) {runs} with {n:,} rows and {in_history:,} history "
+                               f"rows of this run; expected {expected:,}")
+
+
+@dg.asset_check(asset=dg.AssetKey(["staging", "stg_orders_checked"]), name="source_is_fresh", blocking=True,
+                description="The newest order that keeps the contract is recent: a warning past CRM_MAX_SOURCE_AGE_DAYS "
+                "before the run's as-of date (or today), a stop past CRM_BLOCK_SOURCE_AGE_DAYS.")
+def source_is_fresh(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
+    from orchestration.settings import CHECKED_ORDER_DATES
+
+    reference, against = ((date.fromisoformat(settings.run_as_of_date), "the as-of date") if settings.run_as_of_date
+                          else (settings.today(), "today"))
+    with settings.warehouse() as con:
+        newest = con.execute(f"select max(d) from ({CHECKED_ORDER_DATES}) where d <= ?", [reference]).fetchall()[0][0]
+    age = (reference - newest).days if newest else None
+    warn, block = settings.max_source_age_days, settings.block_source_age_days
+    facts = {"newest_order": newest.isoformat() if newest else None, "reference": reference.isoformat(),
+             "age_days": age, "warn_after_days": warn, "block_after_days": block}
+    if age is None:
+        return dg.AssetCheckResult(passed=True, description="no order keeps the contract (other checks say so)",
+                                   metadata=facts)
+    said = (f"the newest order that keeps the contract is dated {newest}, {age} days before {against} {reference}: "
+            "the source may not have moved since")
+    if block and age > block:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=facts,
+            description=f"stale source: {said} (limit {block} days, CRM_BLOCK_SOURCE_AGE_DAYS). Check that the "
+            "export ran; if the data is right as it is, run with --as-of the date it runs up to, or raise the limit.")
+    if warn and age > warn:
+        context.log.warning(f"stale source? {said} (warning after {warn} days, CRM_MAX_SOURCE_AGE_DAYS)")
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=facts,
+                                   description=f"{said} (warning after {warn} days, CRM_MAX_SOURCE_AGE_DAYS)")
+    return dg.AssetCheckResult(passed=True, metadata=facts,
+                               description=f"newest order {newest}, {age} days before {against} {reference}")
 
 
 @dg.asset_check(asset=ERASURE_REQUESTS, blocking=True,
@@ -260,6 +302,6 @@ asset_checks = [
     erasure_register_valid, pseudonyms_one_per_customer,
     *[build_erasure_check(entity) for entity in PERSONAL_TABLES_WITH_CUSTOMER_ID],
     customer_value_valid, customer_churn_valid, model_metric_floors, serving_matches_run, scores_drift, *GX_CHECKS,
-    *OUTLIER_CHECKS,
+    *OUTLIER_CHECKS, source_is_fresh,
     *[build_row_count_check(entity) for entity in ENTITIES],
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import dagster as dg
 
@@ -41,12 +42,16 @@ def default_schedule_status() -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if on else dg.DefaultScheduleStatus.STOPPED
 
 
-nightly_schedule = dg.ScheduleDefinition(
+@dg.schedule(
     name="nightly_schedule",
     job=nightly_job,
     cron_schedule=os.environ.get("CRM_SCHEDULE_CRON", "0 2 * * *"),
     execution_timezone=os.environ.get("CRM_SCHEDULE_TIMEZONE", "UTC"),
     default_status=default_schedule_status(),
-    description="Every night at 02:00 (CRM_SCHEDULE_CRON, CRM_SCHEDULE_TIMEZONE); stopped unless "
-    "CRM_SCHEDULE_ENABLED=1 or started in the UI.",
+    description="Every night at 02:00 (CRM_SCHEDULE_CRON, CRM_SCHEDULE_TIMEZONE), the night of the day before; "
+    "stopped unless CRM_SCHEDULE_ENABLED=1 or started in the UI.",
 )
+def nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """The partition of the day before the tick: at 02:00 the night that just ended, as of its last minute."""
+    night = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(run_key=night, partition_key=night)

@@ -25,13 +25,14 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
 from data_quality.pii import erased_ids, profile_pseudonymise, pseudonymise, scrub_text
-from orchestration import run_log
+from orchestration import run_log, score_history
 from orchestration.sql_quoting import quote_ident as _ident
 from orchestration.sql_quoting import quote_literal as _quoted  # DuckDB takes no parameter in `comment on`
 
@@ -206,6 +207,27 @@ def published_run_id(serving_path: Path) -> str | None:
         return None
 
 
+def published_as_of(serving_path: Path) -> str | None:
+    """The as-of date (YYYY-MM-DD) of the latest tables in ``serving_path`` (None when there is none)."""
+    if not Path(serving_path).exists():
+        return None
+    try:
+        with duckdb.connect(str(serving_path), read_only=True) as con:
+            found = con.execute("select max(as_of_date) from customer_scores").fetchall()[0][0]
+    except duckdb.Error:
+        return None
+    return found.isoformat() if found else None
+
+
+def _without_erased(con: duckdb.DuckDBPyConnection, table: tuple[str, str, str],
+                    erased: dict[str, list[str]]) -> tuple[str, list | None]:
+    """A query for ``table`` less the rows of erased customers (by any of the columns ``erased`` names)."""
+    columns = {c for (c,) in con.execute("select column_name from duckdb_columns() where database_name = ? and "
+                                         "schema_name = ? and table_name = ?", list(table)).fetchall()}
+    match, values = _erased_match(columns, erased)
+    return (f"select * from {_ident(*table)}" + (f" where not ({match})" if match else ""), values if match else None)
+
+
 def _published_run_id(path: Path) -> str:
     return published_run_id(path) or "unknown"
 
@@ -371,9 +393,11 @@ def rollback(serving_path: Path, run_id: str | None = None) -> Path:
 
 @dataclass
 class Published:
-    """What ``publish`` did: rows per published table, and what it left undone (the run is published)."""
+    """What ``publish`` did: rows per published table, and what it left undone (the run is published).
+    ``latest_as_of`` is the as-of date of the latest tables now served: a backfilled night's is a later one."""
     counts: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    latest_as_of: str | None = None
 
     @property
     def message(self) -> str:
@@ -417,8 +441,12 @@ def _keep_and_scrub(serving_path: Path, keep: int, erased: dict[str, list[str]],
 
 def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3,
             pseudonym_key: bytes | None = None, storage_version: str = DEFAULT_SERVING_STORAGE_VERSION,
-            target: "PostgresTarget | None" = None, export_dir: Path | None = None) -> Published:
+            target: "PostgresTarget | None" = None, export_dir: Path | None = None,
+            history_days: int = score_history.DEFAULT_HISTORY_DAYS) -> Published:
     """Build the new serving file from the warehouse ``con`` and swap it in.
+
+    A night older than the one the serving file holds (a backfill) never replaces the newer latest tables: the
+    release keeps them (less any erased customer) and adds the older night to the history tables.
 
     Raises only before the swap (then nothing was published). The kept publications are looked after
     just before the swap so that the release's own ``pipeline_runs`` row already carries any warning;
@@ -430,14 +458,27 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     tmp = serving_path.with_name(f".{serving_path.name}.{record.run_id}.tmp")
     ensure_ops_tables(con)
     counts: dict[str, int] = {}
+    erased_customers = erased_ids(con)
+    erased = erased_keys(erased_customers, pseudonym_key)
+    latest = published_as_of(serving_path)
+    past = latest is not None and record.as_of_date is not None and record.as_of_date < latest
+    if past:  # an earlier night (a backfill): its history goes out, the newer latest tables stay as they are
+        con.execute("attach ? as current_release (read_only)", [str(serving_path)])
     attach_for_writing(con, tmp, "next_release", storage_version)
     try:
         for name, sql in PUBLISHED_TABLES.items():
-            con.execute(f"create table {_ident('next_release', 'main', name)} as {sql}")
+            query, params = (_without_erased(con, ("current_release", "main", name), erased)
+                             if past and name in DOCUMENTED_IN else (sql, None))
+            con.execute(f"create table {_ident('next_release', 'main', name)} as {query}", params)
             counts[name] = con.execute(f"select count(*) from {_ident('next_release', 'main', name)}").fetchall()[0][0]
         copy_comments(con, "next_release")
-        erased = erased_keys(erased_ids(con), pseudonym_key)
-        result = Published(counts, _keep_and_scrub(serving_path, keep, erased, storage_version, export_dir))
+        counts.update(score_history.write_release_history(con, "next_release", date.fromisoformat(record.as_of_date),
+                                                          history_days, erased_customers))
+        score_history.comment_history(con, "next_release")
+        if past:
+            con.execute("detach current_release")
+        result = Published(counts, _keep_and_scrub(serving_path, keep, erased, storage_version, export_dir),
+                           latest_as_of=latest if past else record.as_of_date)
         record = replace(record, message=result.message or record.message)
         con.execute("create table next_release.main.pipeline_runs as select * from ops.pipeline_runs")
         run_log.insert(con, record, schema="next_release.main")
@@ -445,10 +486,11 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         counts["pipeline_runs"] = con.execute("select count(*) from next_release.main.pipeline_runs").fetchall()[0][0]
         con.execute("detach next_release")
     except BaseException:
-        try:
-            con.execute("detach next_release")
-        except duckdb.Error:
-            pass
+        for catalog in ("next_release", "current_release"):
+            try:
+                con.execute(f"detach {catalog}")
+            except duckdb.Error:
+                pass
         _remove(tmp)
         raise
     if tmp.with_name(tmp.name + ".wal").exists():  # DETACH checkpoints; a WAL here would be a bug
@@ -470,6 +512,11 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
         sync_folder(serving_path.parent)
     except OSError as exc:
         late.append(f"the rename of {serving_path} may not survive a power cut ({_reason(exc)}); check the disk")
+    try:  # the warehouse keeps the history the release published, for the next night's release
+        score_history.keep_in_warehouse(con, date.fromisoformat(record.as_of_date), history_days, erased_customers)
+    except Exception as exc:
+        late.append(f"the night of {record.as_of_date} was published but not kept in the warehouse's score history "
+                    f"({_reason(exc)}); the next release will lack it unless this night is run again")
     if export_dir is not None:  # a copy of the release for tools that read files, once the release is out
         from orchestration.parquet_export import export_release
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import duckdb
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from ml.name_numbers import format_name_numbers
 from ml.potential import DEFAULT_WEIGHTS
@@ -28,6 +28,7 @@ from ml.registry import Lineage
 from ml.windows import Windows, plan_windows
 from orchestration.file_modes import private_files
 from orchestration.publication import DEFAULT_SERVING_STORAGE_VERSION
+from orchestration.score_history import DEFAULT_HISTORY_DAYS
 from orchestration.postgres_url import has_password, is_database_url
 from orchestration.serving_postgres import PostgresTarget, ServingTargetError
 from orchestration.source_database import DatabaseSource
@@ -81,6 +82,11 @@ ENV_VARS = {
     "smtp_user": "CRM_SMTP_USER",
     "smtp_security": "CRM_SMTP_SECURITY",
 }
+
+PARTITION_TAG = "dagster/partition"  # the tag Dagster gives a partitioned run: its partition key
+# A run filed under a night whose date is not its as-of date (orchestration/partitions.py, night_of_run): its as-of
+# date comes from its settings or, when they give none, from the data (the latest order that keeps the contract).
+AS_OF_FROM_TAG = "crm/as_of_from"
 
 # settings that may hold a secret (a webhook URL carries its token): never stored in pipeline_runs.parameters
 UNRECORDED = frozenset({"alert_webhook", "smtp_user"})
@@ -381,9 +387,10 @@ class PipelineSettings(dg.ConfigurableResource):
         "as-of date (or today). 0: never stop for it (the bundled sample is months old); set it in production.",
     )
     history_days: int = Field(
-        default=_default("history_days", 400),
+        default=_default("history_days", DEFAULT_HISTORY_DAYS),
         description="customer_scores_history and segment_history keep the nights of this many days before the "
-        "newest published as-of date (one row per customer per night: size it to your customer count).",
+        "newest published as-of date. Each release holds one row per customer per night kept: at a million "
+        "customers the default is 100 million rows, copied into every release.",
     )
     partitions_start: str = Field(
         default=_default("partitions_start", "2024-01-01"),
@@ -526,6 +533,24 @@ class PipelineSettings(dg.ConfigurableResource):
             raise ValueError(f"smtp_security (CRM_SMTP_SECURITY) must be starttls, ssl or none, got {value!r}")
         return value
 
+    _partition_date: str = PrivateAttr(default="")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A partitioned run (a night launched from the UI, a backfill, the schedule) is the night of its partition
+        key: that date is its as-of date. A configured as-of date must agree with it."""
+        run = context.dagster_run
+        key = (run.tags.get(PARTITION_TAG) or "") if run is not None and AS_OF_FROM_TAG not in run.tags else ""
+        if key and self.as_of_date and self.as_of_date != key:
+            raise SettingsError(f"the run is the night of {key} (its partition) but as_of_date is {self.as_of_date}; "
+                                "leave as_of_date empty for partitioned runs")
+        self._partition_date = key
+
+    @property
+    def run_as_of_date(self) -> str:
+        """The as-of date this run was given (the setting, else its partition's date); empty when the data's own
+        latest order date decides (``resolve_as_of``)."""
+        return self.as_of_date or self._partition_date
+
     def recorded_parameters(self) -> dict:
         """The settings as ``pipeline_runs.parameters`` stores them: without those that may hold a secret."""
         return {k: v for k, v in self.model_dump().items() if k not in UNRECORDED}
@@ -630,8 +655,8 @@ class PipelineSettings(dg.ConfigurableResource):
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> date:
         """The run's as-of date: the configured one, else the latest date of an order that keeps the contract
         (capped at today). Never the raw rows: a quarantined order (dated in the future, say) must not move it."""
-        if self.as_of_date:
-            return date.fromisoformat(self.as_of_date)
+        if self.run_as_of_date:
+            return date.fromisoformat(self.run_as_of_date)
         latest = con.execute(f"select max(d) from ({CHECKED_ORDER_DATES})").fetchall()[0][0]
         today = self.today()
         return min(latest, today) if latest else today
@@ -672,8 +697,8 @@ class PipelineSettings(dg.ConfigurableResource):
         parse. When the guess is wrong (bad rows at the edge of the history) the next step just parses again.
         The windows the run uses always come from ``resolve_windows``.
         """
-        if self.as_of_date:
-            as_of = date.fromisoformat(self.as_of_date)
+        if self.run_as_of_date:
+            as_of = date.fromisoformat(self.run_as_of_date)
         else:
             latest = con.execute(
                 "select max(cast(try_cast(trim(ordered_at) as timestamp) as date)) from raw.orders "

@@ -76,6 +76,9 @@ def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, setting
     with settings.warehouse() as con:  # the run's windows, once, from the rows that kept the contract
         windows = settings.record_windows(con, context.run_id)
     context.log.info(f"as of {windows.as_of.isoformat()}; cutoffs {', '.join(d.isoformat() for d in windows.cutoffs())}")
+    if context.has_partition_key and context.partition_key != windows.as_of.isoformat():
+        context.log.warning(f"this run is filed under the night of {context.partition_key} but its data runs up to "
+                            f"{windows.as_of.isoformat()} (its as-of date): give --as-of to run a given night")
 
 
 @dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,

@@ -99,10 +99,14 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
         published = publish(con, settings.serving_file, record, keep=settings.serving_versions,
                             pseudonym_key=pseudonym_key(settings.pseudonym_key_file),
                             storage_version=settings.serving_storage_version, target=settings.serving_target,
-                            export_dir=Path(settings.export_parquet_dir) if settings.export_parquet_dir else None)
+                            export_dir=Path(settings.export_parquet_dir) if settings.export_parquet_dir else None,
+                            history_days=settings.history_days)
         if settings.source_database is not None:  # published: the night's read is now the database cursor
             commit_cursors(con, context.run_id)
     context.log.info(f"published {published.counts} to {settings.serving_display}")
+    if published.latest_as_of != as_of.isoformat():
+        context.log.info(f"the night of {as_of} is in the score history; the latest tables stay as of "
+                         f"{published.latest_as_of}, a later night")
     for warning in published.warnings:
         context.log.warning(f"published, but {warning}")
     return dg.MaterializeResult(
@@ -113,6 +117,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
                else {}),
             "tables": dg.MetadataValue.json(published.counts),
             "as_of_date": as_of.isoformat(),
+            "latest_as_of_date": published.latest_as_of,
             "rows_quarantined": dg.MetadataValue.json(quarantined),
             "warnings": dg.MetadataValue.json(published.warnings),
         }

@@ -1,0 +1,151 @@
+"""Nights as Dagster partitions, backfills, the score history they publish, and the source freshness check
+(issue 16, items 1-3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from orchestration.cli import main
+from tests.conftest import published_run_id, run_args
+
+PUBLICATION = dg.AssetKey(["serving", "publication"])
+
+
+def _rows(path: Path, sql: str, params=None) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def test_the_schedule_runs_the_night_before_its_tick_as_that_partition():
+    from orchestration.definitions import defs
+    from orchestration.jobs import nightly_schedule
+
+    assert defs.resolve_job_def("nightly").partitions_def is not None
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc),
+                                        repository_def=defs.get_repository_def())
+    [request] = nightly_schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-28" and request.run_key == "2026-11-28"
+
+
+def test_a_run_is_filed_under_its_night(small_sample):
+    from orchestration.partitions import night_of_run
+    from orchestration.settings import AS_OF_FROM_TAG, PipelineSettings
+
+    settings = PipelineSettings(source_dir=str(small_sample))
+    # no as-of date: the night the source runs up to, and the data keeps deciding the as-of date
+    assert night_of_run(settings) == ("2026-09-30", {AS_OF_FROM_TAG: "data"})
+    assert night_of_run(settings.model_copy(update={"as_of_date": "2026-09-28"})) == ("2026-09-28", {})
+    before_the_first_night = night_of_run(settings.model_copy(update={"as_of_date": "2020-01-01"}))
+    assert before_the_first_night[1] == {AS_OF_FROM_TAG: "settings"}
+
+
+def test_a_backfill_publishes_history_per_night_and_never_replaces_the_newer_latest(two_publications, small_sample,
+                                                                                    tmp_path, monkeypatch, capsys):
+    """Acceptance: a 3-night backfill through Dagster's partitions. The copy holds the nights 2026-08-31 and
+    2026-09-30 (two_publications); two earlier nights are backfilled, then 2026-09-30 is run again."""
+    work, _, latest_run = two_publications
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    monkeypatch.setenv("DAGSTER_HOME", str(copy / ".dagster"))
+    serving = copy / "serving.duckdb"
+    n = _rows(serving, "select count(*) from customer_scores")[0][0]
+    capsys.readouterr()
+
+    args = [a for a in run_args(small_sample, copy) if a != "run"]
+    assert main(["backfill", "--from", "2026-09-28", "--to", "2026-09-29", *args]) == 0
+    out = capsys.readouterr().out
+    assert "Backfill 2026-09-28 .. 2026-09-29: 2026-09-28 ok, 2026-09-29 ok" in out
+    assert "customer_scores stays as of 2026-09-30, a later night" in out
+    # the earlier nights went into the history; the latest tables are still the 2026-09-30 run's
+    assert published_run_id(serving) == latest_run
+    assert _rows(serving, "select any_value(as_of_date)::varchar from customer_scores") == [("2026-09-30",)]
+    nights = _rows(serving, "select as_of_date::varchar, count(*), count(distinct run_id), count(distinct customer_id) "
+                            "from customer_scores_history group by 1 order by 1")
+    assert [d for d, *_ in nights] == ["2026-08-31", "2026-09-28", "2026-09-29", "2026-09-30"]
+    assert all(runs == 1 and rows == customers for _, rows, runs, customers in nights)  # one row per customer
+    assert [rows for d, rows, *_ in nights if d >= "2026-09-28"] == [n, n, n]
+    backfilled = _rows(serving, "select run_id, as_of_date::varchar, published, model_versions from pipeline_runs "
+                                "where as_of_date in ('2026-09-28', '2026-09-29') order by as_of_date")
+    assert [(d, p) for _, d, p, _ in backfilled] == [("2026-09-28", True), ("2026-09-29", True)]
+    for run_id, night, _, versions in backfilled:  # each night's models never saw a later day
+        card = copy / "models" / "churn" / json.loads(versions)["churn"] / "card.json"
+        if card.exists():
+            trained = json.loads(card.read_text())
+            assert trained["trained_for_as_of"] <= night and trained["label_window_end"] <= night
+    segments = _rows(serving, "select as_of_date::varchar, count(distinct run_id) from segment_history group by 1 order by 1")
+    assert [d for d, runs in segments if runs == 1] == ["2026-08-31", "2026-09-28", "2026-09-29", "2026-09-30"]
+
+    # the newest night again: it replaces the latest tables and its own history rows (idempotent per night)
+    assert main(run_args(small_sample, copy, "--as-of", "2026-09-30")) == 0
+    rerun = published_run_id(serving)
+    assert rerun != latest_run
+    assert _rows(serving, "select count(*), count(distinct run_id), any_value(run_id) from customer_scores_history "
+                          "where as_of_date = '2026-09-30'") == [(n, 1, rerun)]
+    assert _rows(serving, "select count(distinct as_of_date) from customer_scores_history") == [(4,)]
+
+    # the Dagster UI's partitions: every night that ran is materialised, each run tagged with its night
+    instance = dg.DagsterInstance.get()
+    assert {"2026-09-28", "2026-09-29", "2026-09-30", "2026-08-31"} <= instance.get_materialized_partitions(PUBLICATION)
+    tags = {r.tags.get("dagster/partition") for r in instance.get_runs(dg.RunsFilter(job_name="nightly"))}
+    assert {"2026-09-28", "2026-09-29", "2026-09-30"} <= tags
+    instance.dispose()
+
+
+def test_history_tables_are_documented_and_hold_one_row_per_customer_and_night(two_publications):
+    work, first, second = two_publications
+    serving = work / "serving.duckdb"
+    for table in ("customer_scores_history", "segment_history"):
+        assert _rows(serving, "select comment from duckdb_tables() where table_name = ?", [table])[0][0]
+        assert _rows(serving, "select column_name from duckdb_columns() where table_name = ? and comment is null",
+                     [table]) == []
+    assert _rows(serving, "select count(*) from (select customer_id, as_of_date from customer_scores_history "
+                          "group by all having count(*) > 1)") == [(0,)]
+    # the history's newest night is the latest table, row for row
+    assert _rows(serving, "select count(*) from customer_scores c join customer_scores_history h using (customer_id, "
+                          "as_of_date, run_id) where h.potential_rank = c.potential_rank and h.priority_tier = "
+                          "c.priority_tier") == _rows(serving, "select count(*) from customer_scores")
+    assert {r for (r,) in _rows(serving, "select distinct run_id from customer_scores_history")} == {first, second}
+
+
+def test_history_keeps_the_configured_days_and_forgets_erased_customers(two_publications, small_sample, tmp_path,
+                                                                        monkeypatch):
+    work, _, _ = two_publications
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    monkeypatch.setenv("DAGSTER_HOME", str(copy / ".dagster"))
+    serving = copy / "serving.duckdb"
+    erased = _rows(serving, "select customer_id from customer_scores_history where as_of_date = '2026-08-31' "
+                            "order by customer_id limit 1")[0][0]
+    (tmp_path / "erase.txt").write_text(erased + "\n")
+    monkeypatch.setenv("CRM_HISTORY_DAYS", "20")  # 2026-08-31 is 30 days before the newest night
+    assert main(run_args(small_sample, copy, "--erase", str(tmp_path / "erase.txt"))) == 0
+    assert _rows(serving, "select distinct as_of_date::varchar from customer_scores_history") == [("2026-09-30",)]
+    assert _rows(serving, "select count(*) from customer_scores_history where customer_id = ?", [erased]) == [(0,)]
+    with duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True) as con:  # the warehouse's copy too
+        assert con.execute("select count(*), count(distinct as_of_date) from history.customer_scores_history "
+                           "where customer_id = ? or as_of_date < '2026-09-30'", [erased]).fetchall() == [(0, 0)]
+
+
+@pytest.mark.parametrize("block, code", [("0", 0), ("10", 1)])
+def test_a_stale_source_warns_then_blocks(block, code, small_sample, tmp_path, monkeypatch, capfd):
+    """The sample's newest order is 2026-09-30: a night of 2026-10-20 is 20 days past it."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
+    monkeypatch.setenv("CRM_MAX_SOURCE_AGE_DAYS", "7")
+    monkeypatch.setenv("CRM_BLOCK_SOURCE_AGE_DAYS", block)
+    assert main(["validate", "--source", str(small_sample), "--as-of", "2026-10-20", "--serving",
+                 str(tmp_path / "serving.duckdb"), "--quiet"]) == code
+    out, err = capfd.readouterr()
+    said = "the newest order that keeps the contract is dated 2026-09-30, 20 days before the as-of date 2026-10-20"
+    if code:
+        assert f"stale source: {said}: the source may not have moved since (limit 10 days, CRM_BLOCK_SOURCE_AGE_DAYS)" \
+            in err
+    else:
+        assert f"stale source? {said}" in out + err and "(warning after 7 days, CRM_MAX_SOURCE_AGE_DAYS)" in out + err
+        assert "The source passes every check of a night" in out
