@@ -196,7 +196,7 @@ def run_outcome(events, warehouse: str | Path | None = None) -> RunOutcome:
                       f" (dbt test: {rows.value:,} failing row(s))" if rows is not None else "")
             warn = "warning: " if str(getattr(data.severity, "value", data.severity)).upper() == "WARN" else ""
             outcome.lines.append(f"{warn}check {data.check_name} on {data.asset_key.to_user_string()} failed{detail}")
-        elif kind == "RUN_FAILURE":
+        elif kind in ("RUN_FAILURE", "PIPELINE_FAILURE"):  # the enum value is still PIPELINE_FAILURE
             run_error = getattr(data, "error", None)
     if not step_failed and run_error is not None:
         outcome.lines.append("run: " + step_sentence(run_error))
