@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,7 +148,14 @@ def _print_summary(settings: "PipelineSettings", run_id: str, seconds: float) ->
         ).fetchall()
         n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchall()[0]
         stages = con.execute("select stage_seconds, stage_rows from pipeline_runs where run_id = ?", [run_id]).fetchall()[0]
-    print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
+        night, night_rows = con.execute("select any_value(as_of_date), count(*) from customer_scores_history "
+                                        "where run_id = ?", [run_id]).fetchall()[0]
+    if night is not None and night != as_of:  # a backfilled night: history only, the newer latest tables stay
+        print(f"\nAdded the night of {night} to customer_scores_history ({night_rows:,} customers; run {run_id}, "
+              f"{seconds:.1f}s). customer_scores stays as of {as_of}, a later night: an earlier night never "
+              "replaces it.")
+    else:
+        print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
     print(f"  serving database : {settings.serving_display}")
     print(f"  warehouse        : {settings.warehouse_path}")
     print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
@@ -273,24 +280,29 @@ def run_pipeline(settings: "PipelineSettings", *, run_id: str | None = None, log
     from orchestration import run_logging
     from orchestration.definitions import defs
     from orchestration.jobs import NIGHTLY_JOB_NAME
+    from orchestration.partitions import night_of_run
 
     run_id = run_id or str(uuid.uuid4())
     log_level = log_level.upper()
     log_path = run_logging.run_log_path(settings.warehouse_path, run_id)
     run_config = {
-        "resources": {"settings": {"config": settings.model_dump()}},
+        # without the alert targets: a webhook URL holds its token, and run config is stored with the run
+        "resources": {"settings": {"config": settings.recorded_parameters()}},
         "loggers": {"console": {"config": {"log_level": "WARNING" if quiet else log_level}},
                     "file": {"config": {"path": str(log_path),
                                         "log_level": "DEBUG" if log_level == "DEBUG" else "INFO"}}},
     }
     job = defs.resolve_job_def(job_name or NIGHTLY_JOB_NAME).with_logger_defs(run_logging.logger_defs(log_level))
+    # every run is one night (a partition, as the UI lists them); validate's go to a throw-away Dagster instance
+    partition, tags = night_of_run(settings)
     stdout = contextlib.nullcontext() if log_level == "DEBUG" else contextlib.redirect_stdout(
         _ProgressFilter(sys.stdout, quiet=quiet))
     progress.doing("starting the Dagster run: recording its planned assets and checks")
     try:
-        with DagsterInstance.get() as instance, stdout:
+        with (DagsterInstance.get() if job.name == NIGHTLY_JOB_NAME else DagsterInstance.ephemeral()) as instance, \
+                stdout:
             return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
-                                          run_id=run_id)
+                                          run_id=run_id, partition_key=partition, tags=tags)
     finally:
         progress.doing(None)
         run_logging.close(log_path)
@@ -396,6 +408,7 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
             print(f"  - {line}", file=sys.stderr)
         print(f"Full error text and stack frames: {log_path} (and the Dagster UI: make ui)", file=sys.stderr)
         run_logging.append(log_path, "published with warnings: " + " | ".join(lines))
+        _alert(settings, result.run_id)
         return 0
     lines = (lines or ["the run failed before any step; see the run log"]) + [
         scrub_text(line, ids) for line in _quarantine_lines(settings)]
@@ -406,7 +419,44 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
     print(f"The serving database {settings.serving_display} is unchanged.", file=sys.stderr)
     print(f"Full error text and stack frames: {log_path} (and the Dagster UI: make ui)", file=sys.stderr)
     run_logging.append(log_path, "run failed: " + " | ".join(lines))
+    _alert(settings, result.run_id)
     return 1
+
+
+def _alert(settings: "PipelineSettings", run_id: str) -> None:
+    """A failed run alerts as the daemon's failure sensor would (no daemon sees an in-process run)."""
+    from orchestration.alerts import alert_failed_run, has_targets, targets_display
+
+    if not has_targets(settings):
+        return
+    problems = alert_failed_run(settings, None, run_id)
+    for problem in problems:
+        print(f"  (alert: {problem})", file=sys.stderr)
+    if not problems:
+        print(f"Alert sent: {targets_display(settings)}.", file=sys.stderr)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """``run`` once per night of the range, oldest first; stops at the first failure."""
+    from orchestration.partitions import NIGHTLY_PARTITIONS, partition_keys
+
+    first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
+    if first > last:
+        return _usage_error(f"--from {first} is after --to {last}")
+    nights = partition_keys(first, last)
+    if len(nights) != (last - first).days + 1:
+        return _usage_error(f"the nights run from {NIGHTLY_PARTITIONS.start.date()} (CRM_PARTITIONS_START) to today; "
+                            f"{first} .. {last} is not inside them")
+    done: list[tuple[str, int]] = []
+    for i, night in enumerate(nights, 1):
+        print(f"crm-potential backfill: night {i} of {len(nights)}, {night}", flush=True)
+        code = cmd_run(argparse.Namespace(**{**vars(args), "as_of": night}))
+        done.append((night, code))
+        if code != 0:
+            break
+    print(f"\nBackfill {first} .. {last}: " + ", ".join(f"{n} {'ok' if c == 0 else 'FAILED'}" for n, c in done)
+          + (f"; not run: {', '.join(nights[len(done):])}" if len(done) < len(nights) else ""))
+    return done[-1][1]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -683,6 +733,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML settings file (CRM_CONFIG; default ./crm-potential.toml "
                      "if present; every setting in crm-potential.example.toml); flags and CRM_* variables win over it")
     run.set_defaults(func=cmd_run)
+
+    bf = sub.add_parser(
+        "backfill",
+        help="run a range of past nights, oldest first, each as of its own date",
+        description="Run the nightly job for every night from --from to --to (inclusive), oldest first, each "
+        "back-dated to its date (its models never see a later day) and filed under that night's partition in the "
+        "Dagster UI. Each published night is added to customer_scores_history and segment_history; a night older "
+        "than the one the serving database holds never replaces its latest tables. Stops at the first night that "
+        "fails. Takes the options of run.",
+        formatter_class=_EnvHelpFormatter,
+    )
+    bf.add_argument("--from", dest="first", metavar="DATE", type=_iso_date, required=True, help="first night (YYYY-MM-DD)")
+    bf.add_argument("--to", dest="last", metavar="DATE", type=_iso_date, required=True, help="last night (YYYY-MM-DD)")
+    for action in run._actions:  # every option of run but its one night
+        if action.dest not in ("help", "as_of"):
+            bf._add_action(action)
+    bf.set_defaults(func=cmd_backfill, as_of=None)
 
     val = sub.add_parser(
         "validate",
