@@ -10,7 +10,11 @@ BIN := $(VENV)/bin
 SAMPLE_DIR ?= data/sample
 SAMPLE_CUSTOMERS ?= 5000
 SAMPLE_SEED ?= 42
-export DAGSTER_HOME ?= $(CURDIR)/.dagster
+# The Dagster home is the repository root: its dagster.yaml keeps the run history in .dagster/ (docs/production.md).
+export DAGSTER_HOME ?= $(CURDIR)
+# where `make ui` and `make serve` listen
+HOST ?= 127.0.0.1
+PORT ?= 3000
 
 # uv lives in its own small venv beside the project's: `uv sync` removes from .venv whatever uv.lock
 # does not list, so a uv installed inside .venv would delete itself, and `rm -rf .venv` keeps it.
@@ -32,7 +36,7 @@ UV_SYNC = $(UV) sync --locked --python $(PYTHON_EXE)
 STAMP := $(VENV)/.synced-dev
 RUN_STAMP := $(VENV)/.synced-runtime
 
-.PHONY: help venv lock run sample test browser postgres ui manifest bench bench-models docs clean
+.PHONY: help venv lock run sample test browser postgres ui serve manifest bench bench-models docs clean
 .NOTPARALLEL:
 
 help:  ## list the targets
@@ -108,9 +112,12 @@ TEST_WORKERS ?= auto
 test: $(STAMP) browser postgres  ## run the test suite (in parallel, one worker per core: TEST_WORKERS=0 to run in one process)
 	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions
+ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions (development: reloads the code)
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+serve: $(RUN_STAMP)  ## production: dagster-webserver on HOST:PORT and dagster-daemon, no reloader; Ctrl-C stops both
+	$(BIN)/python -m orchestration.serve --host $(HOST) --port $(PORT) --workspace workspace.yaml
 
 manifest: $(RUN_STAMP)  ## (re)build the dbt manifest
 	$(BIN)/crm-potential manifest
