@@ -316,9 +316,10 @@ def test_another_source_and_a_back_dated_run_never_use_a_champion_they_should_no
     args = ["run", "--source", str(minimal), "--warehouse", str(other / "warehouse.duckdb"),
             "--serving", str(other / "serving.duckdb"), "--models", str(models), "--quiet"]
 
-    def published_churn_card() -> dict | None:
-        versions = json.loads(_table(other / "serving.duckdb", "select model_versions from customer_scores limit 1")
-                              .model_versions.iloc[0])
+    def published_churn_card(as_of: str = "2026-09-30") -> dict | None:
+        """The churn card behind the night's scores (a back-dated night's are in the history, not the latest)."""
+        versions = json.loads(_table(other / "serving.duckdb", "select model_versions from pipeline_runs where "
+                                     f"published and as_of_date = '{as_of}'").model_versions.iloc[-1])
         folder = registry / versions["churn"]
         return json.loads((folder / "card.json").read_text()) if folder.exists() else None
 
@@ -333,5 +334,5 @@ def test_another_source_and_a_back_dated_run_never_use_a_champion_they_should_no
     assert main([*args, "--as-of", "2026-06-30"]) == 0
     decision = json.loads((registry / "decisions.jsonl").read_text().splitlines()[-1])
     assert decision["champion"] is None  # the champion trained for 2026-09-30 is not usable on 2026-06-30
-    card = published_churn_card()
+    card = published_churn_card("2026-06-30")
     assert card is None or (card["trained_for_as_of"] <= "2026-06-30" and card["label_window_end"] <= "2026-06-30")

@@ -19,6 +19,7 @@ import pytest
 from data_quality.pii import pseudonym_key
 from orchestration.cli import main
 from orchestration.parquet_export import export_release
+from orchestration.score_history import CUSTOMER_COLUMNS
 from orchestration.publication import erased_keys, list_versions, publish, published_run_id, scrub_version
 from orchestration.run_log import RunRecord
 from tests.conftest import published_run_id as _run_id
@@ -119,11 +120,13 @@ def _tiny_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     for schema in ("analytics", "marts"):
         con.execute(f"create schema {schema}")
+    others = ", ".join(f"null as {c}" for c in CUSTOMER_COLUMNS
+                       if c not in ("customer_id", "customer_key", "potential_rank", "as_of_date", "run_id"))
     con.execute("create table analytics.customer_scores as select 'c1' as customer_id, 'k1' as customer_key, "
-                "1 as potential_rank")
+                f"1 as potential_rank, date '2026-01-31' as as_of_date, 'r' as run_id, {others}")
     con.execute("create table marts.customer_profile as select 'p1' as profile_key")
     con.execute("create table analytics.segment_summary as select 'rfm' as segment_type, 'all' as cut_type, "
-                "'all' as cut_value, 'x' as segment")
+                "'all' as cut_value, 'x' as segment, date '2026-01-31' as as_of_date, 'r' as run_id")
     con.execute("create table analytics.lifecycle_funnel as select date '2026-01-31' as period_end, "
                 "'new' as from_stage, 1 as to_stage_order")
     con.execute("create table analytics.campaign_effectiveness as select 'cmp' as campaign_id, 'x' as segment")
@@ -250,7 +253,8 @@ def test_readers_are_never_locked_out_and_see_whole_publications(two_publication
     stop, log = tmp_path / "stop", tmp_path / "reader.log"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(serving), str(stop), str(log)])
     try:
-        assert main(run_args(small_sample, copy, "--as-of", "2026-09-27")) == 0
+        # a later night than the copy's 2026-09-30: it replaces the latest tables (an earlier one would not)
+        assert main(run_args(small_sample, copy, "--as-of", "2026-10-01")) == 0
         time.sleep(0.5)
     finally:
         stop.touch()
