@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
@@ -534,16 +534,34 @@ class PipelineSettings(dg.ConfigurableResource):
         return value
 
     _partition_date: str = PrivateAttr(default="")
+    _lock: ExitStack | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """A partitioned run (a night launched from the UI, a backfill, the schedule) is the night of its partition
-        key: that date is its as-of date. A configured as-of date must agree with it."""
+        key: that date is its as-of date. A configured as-of date must agree with it.
+
+        The run holds the warehouse's run lock while it executes (``run_lock``; the CLI takes it before the run
+        starts, so in its process this is a no-op): a night the daemon launches waits for a CLI run or a
+        rollback on the same warehouse to end, and the other way round."""
         run = context.dagster_run
         key = (run.tags.get(PARTITION_TAG) or "") if run is not None and AS_OF_FROM_TAG not in run.tags else ""
         if key and self.as_of_date and self.as_of_date != key:
             raise SettingsError(f"the run is the night of {key} (its partition) but as_of_date is {self.as_of_date}; "
                                 "leave as_of_date empty for partitioned runs")
         self._partition_date = key
+        if run is not None:
+            from orchestration.run_lock import describe_holder, run_lock
+
+            def waiting(holder: dict) -> None:
+                context.log.warning(f"{describe_holder(self.warehouse_path, holder)}; waiting for it to end")
+
+            self._lock = ExitStack()
+            self._lock.enter_context(run_lock(self.warehouse_path, run.run_id, wait=0, on_wait=waiting))
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def run_as_of_date(self) -> str:

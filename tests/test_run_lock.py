@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from orchestration.run_lock import RunLockHeld, lock_path, run_lock
-from orchestration.settings import PROJECT_ROOT
+from orchestration.settings import PROJECT_ROOT, PipelineSettings
 from tests.conftest import run_args
 
 
@@ -152,3 +152,33 @@ def test_two_runs_at_once_one_publishes_the_other_exits_at_once(small_sample, tm
     assert len(runs) == 2 and runs[1][1:3] == ("failed", False) and runs[1][3] >= runs[0][4]
     with duckdb.connect(str(work / "serving.duckdb"), read_only=True) as con:
         assert con.execute("select distinct run_id from customer_scores").fetchall() == [(a_run["run_id"],)]
+
+
+def test_a_dagster_run_started_elsewhere_waits_for_the_lock(tmp_path):
+    """A night launched by the daemon or the UI (not through the CLI, which takes the lock itself) takes the
+    warehouse's run lock through its settings resource: it waits while a CLI run or a rollback holds it."""
+    import dagster as dg
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    code = ("import sys, time; from orchestration.run_lock import run_lock\n"
+            "with run_lock(sys.argv[1], 'cli-run'):\n    print('held', flush=True); time.sleep(2)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(warehouse)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    seen = {}
+
+    @dg.asset
+    def needs_the_warehouse(settings: PipelineSettings) -> None:
+        seen["holder"] = json.loads(lock_path(warehouse).read_text())
+
+    started = time.monotonic()
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([needs_the_warehouse], instance=instance,
+                            resources={"settings": PipelineSettings(warehouse_path=str(warehouse))})
+    waited = time.monotonic() - started
+    holder.wait(10)
+    assert result.success and waited > 1.0
+    assert seen["holder"]["run_id"] == result.run_id  # the run held the lock while its step ran
+    said = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("another run (cli-run, started ") and m.endswith("; waiting for it to end") for m in said)
+    assert lock_path(warehouse).read_text() == ""  # released when the run ended
