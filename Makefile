@@ -36,7 +36,7 @@ UV_SYNC = $(UV) sync --locked --python $(PYTHON_EXE)
 STAMP := $(VENV)/.synced-dev
 RUN_STAMP := $(VENV)/.synced-runtime
 
-.PHONY: help venv lock run sample test browser postgres ui serve manifest bench bench-models docs clean
+.PHONY: help venv lock run sample test browser postgres ui serve manifest bench bench-models docs readme clean
 .NOTPARALLEL:
 
 help:  ## list the targets
@@ -118,6 +118,9 @@ ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions (develop
 
 serve: $(RUN_STAMP)  ## production: dagster-webserver on HOST:PORT and dagster-daemon, no reloader; Ctrl-C stops both
 	$(BIN)/python -m orchestration.serve --host $(HOST) --port $(PORT) --workspace workspace.yaml
+
+readme: $(RUN_STAMP) sample  ## regenerate README's example output and model tables from a run of the sample (docs/readme_blocks.py)
+	$(BIN)/python docs/readme_blocks.py --run
 
 manifest: $(RUN_STAMP)  ## (re)build the dbt manifest
 	$(BIN)/crm-potential manifest

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.publication import PUBLISHED_TABLES, _erased_match, sync_folder
+from orchestration.publication import RELEASE_TABLES, _erased_match, sync_folder
 from orchestration.sql_quoting import quote_ident as _ident
 from orchestration.sql_quoting import quote_literal as _quoted  # DuckDB's COPY takes no parameter for its path
 
@@ -52,8 +52,6 @@ DIR_MODE = 0o755
 # BI tool's reader has it); Parquet format version 1 pages, the ones older readers understand.
 DEFAULT_COMPRESSION = "snappy"
 COMPRESSIONS = ("snappy", "zstd", "gzip", "uncompressed")
-# the tables a release must hold, in the order they are exported (any further table follows, by name)
-RELEASE_TABLES = (*PUBLISHED_TABLES, "pipeline_runs")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NO_SYMLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 

@@ -84,6 +84,8 @@ PUBLISHED_TABLES = {
     "campaign_effectiveness": "select * from analytics.campaign_effectiveness order by campaign_id, segment",
     "model_performance": "select * from ops.model_performance",
 }
+# every table of a release, in the order exporters write them: the tables above, the run log, the score history
+RELEASE_TABLES = (*PUBLISHED_TABLES, "pipeline_runs", *score_history.HISTORY_TABLES)
 # where each published table's documentation (dbt descriptions, persisted as DuckDB comments) lives
 DOCUMENTED_IN = {"customer_scores": "analytics", "customer_profile": "marts", "segment_summary": "analytics",
                  "lifecycle_funnel": "analytics", "campaign_effectiveness": "analytics"}
@@ -135,7 +137,8 @@ OPS_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "model_versions": "JSON: the value and churn models and the scoring rules behind the published scores.",
             "stage_seconds": "JSON: seconds per Dagster step, and per dbt layer (dbt:<layer>).",
             "message": "The error of a failed run; for a successful one empty, or 'warning: ' and what the "
-                       "publication left undone and what to do.",
+                       "run warned about (a check that warns, such as a stale source) or what the publication left "
+                       "undone, and what to do.",
             "quarantined_by_rule": "JSON: quarantined rows per source entity and contract rule.",
             "stage_rows": "JSON: rows per warehouse table when the run published.",
         }),

@@ -599,6 +599,10 @@ def build_report(serving_file: Path, plots_dir: Path | None, checks: CheckSummar
     if run is not None and pd.notna(run.get("started_at")) and pd.notna(run.get("finished_at")):
         seconds = f" &middot; ran {(run.finished_at - run.started_at).total_seconds():,.0f} s"
     nav = "".join(f'<a href="#{_anchor(t)}">{_e(t)}</a>' for t in SECTIONS[3:])
+    night = str(pd.Timestamp(run.as_of_date).date()) if run is not None and pd.notna(run.get("as_of_date")) else None
+    backfilled = (f"<p class='meta'><b>This run added the night of {_e(night)} to the score history</b> "
+                  f"(customer_scores_history, segment_history); the tables below are the latest publication, as of "
+                  f"{_e(now.as_of)}: an earlier night never replaces it.</p>" if night and night != now.as_of else "")
 
     def section(title: str, *body: str) -> str:
         return f'<section id="{_anchor(title)}"><h2>{_e(title)}</h2>' + "\n".join(body) + "</section>"
@@ -606,7 +610,7 @@ def build_report(serving_file: Path, plots_dir: Path | None, checks: CheckSummar
     parts = [
         f"<header><h1>Customer potential: run briefing, as of {_e(now.as_of)}</h1>"
         f"<p class='meta'>Run <code>{_e(run_id[:8])}</code> &middot; {compared} &middot; amounts in "
-        f"<b>{_e(currency)}</b>, CLV over the next {clv_horizon}{seconds}</p><nav>{nav}</nav></header>",
+        f"<b>{_e(currency)}</b>, CLV over the next {clv_horizon}{seconds}</p>{backfilled}<nav>{nav}</nav></header>",
         section("Since the last run", _changes(now, before, money)),
         section("Five numbers", _five_numbers(now, before, money, clv_horizon)),
         section("Actions by channel", "<p class='note'>Customers per next best action and channel, with their "

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration.publication import PUBLISHED_TABLES, attach_for_writing
+from orchestration.publication import RELEASE_TABLES, attach_for_writing
 from tests.bi_clients.probe import plain_client, split_queries
 
 pytestmark = pytest.mark.slow  # the sample publication is a real pipeline run (shared with test_analyst_outputs)
@@ -100,7 +100,7 @@ def probe_with(name: str, serving: Path) -> dict:
 def ours(serving_copy) -> dict:
     """What our own DuckDB reads: the reference every client must match."""
     report = plain_client(str(serving_copy), QUERIES)
-    assert set(report["tables"]) == set(PUBLISHED_TABLES) | {"pipeline_runs"}
+    assert set(report["tables"]) == set(RELEASE_TABLES)
     assert report["tables"]["customer_scores"]["rows"] > 1000 and len(report["queries"]) == len(QUERIES) >= 6
     assert all(result.get("rows") for result in report["queries"].values()), report["queries"]
     return report

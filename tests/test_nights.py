@@ -48,8 +48,9 @@ def test_a_run_is_filed_under_its_night(small_sample):
 
 def test_a_backfill_publishes_history_per_night_and_never_replaces_the_newer_latest(two_publications, small_sample,
                                                                                     tmp_path, monkeypatch, capsys):
-    """Acceptance: a 3-night backfill through Dagster's partitions. The copy holds the nights 2026-08-31 and
-    2026-09-30 (two_publications); two earlier nights are backfilled, then 2026-09-30 is run again."""
+    """Acceptance: a 3-night backfill through Dagster's partitions, oldest first. The copy holds the nights
+    2026-08-31 and 2026-09-30 (two_publications): 2026-09-28 and 2026-09-29 are earlier than the published night,
+    2026-09-30 is run again."""
     work, _, latest_run = two_publications
     copy = tmp_path / "copy"
     shutil.copytree(work, copy)
@@ -59,42 +60,38 @@ def test_a_backfill_publishes_history_per_night_and_never_replaces_the_newer_lat
     capsys.readouterr()
 
     args = [a for a in run_args(small_sample, copy) if a != "run"]
-    assert main(["backfill", "--from", "2026-09-28", "--to", "2026-09-29", *args]) == 0
+    assert main(["backfill", "--from", "2026-09-28", "--to", "2026-09-30", *args]) == 0
     out = capsys.readouterr().out
-    assert "Backfill 2026-09-28 .. 2026-09-29: 2026-09-28 ok, 2026-09-29 ok" in out
-    assert "customer_scores stays as of 2026-09-30, a later night" in out
-    # the earlier nights went into the history; the latest tables are still the 2026-09-30 run's
-    assert published_run_id(serving) == latest_run
+    assert "Backfill 2026-09-28 .. 2026-09-30: 2026-09-28 ok, 2026-09-29 ok, 2026-09-30 ok" in out
+    assert out.count("customer_scores stays as of 2026-09-30, a later night") == 2
+    runs = dict(_rows(serving, "select as_of_date::varchar, run_id from pipeline_runs where published and "
+                               "as_of_date >= '2026-09-28' order by finished_at"))
+    # the newest night is the latest again, run by the backfill; the earlier nights went into the history only
+    assert published_run_id(serving) == runs["2026-09-30"] != latest_run
     assert _rows(serving, "select any_value(as_of_date)::varchar from customer_scores") == [("2026-09-30",)]
-    nights = _rows(serving, "select as_of_date::varchar, count(*), count(distinct run_id), count(distinct customer_id) "
+    for night in ("2026-09-28", "2026-09-29"):  # their reports: the latest tables were still the 2026-09-30 ones
+        report = (copy / "reports" / f"run_{runs[night]}.html").read_text()
+        assert f"This run added the night of {night} to the score history</b>" in report
+        assert "the tables below are the latest publication, as of 2026-09-30" in report
+    nights = _rows(serving, "select as_of_date::varchar, count(*), count(distinct customer_id), list(distinct run_id) "
                             "from customer_scores_history group by 1 order by 1")
     assert [d for d, *_ in nights] == ["2026-08-31", "2026-09-28", "2026-09-29", "2026-09-30"]
-    assert all(runs == 1 and rows == customers for _, rows, runs, customers in nights)  # one row per customer
-    assert [rows for d, rows, *_ in nights if d >= "2026-09-28"] == [n, n, n]
-    backfilled = _rows(serving, "select run_id, as_of_date::varchar, published, model_versions from pipeline_runs "
-                                "where as_of_date in ('2026-09-28', '2026-09-29') order by as_of_date")
-    assert [(d, p) for _, d, p, _ in backfilled] == [("2026-09-28", True), ("2026-09-29", True)]
-    for run_id, night, _, versions in backfilled:  # each night's models never saw a later day
+    assert all(rows == customers for _, rows, customers, _ in nights)  # one row per customer and night
+    assert [(d, rows, ids) for d, rows, _, ids in nights[1:]] == [(d, n, [runs[d]]) for d in sorted(runs)]  # re-run
+    segments = _rows(serving, "select as_of_date::varchar, count(distinct run_id) from segment_history group by 1 order by 1")
+    assert segments == [(d, 1) for d in ("2026-08-31", "2026-09-28", "2026-09-29", "2026-09-30")]
+    for night, run_id in runs.items():  # each night's models never saw a later day
+        versions = _rows(serving, "select model_versions from pipeline_runs where run_id = ?", [run_id])[0][0]
         card = copy / "models" / "churn" / json.loads(versions)["churn"] / "card.json"
         if card.exists():
             trained = json.loads(card.read_text())
             assert trained["trained_for_as_of"] <= night and trained["label_window_end"] <= night
-    segments = _rows(serving, "select as_of_date::varchar, count(distinct run_id) from segment_history group by 1 order by 1")
-    assert [d for d, runs in segments if runs == 1] == ["2026-08-31", "2026-09-28", "2026-09-29", "2026-09-30"]
-
-    # the newest night again: it replaces the latest tables and its own history rows (idempotent per night)
-    assert main(run_args(small_sample, copy, "--as-of", "2026-09-30")) == 0
-    rerun = published_run_id(serving)
-    assert rerun != latest_run
-    assert _rows(serving, "select count(*), count(distinct run_id), any_value(run_id) from customer_scores_history "
-                          "where as_of_date = '2026-09-30'") == [(n, 1, rerun)]
-    assert _rows(serving, "select count(distinct as_of_date) from customer_scores_history") == [(4,)]
 
     # the Dagster UI's partitions: every night that ran is materialised, each run tagged with its night
     instance = dg.DagsterInstance.get()
-    assert {"2026-09-28", "2026-09-29", "2026-09-30", "2026-08-31"} <= instance.get_materialized_partitions(PUBLICATION)
-    tags = {r.tags.get("dagster/partition") for r in instance.get_runs(dg.RunsFilter(job_name="nightly"))}
-    assert {"2026-09-28", "2026-09-29", "2026-09-30"} <= tags
+    assert {"2026-08-31", "2026-09-28", "2026-09-29", "2026-09-30"} <= instance.get_materialized_partitions(PUBLICATION)
+    tags = {r.run_id: r.tags.get("dagster/partition") for r in instance.get_runs(dg.RunsFilter(job_name="nightly"))}
+    assert all(tags[run_id] == night for night, run_id in runs.items())
     instance.dispose()
 
 

@@ -146,7 +146,7 @@ def test_a_failed_or_killed_export_leaves_the_previous_run_the_latest(tmp_path):
     export_release(_tiny_release(tmp_path / "r1.duckdb", "r1"), export)
     complete = _digests(export / "runs" / "r1")
 
-    incomplete = _tiny_release(tmp_path / "incomplete.duckdb", "r2", tables=RELEASE_TABLES[:-1])
+    incomplete = _tiny_release(tmp_path / "incomplete.duckdb", "r2", tables=[t for t in RELEASE_TABLES if t != "pipeline_runs"])
     with pytest.raises(ExportError, match=f"the release {incomplete} has no table pipeline_runs: publish a "
                                           "complete release"):
         export_release(incomplete, export, run_id="r2", as_of_date="2026-02-28")  # fails after six files
@@ -212,13 +212,16 @@ def test_scrub_removes_an_erased_customer_from_every_kept_export(two_publication
                                [str(path), *(erased[c] for c in columns)]).fetchone()[0]
 
     found = {p.relative_to(export).as_posix(): holding(p) for p in files if holding(p)}
-    assert found == {f"runs/{run}/{table}.parquet": 1 for run in (first, second)
-                     for table in ("customer_scores", "customer_profile")}  # customer_id and _key; profile_key
+    assert found == {**{f"runs/{run}/{table}.parquet": 1 for run in (first, second)
+                        for table in ("customer_scores", "customer_profile")},  # customer_id and _key; profile_key
+                     # the score history: one night in the first release, both nights in the second
+                     f"runs/{first}/customer_scores_history.parquet": 1,
+                     f"runs/{second}/customer_scores_history.parquet": 2}
     scores = export / "runs" / second / "customer_scores.parquet"
     rows = pq.read_metadata(scores).num_rows
     reader = open(scores, "rb")
     try:
-        assert scrub_exports(export, erased) == 4
+        assert scrub_exports(export, erased) == 7  # rows: 1 + 1 + 1 in the first release, 1 + 1 + 2 in the second
         assert pq.read_table(reader).num_rows == rows  # a reader's open file keeps its view
     finally:
         reader.close()

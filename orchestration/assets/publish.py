@@ -14,7 +14,7 @@ from data_quality.pii import pseudonym_key
 from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.dbt_project import layer_seconds
-from orchestration.publication import publish
+from orchestration.publication import WARNING_PREFIX, publish
 from orchestration.source_database import commit_cursors
 from orchestration.run_log import DBT_OTHER, RunRecord, asset_steps, table_rows
 from orchestration.settings import PipelineSettings
@@ -46,7 +46,10 @@ def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
         for layer, s in layer_seconds(warehouse_path, step.key).items():
             stage_seconds[f"{prefix}{layer}"] = round(stage_seconds.get(f"{prefix}{layer}", 0.0) + s, 3)
     evaluations = check_evaluations(instance, run_id)
-    passed = sum(1 for e in evaluations if e.passed)
+    # a check that fails with WARN severity (a stale source, say) warns and does not stop the run: it counts as
+    # passed, and its description goes into the run's message
+    warned = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.WARN]
+    passed = sum(1 for e in evaluations if e.passed) + len(warned)
     failed = len(evaluations) - passed
     run = instance.get_run_by_id(run_id)
     started = instance.get_run_record_by_id(run_id).start_time if run else None
@@ -55,6 +58,7 @@ def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
         "checks_passed": passed,
         "checks_failed": failed,
         "started_at": datetime.utcfromtimestamp(started) if started else None,
+        "warnings": [f"{e.check_name}: {e.description}" for e in warned],
     }
 
 
@@ -94,6 +98,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
             quarantined_by_rule=quarantined,
             stage_rows=table_rows(con),
+            message=(WARNING_PREFIX + "; ".join(facts["warnings"]))[:4000] if facts["warnings"] else "",
         )
         # once publish() returns, the file is swapped in: what it could not finish comes back as warnings
         published = publish(con, settings.serving_file, record, keep=settings.serving_versions,
