@@ -441,14 +441,14 @@ class PipelineSettings(dg.ConfigurableResource):
                              "the database name); rename the file (a quote in its folder is fine)")
         return value
 
-    @field_validator("earliest_date")
+    @field_validator("earliest_date", "partitions_start")
     @classmethod
-    def _valid_earliest(cls, value: str) -> str:
-        value = (value or "").strip() or "1990-01-01"
+    def _valid_fixed_date(cls, value: str, info) -> str:
+        value = (value or "").strip() or _FALLBACKS[info.field_name]
         try:
             date.fromisoformat(value)
         except ValueError as exc:
-            raise ValueError(f"earliest_date (CRM_EARLIEST_DATE) must be YYYY-MM-DD, got {value!r}") from exc
+            raise ValueError(f"{info.field_name} ({ENV_VARS[info.field_name]}) must be YYYY-MM-DD, got {value!r}") from exc
         return value
 
     @field_validator("timezone")
@@ -513,16 +513,6 @@ class PipelineSettings(dg.ConfigurableResource):
     def _days_not_negative(cls, value: int, info) -> int:
         if value < 0:
             raise ValueError(f"{info.field_name} ({ENV_VARS[info.field_name]}) must be 0 or more days, got {value}")
-        return value
-
-    @field_validator("partitions_start")
-    @classmethod
-    def _valid_partitions_start(cls, value: str) -> str:
-        value = (value or "").strip() or "2024-01-01"
-        try:
-            date.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"partitions_start (CRM_PARTITIONS_START) must be YYYY-MM-DD, got {value!r}") from exc
         return value
 
     @field_validator("smtp_security")

@@ -60,3 +60,25 @@ def test_the_example_file_lists_every_setting_as_the_code_has_it():
     example = tomllib.loads("\n".join(line[2:] for line in committed.splitlines() if " = " in line and line.startswith("# ")))
     assert PipelineSettings(**{k: v for k, v in example.items() if not str(v).startswith(("data/", "models"))})
     assert Path(PROJECT_ROOT / "crm-potential.example.toml").exists()
+
+
+@pytest.mark.parametrize("env, value, message", [
+    ("CRM_PARTITIONS_START", "2024-13-01", "partitions_start (CRM_PARTITIONS_START) must be YYYY-MM-DD, got '2024-13-01'"),
+    ("CRM_HISTORY_DAYS", "-1", "history_days (CRM_HISTORY_DAYS) must be 0 or more days, got -1"),
+    ("CRM_BLOCK_SOURCE_AGE_DAYS", "-3", "block_source_age_days (CRM_BLOCK_SOURCE_AGE_DAYS) must be 0 or more days"),
+    ("CRM_SMTP_SECURITY", "tls", "smtp_security (CRM_SMTP_SECURITY) must be starttls, ssl or none, got 'tls'"),
+])
+def test_operations_settings_are_checked(env, value, message, monkeypatch):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        PipelineSettings.from_env()
+
+
+def test_secrets_stay_out_of_the_recorded_parameters(monkeypatch):
+    monkeypatch.setenv("CRM_ALERT_WEBHOOK", "https://hooks.example.com/services/SECRETTOKEN")
+    monkeypatch.setenv("CRM_SMTP_USER", "robot")
+    settings = PipelineSettings.from_env()
+    assert settings.alert_webhook.endswith("SECRETTOKEN") and settings.smtp_user == "robot"
+    recorded = settings.recorded_parameters()
+    assert "SECRETTOKEN" not in repr(recorded) and "robot" not in repr(recorded)
+    assert "history_days" in recorded and "alert_webhook" not in recorded
