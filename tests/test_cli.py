@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from orchestration.cli import main
 from orchestration.publication import publish
 from tests.test_publication import _record, _tiny_warehouse
@@ -79,3 +81,13 @@ def test_validate_checks_a_source_in_seconds_and_says_what_a_night_would(small_s
     night = [re.sub(r"; dbt log: \S+", "", line.strip()) for line in capsys.readouterr().err.splitlines()
              if line.startswith("  - ")]
     assert said == night  # (validate names no dbt log: its scratch warehouse is gone when it ends)
+
+
+@pytest.mark.parametrize("first, last, message", [
+    ("2026-09-30", "2026-09-28", "crm-potential: error: --from 2026-09-30 is after --to 2026-09-28"),
+    ("2020-01-01", "2020-01-02", "crm-potential: error: the nights run from 2024-01-01 (CRM_PARTITIONS_START) to "
+                                 "today; 2020-01-01 .. 2020-01-02 is not inside them"),
+])
+def test_a_backfill_range_outside_the_nights_is_refused(first, last, message, capsys):
+    assert main(["backfill", "--from", first, "--to", last]) == 2
+    assert capsys.readouterr().err.strip() == message
