@@ -96,6 +96,17 @@ def test_the_contract_layer_is_the_first_dbt_step_and_keeps_its_asset_keys():
     assert not any(name == "gx_suite" and key.startswith("staging/") for key, name in checks)  # dbt holds staging
 
 
+_watching: list[list[str]] = []  # while it holds a list, the audit hook below notes every subprocess started
+
+
+def _note_subprocesses(event: str, args: tuple) -> None:
+    if event == "subprocess.Popen" and _watching:
+        _watching[-1].append(str(args[1]))
+
+
+sys.addaudithook(_note_subprocesses)
+
+
 def test_loading_the_definitions_never_parses_dbt_nor_loads_the_model_libraries(manifest, monkeypatch):
     """dagster-dbt's convention: the manifest is prepared beforehand (``crm-potential run``/``manifest``, a
     deployment's ``dagster-dbt project prepare-and-package``); only ``dagster dev`` parses while loading, and only a
@@ -107,19 +118,37 @@ def test_loading_the_definitions_never_parses_dbt_nor_loads_the_model_libraries(
     os.utime(manifest, (stat.st_atime, old))
     try:
         assert manifest_is_stale()
-        code = ("import sys, orchestration.definitions; "
-                "print(sorted(m for m in ('sklearn', 'matplotlib', 'great_expectations', 'scipy') if m in sys.modules))")
+        # other test workers may re-parse the (shared, now stale) manifest meanwhile: so what this process and its
+        # child start is watched (an audit hook sees every subprocess, dbt parse included), not the manifest's time
+        code = ("import sys; started = []\n"
+                "sys.addaudithook(lambda event, args: started.append(str(args[1])) if event == 'subprocess.Popen' "
+                "else None)\n"
+                "import orchestration.definitions\n"
+                "print(sorted(m for m in ('sklearn', 'matplotlib', 'great_expectations', 'scipy') if m in sys.modules))\n"
+                "print(started)")
         environ = {k: v for k, v in os.environ.items() if k != "DAGSTER_IS_DEV_CLI"}
         loaded = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=environ, capture_output=True,
                                 text=True, timeout=300)
         assert loaded.returncode == 0, loaded.stderr[-2000:]
-        assert manifest.stat().st_mtime == old  # loaded from the stale manifest, never re-parsed on import
-        assert loaded.stdout.strip() == "[]"
+        libraries, started = loaded.stdout.strip().splitlines()
+        assert libraries == "[]"
+        # loaded from the stale manifest: no dbt parse on import (libraries probe the platform with `file`, `ldconfig`)
+        assert "dbt" not in started, started
         monkeypatch.delenv("DAGSTER_IS_DEV_CLI", raising=False)
-        dbt_project.prepare_if_dev()  # what orchestration/assets/dbt.py calls: outside `dagster dev`, nothing
-        assert manifest.stat().st_mtime == old
+        _watching.clear()
+        _watching.append([])
+        try:
+            dbt_project.prepare_if_dev()  # what orchestration/assets/dbt.py calls: outside `dagster dev`, nothing
+        finally:
+            started_here = _watching.pop()
+        assert not [cmd for cmd in started_here if "dbt" in cmd], started_here
         monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # as `dagster dev` sets it
-        dbt_project.prepare_if_dev()
+        _watching.append([])
+        try:
+            dbt_project.prepare_if_dev()
+        finally:
+            started_here = _watching.pop()
+        assert [cmd for cmd in started_here if "dbt" in cmd and "parse" in cmd]  # the hook does see a parse
         assert manifest.stat().st_mtime > old and not manifest_is_stale()
     finally:
         if manifest.stat().st_mtime == old:
