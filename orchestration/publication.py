@@ -445,7 +445,7 @@ def _keep_and_scrub(serving_path: Path, keep: int, erased: dict[str, list[str]],
 def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.RunRecord, keep: int = 3,
             pseudonym_key: bytes | None = None, storage_version: str = DEFAULT_SERVING_STORAGE_VERSION,
             target: "PostgresTarget | None" = None, export_dir: Path | None = None,
-            history_days: int = score_history.DEFAULT_HISTORY_DAYS) -> Published:
+            retention: score_history.Retention = score_history.Retention()) -> Published:
     """Build the new serving file from the warehouse ``con`` and swap it in.
 
     A night older than the one the serving file holds (a backfill) never replaces the newer latest tables: the
@@ -476,7 +476,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
             counts[name] = con.execute(f"select count(*) from {_ident('next_release', 'main', name)}").fetchall()[0][0]
         copy_comments(con, "next_release")
         counts.update(score_history.write_release_history(con, "next_release", date.fromisoformat(record.as_of_date),
-                                                          history_days, erased_customers))
+                                                          retention, erased_customers))
         score_history.comment_history(con, "next_release")
         if past:
             con.execute("detach current_release")
@@ -516,7 +516,7 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
     except OSError as exc:
         late.append(f"the rename of {serving_path} may not survive a power cut ({_reason(exc)}); check the disk")
     try:  # the warehouse keeps the history the release published, for the next night's release
-        score_history.keep_in_warehouse(con, date.fromisoformat(record.as_of_date), history_days, erased_customers)
+        score_history.keep_in_warehouse(con, date.fromisoformat(record.as_of_date), retention, erased_customers)
     except Exception as exc:
         late.append(f"the night of {record.as_of_date} was published but not kept in the warehouse's score history "
                     f"({_reason(exc)}); the next release will lack it unless this night is run again")

@@ -28,7 +28,7 @@ from ml.registry import Lineage
 from ml.windows import Windows, plan_windows
 from orchestration.file_modes import private_files
 from orchestration.publication import DEFAULT_SERVING_STORAGE_VERSION
-from orchestration.score_history import DEFAULT_HISTORY_DAYS
+from orchestration.score_history import DEFAULT_HISTORY_DAYS, DEFAULT_HISTORY_MONTHS
 from orchestration.postgres_url import has_password, is_database_url
 from orchestration.serving_postgres import PostgresTarget, ServingTargetError
 from orchestration.source_database import DatabaseSource
@@ -73,6 +73,7 @@ ENV_VARS = {
     "max_source_age_days": "CRM_MAX_SOURCE_AGE_DAYS",
     "block_source_age_days": "CRM_BLOCK_SOURCE_AGE_DAYS",
     "history_days": "CRM_HISTORY_DAYS",
+    "history_months": "CRM_HISTORY_MONTHS",
     "partitions_start": "CRM_PARTITIONS_START",
     "alert_webhook": "CRM_ALERT_WEBHOOK",
     "alert_email_to": "CRM_ALERT_EMAIL_TO",
@@ -132,7 +133,8 @@ _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": i
             "max_bad_row_share": float, "row_count_band": float, "min_value_gini": float, "min_churn_auc": float,
             "serving_versions": int, "max_drift_psi": float, "created_at_tolerance_days": int,
             "amount_outlier_factor": float, "max_outlier_share": float, "max_source_age_days": int,
-            "block_source_age_days": int, "history_days": int, "smtp_port": int}
+            "block_source_age_days": int, "history_days": int, "history_months": int,
+            "smtp_port": int}
 
 
 def env_values() -> dict:
@@ -388,9 +390,14 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     history_days: int = Field(
         default=_default("history_days", DEFAULT_HISTORY_DAYS),
-        description="customer_scores_history and segment_history keep the nights of this many days before the "
-        "newest published as-of date. Each release holds one row per customer per night kept: at a million "
-        "customers the default is 100 million rows, copied into every release.",
+        description="customer_scores_history and segment_history keep every night of this many days before the "
+        "newest published as-of date. Each release holds one row per customer per night kept (about 0.7 s per "
+        "million rows to copy).",
+    )
+    history_months: int = Field(
+        default=_default("history_months", DEFAULT_HISTORY_MONTHS),
+        description="Before those days, the history keeps each month's last published night of this many months "
+        "before the newest night's month (month over month at a twelfth of the rows of every night).",
     )
     partitions_start: str = Field(
         default=_default("partitions_start", "2024-01-01"),
@@ -508,11 +515,12 @@ class PipelineSettings(dg.ConfigurableResource):
             raise ValueError(f"max_outlier_share (CRM_MAX_OUTLIER_SHARE) must be between 0 and 1, got {value}")
         return value
 
-    @field_validator("max_source_age_days", "block_source_age_days", "history_days")
+    @field_validator("max_source_age_days", "block_source_age_days", "history_days", "history_months")
     @classmethod
     def _days_not_negative(cls, value: int, info) -> int:
         if value < 0:
-            raise ValueError(f"{info.field_name} ({ENV_VARS[info.field_name]}) must be 0 or more days, got {value}")
+            unit = "months" if info.field_name.endswith("months") else "days"
+            raise ValueError(f"{info.field_name} ({ENV_VARS[info.field_name]}) must be 0 or more {unit}, got {value}")
         return value
 
     @field_validator("smtp_security")

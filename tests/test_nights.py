@@ -122,6 +122,7 @@ def test_history_keeps_the_configured_days_and_forgets_erased_customers(two_publ
                             "order by customer_id limit 1")[0][0]
     (tmp_path / "erase.txt").write_text(erased + "\n")
     monkeypatch.setenv("CRM_HISTORY_DAYS", "20")  # 2026-08-31 is 30 days before the newest night
+    monkeypatch.setenv("CRM_HISTORY_MONTHS", "0")  # and no month ends before the newest night's month
     assert main(run_args(small_sample, copy, "--erase", str(tmp_path / "erase.txt"))) == 0
     assert _rows(serving, "select distinct as_of_date::varchar from customer_scores_history") == [("2026-09-30",)]
     assert _rows(serving, "select count(*) from customer_scores_history where customer_id = ?", [erased]) == [(0,)]
@@ -146,3 +147,19 @@ def test_a_stale_source_warns_then_blocks(block, code, small_sample, tmp_path, m
     else:
         assert f"stale source? {said}" in out + err and "(warning after 7 days, CRM_MAX_SOURCE_AGE_DAYS)" in out + err
         assert "The source passes every check of a night" in out
+
+
+def test_the_history_keeps_recent_nights_and_earlier_month_ends():
+    from datetime import date, timedelta
+
+    from orchestration.score_history import Retention
+
+    nights = [date(2025, 6, 1) + timedelta(days=i) for i in range(487)]  # 2025-06-01 .. 2026-09-30, every night
+    nights.remove(date(2026, 7, 31))  # July's last night failed: its last published night is the 30th
+    kept = Retention(days=35, months=12).kept(nights)
+    assert kept[:2] == [date(2025, 9, 30), date(2025, 10, 31)]  # twelve months back: September 2025's last night
+    assert date(2026, 7, 30) in kept and date(2026, 6, 30) in kept and date(2026, 7, 29) not in kept
+    assert [d for d in kept if d >= date(2026, 8, 26)] == [date(2026, 8, 26) + timedelta(days=i) for i in range(36)]
+    assert len(kept) == 11 + 36  # month ends of 2025-09 .. 2026-07, then every night from 2026-08-26 (35 days back)
+    assert Retention(days=0, months=0).kept(nights) == [date(2026, 9, 30)]
+    assert Retention().kept([]) == []

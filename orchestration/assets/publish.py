@@ -15,6 +15,7 @@ from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.dbt_project import layer_seconds
 from orchestration.publication import WARNING_PREFIX, publish
+from orchestration.score_history import Retention
 from orchestration.source_database import commit_cursors
 from orchestration.run_log import DBT_OTHER, RunRecord, asset_steps, table_rows
 from orchestration.settings import PipelineSettings
@@ -105,7 +106,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
                             pseudonym_key=pseudonym_key(settings.pseudonym_key_file),
                             storage_version=settings.serving_storage_version, target=settings.serving_target,
                             export_dir=Path(settings.export_parquet_dir) if settings.export_parquet_dir else None,
-                            history_days=settings.history_days)
+                            retention=Retention(settings.history_days, settings.history_months))
         if settings.source_database is not None:  # published: the night's read is now the database cursor
             commit_cursors(con, context.run_id)
     context.log.info(f"published {published.counts} to {settings.serving_display}")
