@@ -163,24 +163,34 @@ def comment_ops_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
 
 def _copy_table_comments(con: duckdb.DuckDBPyConnection, source: tuple[str, str, str],
                          target: tuple[str, str, str]) -> int:
-    """Copy the table and column comments of ``source`` (catalog, schema, table) onto ``target``."""
-    where = "database_name = ? and schema_name = ? and table_name = ? and comment is not null"
+    """Copy the table and column comments of ``source`` (catalog, schema, table) onto ``target`` (the columns
+    ``target`` has: a history table holds some of its source's)."""
+    where = "database_name = ? and schema_name = ? and table_name = ?"
+    present = {c for (c,) in con.execute(f"select column_name from duckdb_columns() where {where}",
+                                         list(target)).fetchall()}
     copied = 0
-    for (comment,) in con.execute(f"select comment from duckdb_tables() where {where}", list(source)).fetchall():
+    for (comment,) in con.execute(f"select comment from duckdb_tables() where {where} and comment is not null",
+                                  list(source)).fetchall():
         con.execute(f"comment on table {_ident(*target)} is {_quoted(comment)}")
         copied += 1
-    for column, comment in con.execute(f"select column_name, comment from duckdb_columns() where {where}",
-                                       list(source)).fetchall():
-        con.execute(f"comment on column {_ident(*target, column)} is {_quoted(comment)}")
-        copied += 1
+    for column, comment in con.execute(f"select column_name, comment from duckdb_columns() where {where} and "
+                                       "comment is not null", list(source)).fetchall():
+        if column in present:
+            con.execute(f"comment on column {_ident(*target, column)} is {_quoted(comment)}")
+            copied += 1
     return copied
 
 
 def copy_comments(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
-    """Carry the table and column descriptions dbt persisted in the warehouse over to the new release."""
+    """Carry the table and column descriptions dbt persisted in the warehouse over to the new release; the history
+    tables take their columns' descriptions from the tables they copy, and their own table description."""
     home = con.execute("select current_database()").fetchall()[0][0]
-    return sum(_copy_table_comments(con, (home, schema, table), (catalog, "main", table))
-               for table, schema in DOCUMENTED_IN.items())
+    copied = sum(_copy_table_comments(con, (home, schema, table), (catalog, "main", table))
+                 for table, schema in DOCUMENTED_IN.items())
+    for table, (source, _, description) in score_history.HISTORY_TABLES.items():
+        copied += _copy_table_comments(con, (home, *source.split(".")), (catalog, "main", table))
+        con.execute(f"comment on table {_ident(catalog, 'main', table)} is {_quoted(description)}")
+    return copied
 
 
 def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -474,10 +484,9 @@ def publish(con: duckdb.DuckDBPyConnection, serving_path: Path, record: run_log.
                              if past and name in DOCUMENTED_IN else (sql, None))
             con.execute(f"create table {_ident('next_release', 'main', name)} as {query}", params)
             counts[name] = con.execute(f"select count(*) from {_ident('next_release', 'main', name)}").fetchall()[0][0]
-        copy_comments(con, "next_release")
         counts.update(score_history.write_release_history(con, "next_release", date.fromisoformat(record.as_of_date),
                                                           retention, erased_customers))
-        score_history.comment_history(con, "next_release")
+        copy_comments(con, "next_release")
         if past:
             con.execute("detach current_release")
         result = Published(counts, _keep_and_scrub(serving_path, keep, erased, storage_version, export_dir),

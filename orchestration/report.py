@@ -145,13 +145,6 @@ def _read(serving_file: Path, tables: list[str]) -> dict[str, pd.DataFrame]:
                 for t in tables if t in present}
 
 
-def published_as_of(serving_file: Path) -> str:
-    """The as-of date of the publication in ``serving_file`` (``?`` when it holds no scores)."""
-    with duckdb.connect(str(serving_file), read_only=True) as con:
-        value = con.execute("select any_value(as_of_date) from customer_scores").fetchall()[0][0]
-    return str(value) if value is not None else "?"
-
-
 def previous_publication(serving_file: Path, run_id: str) -> Path | None:
     """The newest kept publication (``.serving-versions/``) of another run than ``run_id``, if any."""
     from orchestration.publication import list_versions

@@ -17,7 +17,6 @@ from datetime import date
 import duckdb
 
 from orchestration.sql_quoting import quote_ident as _ident
-from orchestration.sql_quoting import quote_literal as _quoted
 
 SCHEMA = "history"
 # Every release copies the whole history (one row per customer and night kept): about 0.7 s and 57 MiB per million
@@ -110,21 +109,6 @@ def write_release_history(con: duckdb.DuckDBPyConnection, catalog: str, as_of: d
                     "where list_contains(?::date[], as_of_date) order by as_of_date", params + [retention.kept(nights)])
         counts[table] = con.execute(f"select count(*) from {_ident(catalog, 'main', table)}").fetchall()[0][0]
     return counts
-
-
-def comment_history(con: duckdb.DuckDBPyConnection, catalog: str) -> None:
-    """Table descriptions from ``HISTORY_TABLES``; column descriptions from the tables the rows come from."""
-    home = con.execute("select current_database()").fetchall()[0][0]
-    for table, (source, _, description) in HISTORY_TABLES.items():
-        con.execute(f"comment on table {_ident(catalog, 'main', table)} is {_quoted(description)}")
-        schema, name = source.split(".")
-        present = {c for (c,) in con.execute("select column_name from duckdb_columns() where database_name = ? and "
-                                             "schema_name = 'main' and table_name = ?", [catalog, table]).fetchall()}
-        for column, comment in con.execute(
-                "select column_name, comment from duckdb_columns() where database_name = ? and schema_name = ? and "
-                "table_name = ? and comment is not null", [home, schema, name]).fetchall():
-            if column in present:
-                con.execute(f"comment on column {_ident(catalog, 'main', table, column)} is {_quoted(comment)}")
 
 
 def keep_in_warehouse(con: duckdb.DuckDBPyConnection, as_of: date, retention: Retention, erased: list[str]) -> None:

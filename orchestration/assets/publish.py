@@ -33,6 +33,12 @@ def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list:
     return [rec.event_log_entry.dagster_event.event_specific_data for rec in records.records]
 
 
+def is_warning(evaluation) -> bool:
+    """A check that failed with WARN severity (a stale source, say): it warns and does not stop the run, so it
+    counts as passed (in ``pipeline_runs`` and the report)."""
+    return not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+
+
 def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
     """Stage timings and check counts of this run so far, from the Dagster event log."""
     instance, run_id = context.instance, context.run_id
@@ -47,9 +53,7 @@ def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
         for layer, s in layer_seconds(warehouse_path, step.key).items():
             stage_seconds[f"{prefix}{layer}"] = round(stage_seconds.get(f"{prefix}{layer}", 0.0) + s, 3)
     evaluations = check_evaluations(instance, run_id)
-    # a check that fails with WARN severity (a stale source, say) warns and does not stop the run: it counts as
-    # passed, and its description goes into the run's message
-    warned = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.WARN]
+    warned = [e for e in evaluations if is_warning(e)]  # its description goes into the run's message
     passed = sum(1 for e in evaluations if e.passed) + len(warned)
     failed = len(evaluations) - passed
     run = instance.get_run_by_id(run_id)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from orchestration.assets.publish import PUBLICATION, check_evaluations
+from orchestration.assets.publish import PUBLICATION, check_evaluations, is_warning
 from orchestration.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings)
     summary = CheckSummary(data_docs=data_docs_index(settings.gx_dir), later_checks=list(REPORT_CHECKS),
                            gx_suites=validation_results(settings.gx_dir, since=started))
     for evaluation in check_evaluations(context.instance, context.run_id):
-        warned = not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN  # counted as passed
+        warned = is_warning(evaluation)
         summary.rows.append((evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed,
                              ("warning: " if warned else "") + (evaluation.description or "")))
         summary.passed += int(evaluation.passed or warned)
@@ -44,7 +44,8 @@ def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings)
           "lifecycle flows, top customers per tier and action, model health, campaigns, quality; and the run's "
           "quality page (reports/<run_id>/quality.html). Self-contained, opens offline.")
 def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from orchestration.report import build_quality_page, build_report, published_as_of, write_quality_page, write_report
+    from orchestration.publication import published_as_of
+    from orchestration.report import build_quality_page, build_report, write_quality_page, write_report
 
     checks = check_summary(context, settings)
     run_folder = settings.reports_dir / context.run_id
@@ -53,7 +54,8 @@ def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
     path, latest = write_report(text, settings.reports_dir, context.run_id)
     data_docs = checks.data_docs
     docs_href = (os.path.relpath(data_docs, run_folder) if data_docs and data_docs.exists() else None)
-    quality = write_quality_page(build_quality_page(checks, context.run_id, published_as_of(settings.serving_file),
+    quality = write_quality_page(build_quality_page(checks, context.run_id,
+                                                    published_as_of(settings.serving_file) or "?",
                                                     docs_href),
                                  settings.reports_dir, context.run_id)
     context.log.info(f"run report: {latest}")
