@@ -143,6 +143,7 @@ def test_loading_the_definitions_never_parses_dbt_nor_loads_the_model_libraries(
             started_here = _watching.pop()
         assert not [cmd for cmd in started_here if "dbt" in cmd], started_here
         monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # as `dagster dev` sets it
+        os.utime(manifest, (stat.st_atime, old))  # stale again: another worker's run may have re-parsed meanwhile
         _watching.append([])
         try:
             dbt_project.prepare_if_dev()
