@@ -43,6 +43,13 @@ SCORE_COLUMNS = [
     "expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high", "value_reasons",
 ]
 PREVIOUS = ["rfm_segment", "lifecycle_stage", "priority_tier", "potential_rank"]
+# The columns of marts.customer_features that scoring reads: the step reads only these (all 87 columns of a
+# million customers were the run's memory peak); tests/test_scoring_rules.py checks the scores are the same.
+FEATURE_COLUMNS = [
+    "customer_id", "as_of_date", "lifecycle_stage", "tenure_days", "marketing_consent", "preferred_channel",
+    "n_orders", "recency_days", "monetary_total", "orders_last_90d", "orders_last_365d", "order_trend",
+    "spend_last_365d", "n_categories", "n_interactions_90d", "n_interactions_365d",
+]
 
 
 @dataclass

@@ -106,3 +106,25 @@ def test_next_category_blends_own_recent_history_with_similar_customers():
     assert out.next_category.tolist()[0] == "books"  # as many toys, but bought long ago
     assert out.next_category_probability.between(0, 1).all()
     assert out.next_category.iloc[2] in {"books", "toys"}  # no history: what buyers buy
+
+
+@pytest.mark.slow
+def test_scoring_reads_only_its_feature_columns_and_scores_the_same(two_publications):
+    """The scoring step reads ``FEATURE_COLUMNS`` of marts.customer_features, not all of them (memory at a million
+    customers): on a real run's warehouse, the scores from those columns equal the scores from every column."""
+    import duckdb
+
+    from ml.scoring import FEATURE_COLUMNS, score_customers
+
+    work, _, _ = two_publications
+    with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
+        every = con.sql("select * from marts.customer_features").df()
+        value = con.sql("select * from scores.customer_value").df()
+        churn = con.sql("select * from scores.customer_churn").df()
+        as_of = every.as_of_date.iloc[0]
+        categories = con.execute("select customer_id, product_category, n_orders, last_ordered_at "
+                                 "from intermediate.int_customer_categories where cutoff_date = ?", [as_of]).df()
+    assert len(FEATURE_COLUMNS) < len(every.columns) / 4
+    full, _ = score_customers(every, value, churn, run_id="r", categories=categories)
+    narrow, _ = score_customers(every[FEATURE_COLUMNS], value, churn, run_id="r", categories=categories)
+    pd.testing.assert_frame_equal(full, narrow)

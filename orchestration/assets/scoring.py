@@ -31,14 +31,15 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
     "next category and next best action (see ml/scoring.py); the next-category back-test in model_performance.",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from ml.scoring import score_customers
+    from ml.scoring import FEATURE_COLUMNS, score_customers
 
     release_memory()
     rules = settings.scoring_rules()
     with settings.warehouse() as con:
         windows = settings.run_windows(con, context.run_id)
         as_of = windows.as_of
-        features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
+        columns = ", ".join(FEATURE_COLUMNS)
+        features = con.sql(f"select {columns} from marts.customer_features").to_arrow_table().to_pandas()
         value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
         churn = con.sql("select * from scores.customer_churn").to_arrow_table().to_pandas()
         keys = con.sql("select customer_id, customer_key from ops.customer_pseudonyms").to_arrow_table().to_pandas()
