@@ -138,11 +138,34 @@ def _card(title: str, value: str, note: str = "", delta: str = "") -> str:
 
 # ---------------------------------------------------------------- reading the publications
 
-def _read(serving_file: Path, tables: list[str]) -> dict[str, pd.DataFrame]:
+# The columns of the per-customer tables the report reads (every column of customer_scores and customer_profile of
+# a million customers, twice with the previous publication, was the run's memory peak after scoring);
+# tests/test_report.py renders a real publication both ways and compares.
+REPORT_COLUMNS: dict[str, list[str]] = {
+    "customer_scores": [
+        "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases", "clv",
+        "potential_score", "potential_rank", "priority_tier", "rfm_segment", "lifecycle_stage", "next_best_action",
+        "next_category", "top_reasons", "potential_drivers", "customer_key", "behaviour_cluster",
+        "action_channel", "action_reason", "previous_lifecycle_stage", "previous_priority_tier", "value_reasons"],
+    "customer_profile": ["customer_key", "spend_last_365d"],
+}
+
+
+def _read(serving_file: Path, tables: list[str], columns: dict[str, list[str]] | None = None) -> dict[str, pd.DataFrame]:
+    """The ``tables`` present in ``serving_file``; of those ``columns`` names, only the listed columns present."""
     with duckdb.connect(str(serving_file), read_only=True) as con:
         present = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-        return {t: con.sql(f"select * from {quote_ident(t)}").to_arrow_table().to_pandas()
-                for t in tables if t in present}
+        frames = {}
+        for t in tables:
+            if t not in present:
+                continue
+            select = "*"
+            if columns is not None and t in columns:
+                have = {r[0] for r in con.execute("select column_name from duckdb_columns() where table_name = ?",
+                                                  [t]).fetchall()}
+                select = ", ".join(quote_ident(c) for c in columns[t] if c in have) or "1 as no_column"
+            frames[t] = con.sql(f"select {select} from {quote_ident(t)}").to_arrow_table().to_pandas()
+        return frames
 
 
 def previous_publication(serving_file: Path, run_id: str) -> Path | None:
@@ -567,16 +590,18 @@ code{font-size:12px}
 
 
 def build_report(serving_file: Path, plots_dir: Path | None, checks: CheckSummary, run_id: str,
-                 currency: str = "EUR", quality_href: str | None = None) -> str:
-    """The report's HTML for ``run_id``, from the serving database (and the previous kept publication)."""
+                 currency: str = "EUR", quality_href: str | None = None,
+                 columns: dict[str, list[str]] | None = REPORT_COLUMNS) -> str:
+    """The report's HTML for ``run_id``, from the serving database (and the previous kept publication); of the
+    per-customer tables only ``columns`` are read (None: every column)."""
     money = Money(currency)
     data = _read(Path(serving_file), ["customer_scores", "customer_profile", "segment_summary", "lifecycle_funnel",
-                                      "campaign_effectiveness", "model_performance", "pipeline_runs"])
+                                      "campaign_effectiveness", "model_performance", "pipeline_runs"], columns)
     now = Snapshot(data["customer_scores"], data.get("customer_profile"))
     prev_file = previous_publication(Path(serving_file), run_id)
     before = None
     if prev_file is not None:
-        old = _read(prev_file, ["customer_scores", "customer_profile"])
+        old = _read(prev_file, ["customer_scores", "customer_profile"], columns)
         if "customer_scores" in old and len(old["customer_scores"]):
             before = Snapshot(old["customer_scores"], old.get("customer_profile"))
     runs = data.get("pipeline_runs", pd.DataFrame(columns=["run_id", "as_of_date", "published", "finished_at"]))

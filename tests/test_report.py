@@ -253,3 +253,16 @@ def test_model_health_when_the_champion_beat_a_challenger_of_the_same_name():
                               parameters="{}")])
     table, _ = model_health(performance, runs, "r2")
     assert table.loc[0, "value"] == 0.901 and table.loc[0, "baseline"] == "churn_recency"
+
+
+def test_the_report_reads_only_the_columns_it_shows(published):
+    """``build_report`` reads ``REPORT_COLUMNS`` of customer_scores and customer_profile (memory at a million
+    customers, twice with the previous publication): the page is the same as from every column."""
+    from orchestration.report import REPORT_COLUMNS, CheckSummary, build_report
+
+    work, _, second, scores, _, _ = published
+    assert len(REPORT_COLUMNS["customer_scores"]) < len(scores.columns) * 0.6
+    narrow = build_report(work / "serving.duckdb", None, CheckSummary(), second)
+    every = build_report(work / "serving.duckdb", None, CheckSummary(), second, columns=None)
+    assert "compared with the publication as of" in narrow  # the previous publication was read too
+    assert narrow == every
