@@ -473,8 +473,9 @@ def feature_importance(models: ChurnModels, X: pd.DataFrame, sample: int = 5000,
     part = X[models.features].iloc[: min(len(X), sample)]
     effects = effects or tree_effects(models, part)
     encoded = effects.encode(part)
-    per_tree = effects.per_tree(encoded)
-    spread = {name: float(np.mean(np.abs(effects.difference(per_tree, encoded, cols))))
+    leaves = effects.leaves(encoded)
+    per_tree = effects.per_tree(encoded, leaves)
+    spread = {name: float(np.mean(np.abs(effects.difference(per_tree, encoded, cols, leaves))))
               for name, cols in _units(models.features).items()}
     return dict(sorted(spread.items(), key=lambda kv: -kv[1]))
 
@@ -581,7 +582,8 @@ def unit_risky_side(models: ChurnModels, part: pd.DataFrame, unit: str) -> np.nd
 
 
 def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, batch: int = SCORE_BATCH_ROWS,
-                 min_effect: float = 0.05, importance: dict[str, float] | None = None) -> pd.Series:
+                 min_effect: float = 0.05, importance: dict[str, float] | None = None,
+                 effects: TreeEffects | None = None) -> pd.Series:
     """Up to three behaviours pushing each customer's churn risk up, in plain words.
 
     For the ``top_units`` most important behaviours (the purchase rhythm and the complaints count as one
@@ -593,10 +595,11 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
     (``NOTHING_TEXT``, ``PROFILE_TEXT``): the profile is never named on its own. The calibration is
     monotone, so ranking on the uncalibrated model's decision function gives the same order. The
     differences are exact and computed on the trees that split on the unit only (``ml.tree_effects``);
-    customers are processed in batches.
+    customers are processed in batches. ``effects`` (``tree_effects(models, ...)``) may be passed to reuse one
+    model's prepared trees across calls.
     """
     Xf = X[models.features]
-    effects = tree_effects(models, Xf)
+    effects = effects or tree_effects(models, Xf)
     units = _units(models.features)
     importance = importance if importance is not None else feature_importance(models, X, effects=effects)
     candidates = [u for u, v in importance.items() if v > 0 and u in units and nameable(u)][:top_units]
@@ -605,11 +608,12 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
     for start in range(0, len(Xf), batch):
         part = Xf.iloc[start:start + batch]
         encoded = effects.encode(part)
-        per_tree = effects.per_tree(encoded)
-        contrib = np.column_stack([effects.difference(per_tree, encoded, units[u]) for u in candidates]) \
+        leaves = effects.leaves(encoded)
+        per_tree = effects.per_tree(encoded, leaves)
+        contrib = np.column_stack([effects.difference(per_tree, encoded, units[u], leaves) for u in candidates]) \
             if candidates else np.zeros((len(part), 0))
-        from_profile = effects.difference(per_tree, encoded, profile) if profile else np.zeros(len(part))
-        del per_tree, encoded
+        from_profile = effects.difference(per_tree, encoded, profile, leaves) if profile else np.zeros(len(part))
+        del per_tree, encoded, leaves
         risky = np.column_stack([unit_risky_side(models, part, u) for u in candidates]) \
             if candidates else np.zeros((len(part), 0), bool)
         strength = np.where(risky & (contrib > min_effect), contrib, -np.inf)
@@ -634,7 +638,7 @@ def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, c
     """Churn probability, evidence flag and reasons for every customer at ``cutoff``, read and scored
     ``batch`` customers at a time (memory stays flat whatever the population)."""
     fits = {} if fits is None else fits
-    importance = None
+    importance = effects = None
     parts = []
     done = 0
     total = data.count(cutoff)
@@ -643,12 +647,13 @@ def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, c
                                  clv_horizon_days=clv_horizon_days, with_labels=False, fits=fits, feats=feats,
                                  btyd_model=btyd_model)
         if importance is None:  # from the first customers, as for a whole-population call
-            importance = feature_importance(models, X)
+            effects = tree_effects(models, X)  # the trees prepared once for every batch
+            importance = feature_importance(models, X, effects=effects)
         parts.append(pd.DataFrame({
             "customer_id": feats.customer_id.to_numpy(),
             "churn_probability": models.predict_published(X),
             "churn_flag": history_flag(feats, horizon_days).to_numpy(),
-            "churn_reasons": reason_codes(models, X, batch=batch, importance=importance).to_numpy(),
+            "churn_reasons": reason_codes(models, X, batch=batch, importance=importance, effects=effects).to_numpy(),
         }))
         done += len(feats)
         if on_batch is not None:

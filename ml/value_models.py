@@ -58,6 +58,10 @@ BTYD_INPUTS = ["customer_id", "n_orders", "frequency", "btyd_recency_days", "bty
 PREDICT_BATCH_ROWS = 200_000
 FEATURE_WINDOWS_DAYS = (30, 90, 365)  # the spend_last_<n>d features (dbt var feature_windows_days)
 INTERVAL_LEVEL = 0.8
+# BTYD family members whose predictions are computed customer by customer (scipy's elementwise functions),
+# so a batch's values are the whole population's: Pareto/NBD's series drop converged customers together
+# and can differ in the last bit with the batch
+ROW_BY_ROW = ("bgnbd", "mbgnbd")
 BOOTSTRAP_FITS = 12
 
 
@@ -473,7 +477,8 @@ def run_value_models(
         # learned model: trained at as_of - 2L on the selection window, tested on the test window
         sel_fit = fits.get(f"selection_{chosen}") if chosen else None
         if sel.ready and sel_fit is not None and chosen in fam:
-            bt_train = btyd_predict(sel_fit, sel.features, horizon_days=L, leads=LeadRates(), with_clv=False, **kw)
+            # the selection window's predictions of the chosen model (same fit, rows, horizon and leads)
+            bt_train = cands[chosen][1]
             model = train_spend_model(design_matrix(sel.features, bt_train, levels), sel.spend, max_rows=max_train_rows)
             backtest[LEARNED_MODEL] = predict_spend(model, design_matrix(test.features, fam[chosen][1], levels))
             scores[LEARNED_MODEL] = value_metrics(test.spend, backtest[LEARNED_MODEL])
@@ -524,8 +529,13 @@ def run_value_models(
         model = train_spend_model(design_matrix(test.features, fam[chosen][1], levels), test.spend,
                                   max_rows=max_train_rows)
         spend_L, btyd_L = [], []  # learned and BTYD spend over L days, every customer, in batches
+        done = 0
         for feats in data.batches(as_of, batch_rows):
-            bt = btyd_predict(production, feats, horizon_days=L, leads=leads_now.scaled(L / H), with_clv=False, **kw)
+            if L == H and chosen in ROW_BY_ROW:  # the production predictions already are these, row for row
+                bt = pred.iloc[done:done + len(feats)].reset_index(drop=True)
+            else:
+                bt = btyd_predict(production, feats, horizon_days=L, leads=leads_now.scaled(L / H), with_clv=False, **kw)
+            done += len(feats)
             spend_L.append(predict_spend(model, design_matrix(feats, bt, levels)))
             btyd_L.append(bt.btyd_expected_spend.to_numpy())
         spend_L, btyd_L = np.concatenate(spend_L), np.concatenate(btyd_L)
