@@ -131,10 +131,20 @@ customers_lookup as (
 
 repeated_keys as (
 
+    {%- if same %}
     select {{ key }}{% for c in same %}, {{ contract_group_key(contract_alias(columns, c)) }} as {{ c }}__key{% endfor %}
     from parsed
     where {{ key }} is not null
     group by {{ key }}{% for c in same %}, {{ contract_group_key(contract_alias(columns, c)) }}{% endfor %}
+    {%- else %}
+    -- typed from the raw rows, as parsed types it: parsed then has one reader and streams (a CTE read twice is
+    -- kept whole: 20M rows of text spilled to disk at a million customers)
+    {%- set key_typed = contract_typed(key, columns[key]) %}
+    select {{ key_typed }} as {{ key }}
+    from {{ source('raw', entity) }}
+    where {{ key_typed }} is not null
+    group by {{ key_typed }}
+    {%- endif %}
     having count(*) > 1
 
 ),
@@ -145,7 +155,7 @@ conflicting_keys as (
     {%- if same %}
     select repeated_keys.{{ key }}{% for c in same %}, repeated_keys.{{ c }}__key{% endfor %}
     from parsed
-    inner join source on parsed._source_row = source._source_row
+    inner join {{ source('raw', entity) }} as source on parsed._source_row = source._source_row
     inner join repeated_keys
         on parsed.{{ key }} = repeated_keys.{{ key }}
         {%- for c in same %}
@@ -154,7 +164,7 @@ conflicting_keys as (
     group by repeated_keys.{{ key }}{% for c in same %}, repeated_keys.{{ c }}__key{% endfor %}
     {%- else %}
     select {{ clean_text('source.' ~ key) }} as {{ key }}
-    from source
+    from {{ source('raw', entity) }} as source
     inner join repeated_keys on {{ clean_text('source.' ~ key) }} = repeated_keys.{{ key }}
     group by {{ clean_text('source.' ~ key) }}
     {%- endif %}
