@@ -91,3 +91,13 @@ def test_validate_checks_a_source_in_seconds_and_says_what_a_night_would(small_s
 def test_a_backfill_range_outside_the_nights_is_refused(first, last, message, capsys):
     assert main(["backfill", "--from", first, "--to", last]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+def test_an_as_of_date_before_the_first_night_is_noted_not_warned(small_sample, capsys):
+    """``--as-of`` earlier than the nights the UI lists (CRM_PARTITIONS_START; CDNOW's 1997, say) files the run under
+    today's night: that is said once, as information, and never as "give --as-of", which the user did."""
+    assert main(["validate", "--source", str(small_sample), "--as-of", "2023-06-30"]) == 0
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert "as of 2023-06-30, a date outside the nights the Dagster UI lists (CRM_PARTITIONS_START 2024-01-01" in said
+    assert "give --as-of" not in said

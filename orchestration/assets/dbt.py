@@ -24,7 +24,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from ml.windows import Windows
 from orchestration.dbt_project import dbt_project, require_manifest, step_target_path, warm_partial_parse
 from orchestration.file_modes import private_files
-from orchestration.settings import PipelineSettings
+from orchestration.settings import AS_OF_FROM_TAG, PipelineSettings
 
 dbt_project.prepare_if_dev()  # parses only under `dagster dev`; elsewhere the manifest was prepared beforehand
 MANIFEST = require_manifest()
@@ -77,8 +77,13 @@ def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, setting
         windows = settings.record_windows(con, context.run_id)
     context.log.info(f"as of {windows.as_of.isoformat()}; cutoffs {', '.join(d.isoformat() for d in windows.cutoffs())}")
     if context.has_partition_key and context.partition_key != windows.as_of.isoformat():
-        context.log.warning(f"this run is filed under the night of {context.partition_key} but its data runs up to "
-                            f"{windows.as_of.isoformat()} (its as-of date): give --as-of to run a given night")
+        if context.run.tags.get(AS_OF_FROM_TAG) == "settings":  # --as-of before the first night the UI lists
+            context.log.info(f"as of {windows.as_of.isoformat()}, a date outside the nights the Dagster UI lists "
+                             f"(CRM_PARTITIONS_START {settings.partitions_start} to today): this run is filed under "
+                             f"the night of {context.partition_key}")
+        else:
+            context.log.warning(f"this run is filed under the night of {context.partition_key} but its data runs up "
+                                f"to {windows.as_of.isoformat()} (its as-of date): give --as-of to run a given night")
 
 
 @dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
