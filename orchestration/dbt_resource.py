@@ -77,8 +77,12 @@ class DbtCli(DbtCliResource):
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:  # type: ignore[override]
         return None
 
+    def runs_in_process(self) -> bool:
+        """Does a command started now run in this process (``in_process``, else ``CRM_DBT_SUBPROCESS`` unset)?"""
+        return self.in_process if self.in_process is not None else in_process_default()
+
     def cli(self, args: Sequence[str], **kwargs) -> DbtCliInvocation:  # type: ignore[override]
-        if not (self.in_process if self.in_process is not None else in_process_default()):
+        if not self.runs_in_process():
             return super().cli(args, **kwargs)
         with _invocation_class(InProcessInvocation):
             return super().cli(args, **kwargs)

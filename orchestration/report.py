@@ -152,7 +152,8 @@ REPORT_COLUMNS: dict[str, list[str]] = {
 
 
 def _read(serving_file: Path, tables: list[str], columns: dict[str, list[str]] | None = None) -> dict[str, pd.DataFrame]:
-    """The ``tables`` present in ``serving_file``; of those ``columns`` names, only the listed columns present."""
+    """The ``tables`` present in ``serving_file``; of those ``columns`` names, only the listed columns present (a
+    table with none of them is not read: the report reads such a table as absent)."""
     with duckdb.connect(str(serving_file), read_only=True) as con:
         present = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
         frames = {}
@@ -163,7 +164,9 @@ def _read(serving_file: Path, tables: list[str], columns: dict[str, list[str]] |
             if columns is not None and t in columns:
                 have = {r[0] for r in con.execute("select column_name from duckdb_columns() where table_name = ?",
                                                   [t]).fetchall()}
-                select = ", ".join(quote_ident(c) for c in columns[t] if c in have) or "1 as no_column"
+                select = ", ".join(quote_ident(c) for c in columns[t] if c in have)
+                if not select:
+                    continue
             frames[t] = con.sql(f"select {select} from {quote_ident(t)}").to_arrow_table().to_pandas()
         return frames
 

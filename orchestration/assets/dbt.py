@@ -19,10 +19,11 @@ import json
 from typing import Any, Mapping
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from ml.windows import Windows
 from orchestration.dbt_project import dbt_project, require_manifest, step_target_path, warm_partial_parse
+from orchestration.dbt_resource import DbtCli
 from orchestration.file_modes import private_files
 from orchestration.settings import AS_OF_FROM_TAG, PipelineSettings
 
@@ -49,12 +50,13 @@ CONTRACT = "tag:contract"
 ANALYTICS = "path:models/analytics"
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings, windows: Windows):
+def _build(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSettings, windows: Windows):
     """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars."""
     dbt_vars = settings.dbt_vars(windows, context.run_id)
     context.log.info(f"dbt build as of {windows.as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     target = step_target_path(settings.warehouse_path, context.op_def.name)
-    warm_partial_parse(settings.warehouse_path, context.op_def.name)
+    if not dbt.runs_in_process():  # a dbt subprocess parses on its own: give it the newest saved parse
+        warm_partial_parse(settings.warehouse_path, context.op_def.name)
     # dbt writes the warehouse from a subprocess, which inherits the owner-only umask of private_files
     with private_files(settings.warehouse_path, settings.serving_file, extra_files=(settings.pseudonym_key_file,)):
         yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
@@ -67,7 +69,7 @@ def _run_windows(context: dg.AssetExecutionContext, settings: PipelineSettings) 
 
 @dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
             select=CONTRACT, name="dbt_contract")
-def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSettings):
     """The contract layer: every raw row typed and checked (staging/stg_*_checked) and the rows that break
     the contract (quarantine/*), with their tests. The run's as-of date comes from the rows it passes."""
     with settings.warehouse() as con:
@@ -88,14 +90,14 @@ def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCliResource, setting
 
 @dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
             exclude=f"{CONTRACT} {ANALYTICS}")
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSettings):
     """Staging, intermediate and marts as of the run's as-of date: everything the models need."""
     yield from _build(context, dbt, settings, _run_windows(context, settings))
 
 
 @dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
             select=ANALYTICS, name="dbt_analytics")
-def dbt_analytics(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def dbt_analytics(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSettings):
     """The published analyst tables, built on the scores: customer_scores (typed, with its contract),
     segment_summary, lifecycle_funnel and campaign_effectiveness."""
     yield from _build(context, dbt, settings, _run_windows(context, settings))
