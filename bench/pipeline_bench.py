@@ -235,6 +235,8 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
 
 # ---------------------------------------------------------------- the section
 
+MEASURED: dict[int, list[RunMeasure]] = {}  # runs of this process by size: the scale section's baseline
+
 def _fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
@@ -281,6 +283,7 @@ def section(sizes: list[int], repeats: int, generated, work_root: Path, on_progr
             "Compute floor (s): " + ", ".join(f"{k} {v:.1f}" for k, v in floor.items())
             + f"; total {floor_total:.1f} vs {wall:.1f} through the pipeline ({wall / floor_total:.2f}x).", ""]
         measured[size] = {"wall": wall, "peak": peak, "floor": floor_total}
+        MEASURED[size] = runs
         if on_progress:  # a long benchmark keeps what it has measured so far
             on_progress(lines + summary + [""] + targets(measured) + details)
     return lines + summary + [""] + targets(measured) + details
@@ -311,3 +314,56 @@ def targets(measured: dict[int, dict[str, float]]) -> list[str]:
         linear = all(measured[b]["peak"] / measured[a]["peak"] <= b / a for a, b in zip(sizes, sizes[1:]))
         out.append(f"- Peak memory no faster than linear: {'; '.join(steps)}, {verdict(linear)}.")
     return ["Targets on this machine:", "", *out, ""]
+
+
+# ---------------------------------------------------------------- one run at scale
+
+def scale_section(size: int, baseline: int, generated, work_root: Path) -> list[str]:
+    """One run at ``size`` customers (10M by default: an hour on 2 cores, so one run, not a median) against
+    ``baseline`` customers measured in this process (the pipeline section's runs, else one run here), per
+    stage, with the growth factor per stage. No compute floor: it would repeat the hour."""
+    lines = [f"## At scale: {size:,} customers, one run", "",
+             f"One `crm-potential run` at {size:,} customers (generated in shards of a million straight to Parquet) "
+             f"against {baseline:,} customers measured in the same process (the median of the pipeline section's "
+             "runs when it ran, else one run). Growth = the larger run's figure / the baseline's.", ""]
+    if baseline not in MEASURED:
+        print(f"scale: baseline run at {baseline:,} customers ...", flush=True)
+        MEASURED[baseline] = [run_once(generated(baseline), work_root / f"run_{baseline}")]
+        shutil.rmtree(work_root / f"run_{baseline}", ignore_errors=True)
+    base = MEASURED[baseline]
+    t0 = time.perf_counter()
+    source = generated(size)
+    generation = time.perf_counter() - t0
+    print(f"scale: {size:,} customers, one run ...", flush=True)
+    work = work_root / f"run_{size}"
+    try:
+        big = run_once(source, work)
+    except RuntimeError as failed:  # reported, not hidden: where a size stops fitting is the finding
+        shutil.rmtree(work, ignore_errors=True)
+        return lines + [f"The run at {size:,} customers **failed**:", "", "```", str(failed)[-3000:], "```", ""]
+    warehouse_bytes = sum(f.stat().st_size for f in work.rglob("*.duckdb"))
+    shutil.rmtree(work, ignore_errors=True)
+    med = statistics.median
+    b_wall, b_peak = med([r.total_wall for r in base]), med([r.peak_rss for r in base])
+    rows = big.rows
+    lines += [f"- Data: {size:,} customers, {rows.get('staging.stg_orders', 0):,} orders, "
+              f"{rows.get('staging.stg_interactions', 0):,} interactions"
+              + (f" (generated in {generation:.0f} s)" if generation > 1 else "") + f"; warehouse and serving files "
+              f"{_fmt_bytes(warehouse_bytes)} at the end of the run.",
+              f"- Whole run: {big.total_wall:.1f} s wall ({big.total_wall / 60:.1f} min), {big.total_cpu:.1f} s CPU, "
+              f"peak {_fmt_bytes(big.peak_rss)}; growth x{big.total_wall / b_wall:.1f} in wall time and "
+              f"x{big.peak_rss / b_peak:.1f} in peak memory for x{size / baseline:.0f} customers.", "",
+              f"| stage | wall at {baseline:,} (s) | wall at {size:,} (s) | growth | peak at {baseline:,} | "
+              f"peak at {size:,} | growth |", "|---|---|---|---|---|---|---|"]
+    for stage in big.stages:
+        bw = med([r.stages.get(stage, {}).get("wall", 0.0) for r in base])
+        bp = med([r.stages.get(stage, {}).get("peak", 0) for r in base])
+        w, p = big.stages[stage]["wall"], big.stages[stage]["peak"]
+        lines.append(f"| {stage} | {bw:.1f} | {w:.1f} | {f'x{w / bw:.1f}' if bw > 0.05 else '-'} | {_fmt_bytes(bp)} | "
+                     f"{_fmt_bytes(p)} | {f'x{p / bp:.1f}' if bp else '-'} |")
+    lines += [f"| **total** | **{b_wall:.1f}** | **{big.total_wall:.1f}** | **x{big.total_wall / b_wall:.1f}** | "
+              f"**{_fmt_bytes(b_peak)}** | **{_fmt_bytes(big.peak_rss)}** | **x{big.peak_rss / b_peak:.1f}** |", "",
+              "dbt time by layer (s, sum of node execution times): " + ", ".join(
+                  f"{layer} {med([r.dbt_layers.get(layer, 0.0) for r in base]):.1f} -> {v:.1f}"
+                  for layer, v in big.dbt_layers.items()), ""]
+    return lines

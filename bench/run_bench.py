@@ -5,6 +5,9 @@ Sections (``--only NAME`` to run one):
 * ``pipeline``: the nightly job end to end through ``crm-potential run`` at 5,000 (the bundled sample's size), 100k and 1M customers
   (``--sizes``), per stage (wall, CPU, peak memory) and against its compute floor; see
   ``bench/pipeline_bench.py``.
+* ``scale``: one run at 10,000,000 customers (``--scale-size``; generated in shards straight to Parquet) against
+  the largest pipeline size measured in the same process, per stage, with the growth per 10x
+  (``scale_section`` in ``bench/pipeline_bench.py``). About an hour on 2 cores: ``--skip scale`` leaves it out.
 * ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
   warehouse of the largest pipeline size (``bench/sample_bench.py``).
 * ``source``: the ingest step from Parquet files against a PostgreSQL database, full and incremental (1 % changed),
@@ -43,6 +46,7 @@ from ml.btyd import fit_bgnbd, fit_gamma_gamma  # noqa: E402
 from ml.sample_data import GeneratorConfig, generate  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache"
+SCALE_SIZE = 10_000_000  # the scale section's one run (``--scale-size``)
 RESULTS = ROOT / "bench" / "results.md"
 END = date(2026, 9, 30)
 
@@ -156,6 +160,12 @@ def section_pipeline(repeats: int, sizes: list[int]) -> list[str]:
     return section(sizes, repeats, generated, CACHE / "work", on_progress=keep)
 
 
+def section_scale(repeats: int, sizes: list[int]) -> list[str]:
+    from bench.pipeline_bench import scale_section
+
+    return scale_section(SCALE_SIZE, max(s for s in sizes if s < SCALE_SIZE), generated, CACHE / "work")
+
+
 def section_sample(repeats: int, sizes: list[int]) -> list[str]:
     from bench.pipeline_bench import run_once, warehouse_of
     from bench.sample_bench import section
@@ -177,7 +187,7 @@ def section_source(repeats: int, sizes: list[int]) -> list[str]:
     return section(size, repeats, generated, CACHE / "work" / "source")
 
 
-SECTIONS = {"pipeline": section_pipeline, "btyd": section_btyd, "sample": section_sample, "source": section_source}
+SECTIONS = {"pipeline": section_pipeline, "scale": section_scale, "btyd": section_btyd, "sample": section_sample, "source": section_source}
 HEADER = ["# Benchmark results", "",
           f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.", ""]
 MARKER = "<!-- section: {} -->"
@@ -205,19 +215,26 @@ def merge(previous: str, sections: dict[str, list[str]]) -> list[str]:
 
 
 def main() -> int:
+    global SCALE_SIZE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(SECTIONS), help="run one section")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     parser.add_argument("--clean", action="store_true", help="delete the generated data and work folders afterwards")
     parser.add_argument("--sizes", default="5000,100000,1000000",
                         help="customer counts for the pipeline section (comma-separated; default %(default)s)")
+    parser.add_argument("--scale-size", type=int, default=SCALE_SIZE,
+                        help="customers of the scale section's one run (default %(default)s), against the largest "
+                        "pipeline size below it")
+    parser.add_argument("--skip", action="append", default=[], choices=sorted(SECTIONS),
+                        help="leave a section out (repeatable), e.g. --skip scale: the 10M run takes about an hour")
     args = parser.parse_args()
+    SCALE_SIZE = args.scale_size
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     lines = list(HEADER)
     done = {}
     try:
         for name, section in SECTIONS.items():
-            if args.only and name != args.only:
+            if (args.only and name != args.only) or name in args.skip:
                 continue
             done[name] = section(args.repeats) if name == "btyd" else section(args.repeats, sizes)
     finally:

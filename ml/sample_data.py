@@ -170,15 +170,90 @@ def _choice(rng: np.random.Generator, n: int, share: np.ndarray) -> np.ndarray:
     return rng.choice(len(share), size=n, p=share / share.sum())
 
 
-def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, int]:
-    """Write the sample files to ``out``; returns row counts per file."""
+SHARD_CUSTOMERS = 1_000_000  # above this, customers are simulated in shards of this size (memory, not speed)
+
+
+def generate(config: GeneratorConfig, out: Path, progress=print, shard_customers: int = SHARD_CUSTOMERS) -> dict[str, int]:
+    """Write the sample files to ``out``; returns row counts per file.
+
+    Up to ``shard_customers`` customers are simulated in one piece (about 8.5 GB of memory at a million).
+    Larger populations are simulated in shards of that size, each from its own stream of the seed
+    (``default_rng([seed, shard])``) with its ids shifted past the previous shard's, and the shards' files
+    are then concatenated: the same story, in bounded memory, so ten million customers fit on a laptop.
+    """
     t0 = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    prm = config.params
     n = int(config.customers)
     if n < 1:
         raise ValueError("--customers must be at least 1")
     end = datetime.combine(config.end_date, datetime.min.time()) + timedelta(days=1) - timedelta(seconds=1)
+    out.mkdir(parents=True, exist_ok=True)
+    if n <= shard_customers:
+        tables = _simulate(config, n, np.random.default_rng(config.seed))
+        counts = _write(out, config, end, *tables)
+    else:
+        counts = _generate_sharded(config, out, end, shard_customers, progress)
+    progress(
+        f"generated {n:,} customers, {counts['orders']:,} orders, {counts['interactions']:,} interactions "
+        f"in {time.perf_counter() - t0:.1f}s -> {out}"
+    )
+    return counts
+
+
+def _generate_sharded(config: GeneratorConfig, out: Path, end: datetime, shard_customers: int, progress) -> dict[str, int]:
+    import shutil
+
+    n = int(config.customers)
+    work = out / ".shards"
+    shutil.rmtree(work, ignore_errors=True)
+    shard_config = GeneratorConfig(**{**config.__dict__, "file_format": "parquet"})
+    offsets = {"cid": 0, "oid": 0, "iid": 0}
+    starts = range(0, n, shard_customers)
+    for shard, start in enumerate(starts):
+        size = min(shard_customers, n - start)
+        customers, orders, interactions, campaigns, truth = _simulate(
+            config, size, np.random.default_rng([config.seed, shard]))
+        shifted = [_shift(customers, "cid", offsets["cid"]), _shift(orders, "oid", offsets["oid"], "cid", offsets["cid"]),
+                   _shift(interactions, "iid", offsets["iid"], "cid", offsets["cid"]), campaigns,
+                   _shift(truth, "cid", offsets["cid"])]
+        offsets = {"cid": offsets["cid"] + size, "oid": offsets["oid"] + orders.num_rows,
+                   "iid": offsets["iid"] + interactions.num_rows}
+        (work / f"{shard:04d}").mkdir(parents=True)
+        _write(work / f"{shard:04d}", shard_config, end, *shifted)
+        del customers, orders, interactions, truth, shifted
+        progress(f"  shard {shard + 1}/{len(starts)}: customers {start + 1:,} to {start + size:,}")
+    counts = {}
+    con = duckdb.connect()
+    opts = "(FORMAT csv, HEADER true)" if config.file_format == "csv" else "(FORMAT parquet, COMPRESSION zstd)"
+    for name in ("customers", "orders", "interactions", "_truth"):
+        files = [str(f) for f in sorted(work.glob(f"*/{name}.parquet"))]
+        target = out / (f"{name}.parquet" if name == "_truth" else f"{name}.{config.file_format}")
+        con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO ? {opts if name != '_truth' else '(FORMAT parquet)'}",
+                    [files, str(target)])
+        if name != "_truth":
+            counts[name] = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchall()[0][0]
+    # one campaign calendar: every shard's campaign ids are the same; the first shard's table is the one kept
+    first = sorted(work.glob("*/campaigns.parquet"))[0]
+    con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO ? {opts}", [str(first), str(out / f"campaigns.{config.file_format}")])
+    counts["campaigns"] = con.execute("SELECT count(*) FROM read_parquet(?)", [str(first)]).fetchall()[0][0]
+    con.close()
+    shutil.rmtree(work)
+    return counts
+
+
+def _shift(table: pa.Table, *columns_and_offsets) -> pa.Table:
+    """``table`` with integer id columns moved up by offsets: ``_shift(t, "oid", 10, "cid", 5)``."""
+    import pyarrow.compute as pc
+
+    for column, offset in zip(columns_and_offsets[::2], columns_and_offsets[1::2]):
+        i = table.schema.get_field_index(column)
+        table = table.set_column(i, column, pc.add(table[column], pa.scalar(offset, table.schema.field(i).type)))
+    return table
+
+
+def _simulate(config: GeneratorConfig, n: int, rng: np.random.Generator):
+    """The generative story for ``n`` customers: (customers, orders, interactions, campaigns, truth) tables
+    with ids counted from 0 (``_write`` turns them into the contract's columns)."""
+    prm = config.params
     H = float(config.history_days)
 
     # 1. customers ------------------------------------------------------------------------
@@ -384,13 +459,7 @@ def generate(config: GeneratorConfig, out: Path, progress=print) -> dict[str, in
             "n_completed": np.bincount(o_owner, minlength=n),
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
-    counts = _write(out, config, end, customers, orders, interactions, campaigns, truth)
-    progress(
-        f"generated {n:,} customers, {counts['orders']:,} orders, {counts['interactions']:,} interactions "
-        f"in {time.perf_counter() - t0:.1f}s -> {out}"
-    )
-    return counts
+    return customers, orders, interactions, campaigns, truth
 
 
 def _write(out, config, end, customers, orders, interactions, campaigns, truth) -> dict[str, int]:

@@ -24,6 +24,31 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert _digest(a)["orders.csv"] != _digest(c)["orders.csv"]
 
 
+def test_a_population_above_the_shard_size_is_simulated_in_shards_with_unique_ids(tmp_path):
+    """Ten million customers do not fit in memory in one piece (8.5 GB per million): shards of the same story
+    with their ids moved past the previous shard's, concatenated into the usual files."""
+    out = tmp_path / "sharded"
+    counts = generate(GeneratorConfig(customers=2_500, seed=5, file_format="parquet"), out,
+                      progress=lambda *_: None, shard_customers=1_000)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_truth.parquet", "campaigns.parquet", "customers.parquet", "interactions.parquet", "orders.parquet"]
+    con = duckdb.connect()
+    q = lambda sql: con.execute(sql.replace("{o}", str(out))).fetchall()[0]  # noqa: E731
+    assert q("select count(distinct customer_id), min(customer_id), max(customer_id) from '{o}/customers.parquet'") \
+        == (2_500, "00000001", "00002500")
+    assert q("select count(*), count(distinct order_id) from '{o}/orders.parquet'") == (counts["orders"],) * 2
+    assert q("select count(*), count(distinct interaction_id) from '{o}/interactions.parquet'") == (counts["interactions"],) * 2
+    for entity in ("orders", "interactions"):  # every event belongs to a customer of the file
+        assert q(f"select count(*) from '{{o}}/{entity}.parquet' where customer_id not in "
+                 "(select customer_id from '{o}/customers.parquet')") == (0,)
+    # each shard tells the same story from its own random stream: alike in the share of buyers, not copies
+    first, last = q("select avg(has_purchase::int) filter (where customer_id <= '00001000'), "
+                    "avg(has_purchase::int) filter (where customer_id > '00002000') from '{o}/_truth.parquet'")
+    assert abs(first - last) < 0.06
+    assert q("select count(distinct lambda_per_day) from '{o}/_truth.parquet'") == (2_500,)
+    assert q("select count(*) from '{o}/campaigns.parquet'") == (counts["campaigns"],)
+
+
 def test_files_follow_the_contract(small_sample):
     con = duckdb.connect()
     for name, entity in ENTITIES.items():
