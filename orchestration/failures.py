@@ -18,6 +18,10 @@ from pathlib import Path
 from data_quality.pii import scrub_text
 
 PUBLICATION_STEP = "serving__publication"
+# DuckDB stops at its own limit (an operator that cannot spill to disk: 10M customers' interactions at 3GB)
+DUCKDB_MEMORY = ("DuckDB reached its memory limit: raise CRM_DUCKDB_MEMORY_LIMIT (3GB by default) if this machine has "
+                 "memory to spare (about half of it leaves room for the models), or run on a larger machine")
+_DUCKDB_OUT_OF_MEMORY = re.compile(r"failed to allocate data of size|Out of Memory Error", re.I)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # (exception class name, pattern its message must match or "", sentence). In the sentence: {m} the message's
@@ -38,8 +42,7 @@ SENTENCES: list[tuple[str, str, str]] = [
     ("ConversionException", "", "DuckDB could not convert a value the data contract let through ({m}): please "
      "report it with the run log; the rows' file is named above"),
     ("InvalidInputException", "", "DuckDB refused an input value ({m}): please report it with the run log"),
-    ("OutOfMemoryException", "", "DuckDB ran out of memory: lower CRM_DUCKDB_MEMORY_LIMIT (now part of the "
-     "process's memory) or run on a machine with more memory"),
+    ("OutOfMemoryException", "", "{memory}"),
     ("MemoryError", "", "the run ran out of memory: run on a machine with more memory or fewer customers"),
     ("BtydFitError", "", "the value model (BTYD) could not be fitted to this order history ({m}): look for "
      "extreme amounts or very few repeat buyers in the orders file"),
@@ -84,7 +87,7 @@ def sentence_for(cls_name: str, message: str) -> str:
             path = re.search(r'"(/[^"]+)"|\'(/[^\']+)\'|(/[^\s:"\']+)', raw)
             pid = re.search(r"\(PID (\d+)\)", raw)
             return template.format(m=first_line(raw), path=(next(g for g in path.groups() if g) if path else "a file"),
-                                   pid=f" (process {pid.group(1)})" if pid else "")
+                                   pid=f" (process {pid.group(1)})" if pid else "", memory=DUCKDB_MEMORY)
     return f"{cls_name}: {first_line(raw)}"
 
 
@@ -95,7 +98,9 @@ def dbt_sentence(message: str) -> str:
     where = f"; dbt log: {log.group(1)}" if log else ""
     errors = re.search(r"(?:\w+ )?Error in (model|seed|snapshot|macro|test) (\S+)[^\n]*\n+\s*([^\n]+)", message)
     if errors:
-        return f"dbt could not build {errors.group(1)} {errors.group(2)}: {first_line(errors.group(3), 200)}{where}"
+        memory = f"; {DUCKDB_MEMORY}" if _DUCKDB_OUT_OF_MEMORY.search(errors.group(3)) else ""
+        return (f"dbt could not build {errors.group(1)} {errors.group(2)}: {first_line(errors.group(3), 200)}"
+                f"{memory}{where}")
     failed = sorted(set(re.findall(r"Failure in test (\S+)", message)))
     if failed:
         return f"dbt stopped after {len(failed)} failed test(s), each named on its check line{where}"

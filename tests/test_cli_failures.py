@@ -17,7 +17,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from ml.btyd import BtydFitError
 from orchestration.cli import main
-from orchestration.failures import dbt_sentence, run_outcome, step_sentence
+from orchestration.failures import DUCKDB_MEMORY, dbt_sentence, run_outcome, sentence_for, step_sentence
 from tests.conftest import run_args
 
 
@@ -122,6 +122,12 @@ def test_dbt_failures_name_the_model_or_the_tests():
         "Conversion Error: Could not convert string 'ben@example.com' to DOUBLE")
     assert dbt_sentence(model) == ("dbt could not build model stg_orders: Could not convert string '<e-mail>' to "
                                    "DOUBLE" + log)
+    # DuckDB at its own memory limit (seen at 10M customers with the default 3GB): say which knob helps
+    out_of_memory = model.replace("Conversion Error: Could not convert string 'ben@example.com' to DOUBLE",
+                                  "Out of Memory Error: failed to allocate data of size 16.0 KiB (2.7 GiB/2.7 GiB used)")
+    assert dbt_sentence(out_of_memory) == ("dbt could not build model stg_orders: failed to "
+                                           "allocate data of size 16.0 KiB (2.7 GiB/2.7 GiB used); " + DUCKDB_MEMORY + log)
+    assert "raise CRM_DUCKDB_MEMORY_LIMIT" in sentence_for("OutOfMemoryException", "Out of Memory Error: failed")
     assert json.dumps(dbt_sentence("exit code `2`")) == json.dumps("dbt failed (exit code 2)")
     # dagster-dbt raises a Failure whose description is dbt's whole output: the step gets the dbt sentence
     failure = DBT_FAILURE.split(": ", 1)[1]
