@@ -129,16 +129,22 @@ def run_once(source: Path, work: Path, env: dict[str, str] | None = None) -> Run
     cmd = [CLI, "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
            "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet"]
     done, started, finished, sampler = sampled(cmd, env=env, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"crm-potential run failed on {source}:\n{done.stdout[-4000:]}")
-    total_cpu, peak = sampler.window(started, finished)
-    measure = RunMeasure(finished - started, total_cpu, peak, work=work)
-
     import dagster as dg
 
+    total_cpu, peak = sampler.window(started, finished)
     with dg.DagsterInstance.from_config(str(work / "dagster")) as instance:
-        run = instance.get_runs(limit=1)[0]
-        steps = instance.get_run_step_stats(run.run_id)
+        runs = instance.get_runs(limit=1)
+        steps = instance.get_run_step_stats(runs[0].run_id) if runs else []
+    if done.returncode != 0:  # what it got through, how long each step took, and how it ended
+        how = (f"killed by signal {-done.returncode}" + (" (SIGKILL: the kernel's out-of-memory killer, when the "
+               "machine ran out of memory)" if done.returncode == -9 else "")) if done.returncode < 0 \
+            else f"exit status {done.returncode}"
+        finished_steps = [f"  {s.step_key}: {s.end_time - s.start_time:.0f} s" if s.end_time and s.start_time
+                          else f"  {s.step_key}: running at the end" for s in steps]
+        raise RuntimeError(f"crm-potential run failed on {source} after {finished - started:.0f} s, {how}; peak "
+                           f"memory of the process tree {_fmt_bytes(peak)}. Steps:\n" + "\n".join(finished_steps)
+                           + f"\nIts output:\n{done.stdout[-3000:]}")
+    measure = RunMeasure(finished - started, total_cpu, peak, work=work)
     first_step = min(s.start_time for s in steps if s.start_time)
     last_step = max(s.end_time for s in steps if s.end_time)
     windows: dict[str, list[tuple[float, float]]] = {"start-up (imports, definitions)": [(started, first_step)]}
