@@ -8,10 +8,15 @@
 {%- endmacro %}
 
 {% macro as_of_end() -%}
-    {{ dbt.dateadd('day', 1, as_of_date()) }}
+    {{ add_days(as_of_date(), 1) }}
 {%- endmacro %}
 
 {#- Whole days from `ts` to the date in `anchor` (0 = on that date). -#}
 {% macro days_before(ts, anchor='cutoff_date') -%}
-    {{ dbt.datediff(ts, anchor, 'day') }}
+    {{ days_between(ts, anchor) }}
+{%- endmacro %}
+
+{#- Whole days from `first` to `second`, a bigint on every engine (Spark's datediff is an int). -#}
+{% macro days_between(first, second) -%}
+    cast({{ dbt.datediff(first, second, 'day') }} as {{ dbt.type_bigint() }})
 {%- endmacro %}

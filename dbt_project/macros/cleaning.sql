@@ -36,12 +36,21 @@
     end
 {%- endmacro %}
 
-{#- Spark reads a zoned text as an instant in the session time zone (UTC for this project). -#}
+{#- Spark: the same texts as DuckDB, as naive timestamps (timestamp_ntz) in the run's zone. Spark's own cast is
+    laxer than DuckDB's (it reads `2024` as a date), so the shapes are checked first; a zoned text is read
+    as an instant (to_timestamp_ltz; the session time zone is UTC) and moved to the run's zone. -#}
 {% macro spark__parse_timestamp(col) -%}
+    {%- set text = clean_text(col) -%}
     case
-        when {{ clean_text(col) }} rlike '[0-9]:[0-9][0-9](:[0-9][0-9]([.][0-9]*)?)? *[A-Za-z+-]'
-            then from_utc_timestamp(to_timestamp({{ clean_text(col) }}), '{{ var("timezone") }}')
-        else to_timestamp({{ clean_text(col) }})
+        when {{ text }} rlike '^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([ T]|$)' then
+            case
+                when {{ text }} rlike '[0-9]:[0-9][0-9](:[0-9][0-9]([.][0-9]*)?)? *[A-Za-z+-]'
+                    then cast(from_utc_timestamp(to_timestamp_ltz(regexp_replace({{ text }}, ' +([zZ+-])', '$1')),
+                                                 '{{ var("timezone") }}') as timestamp_ntz)
+                else to_timestamp_ntz({{ text }})
+            end
+        when {{ text }} rlike '^[0-9]{4}/[0-9]{2}/[0-9]{2}$' then to_timestamp_ntz({{ text }}, 'yyyy/MM/dd')
+        when {{ text }} rlike '^[0-9]{2}[.][0-9]{2}[.][0-9]{4}$' then to_timestamp_ntz({{ text }}, 'dd.MM.yyyy')
     end
 {%- endmacro %}
 
@@ -67,6 +76,10 @@
 {%- endmacro %}
 
 {% macro duckdb__try_cast_to(expr, data_type) -%}
+    try_cast({{ expr }} as {{ data_type }})
+{%- endmacro %}
+
+{% macro spark__try_cast_to(expr, data_type) -%}
     try_cast({{ expr }} as {{ data_type }})
 {%- endmacro %}
 

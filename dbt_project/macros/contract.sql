@@ -58,7 +58,7 @@
     {%- elif check == 'not_before_earliest' -%} {{ typed }} < {{ earliest_date() }}
     {%- elif check == 'known_customer' -%} customers_lookup.customer_id is null
     {%- elif check == 'not_before_customer_created' -%}
-        {{ typed }} < {{ dbt.dateadd('day', -1 * (var('created_at_tolerance_days') | int), 'customers_lookup.created_at') }}
+        {{ typed }} < {{ add_days('customers_lookup.created_at', -1 * (var('created_at_tolerance_days') | int)) }}
     {%- elif check == 'no_conflicting_duplicates' -%} conflicting_keys.{{ key }} is not null
     {%- else -%}{{ exceptions.raise_compiler_error("contract: unknown check " ~ check) }}
     {%- endif -%}
@@ -179,7 +179,7 @@ checked as (
         parsed.*,
         case
             {%- for rule in row_rules %}
-            when {{ contract_breaks(rule, columns, key) }} then '{{ rule["reason"] | replace("'", "''") }}'
+            when {{ contract_breaks(rule, columns, key) }} then '{{ escape_single_quotes(rule["reason"]) }}'
             {%- endfor %}
         end as reject_reason
 
@@ -228,7 +228,7 @@ select
         checked.reject_reason
         {%- for rule in outlier_rules %}
         {%- set value = contract_alias(columns, rule['column']) %},
-        case when checked.{{ value }} > {{ value }}_bound.bound then '{{ rule["reason"] | replace("'", "''") }}' end
+        case when checked.{{ value }} > {{ value }}_bound.bound then '{{ escape_single_quotes(rule["reason"]) }}' end
         {%- endfor %}
     ) as reject_reason
     {%- else %}

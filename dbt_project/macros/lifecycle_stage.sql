@@ -16,7 +16,7 @@
         when {{ recency_days }} > 180 then 'lapsed'
         when {{ first_purchase_days }} <= 90 then 'new'
         when {{ frequency }} > 0 and {{ recency_days }} > 90
-             and {{ recency_days }} > 2.0 * {{ btyd_recency_days }} / {{ frequency }} then 'at risk'
+             and {{ recency_days }} > {{ ratio('2 * ' ~ btyd_recency_days, frequency) }} then 'at risk'
         when {{ frequency }} >= 4 and {{ orders_last_365d }} >= 2 then 'loyal'
         when {{ frequency }} >= 1 then 'repeat'
         else 'active'

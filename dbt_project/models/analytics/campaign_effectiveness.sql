@@ -53,7 +53,7 @@ revenue as (
     inner join orders
         on orders.customer_id = reached.customer_id
         and orders.ordered_at >= reached.first_response_at
-        and orders.ordered_at < {{ dbt.dateadd('day', var('response_window_days'), 'reached.first_response_at') }}
+        and orders.ordered_at < {{ add_days('reached.first_response_at', var('response_window_days')) }}
     group by reached.campaign_id, reached.customer_id
 
 ),
@@ -100,7 +100,7 @@ final as (
         by_segment.segment = 'All customers' as is_campaign_total,
         cast(by_segment.reach as {{ dbt.type_bigint() }}) as reach,
         cast(by_segment.responders as {{ dbt.type_bigint() }}) as responders,
-        by_segment.responders * 1.0 / by_segment.reach as response_rate,
+        {{ ratio('by_segment.responders', 'by_segment.reach') }} as response_rate,
         cast(by_segment.revenue as double) as revenue_after_response,
         case when by_segment.responders > 0 then by_segment.revenue / by_segment.responders end
             as revenue_per_responder,

@@ -61,7 +61,7 @@ final as (
         cast(customers as {{ dbt.type_bigint() }}) as customers,
         cast(sum(customers) over (partition by period_end, from_stage) as {{ dbt.type_bigint() }})
             as from_stage_customers,
-        customers * 1.0 / sum(customers) over (partition by period_end, from_stage) as conversion_rate,
+        {{ ratio('customers', 'sum(customers) over (partition by period_end, from_stage)') }} as conversion_rate,
         cast(sum(customers) over (partition by period_end, to_stage) as {{ dbt.type_bigint() }})
             as to_stage_customers,
         period_end = {{ as_of_date() }} as is_latest_period,

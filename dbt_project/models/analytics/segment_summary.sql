@@ -108,9 +108,8 @@ final as (
         totals.cut_type,
         totals.cut_value,
         cast(totals.customers as {{ dbt.type_bigint() }}) as customers,
-        totals.customers * 1.0 / sum(totals.customers) over (
-            partition by totals.segment_type, totals.cut_type, totals.cut_value
-        ) as share_of_customers,
+        {{ ratio('totals.customers', 'sum(totals.customers) over (
+            partition by totals.segment_type, totals.cut_type, totals.cut_value)') }} as share_of_customers,
         cast(totals.revenue_last_365d as double) as revenue_last_365d,
         cast(totals.total_clv as double) as total_clv,
         cast(totals.total_clv / totals.customers as double) as avg_clv,
@@ -120,7 +119,7 @@ final as (
         cast(
             case
                 when totals.total_clv > 0 then actions_ranked.action_clv / totals.total_clv
-                else actions_ranked.action_customers * 1.0 / totals.customers
+                else {{ ratio('actions_ranked.action_customers', 'totals.customers') }}
             end as double
         ) as recommended_action_clv_share,
         {{ as_of_date() }} as as_of_date,

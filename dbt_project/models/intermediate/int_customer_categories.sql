@@ -65,7 +65,7 @@ final as (
         n_orders,
         spend,
         last_ordered_at,
-        n_orders * 1.0 / sum(n_orders) over (partition by cutoff_date, customer_id) as order_share,
+        {{ ratio('n_orders', 'sum(n_orders) over (partition by cutoff_date, customer_id)') }} as order_share,
         row_number() over (
             partition by cutoff_date, customer_id order by n_orders desc, last_ordered_at desc, product_category
         ) as category_rank,

@@ -163,7 +163,7 @@ final as (
         case when with_campaigns.campaigns_touched > 0 then with_campaigns.campaigns_responded end
             as campaigns_responded,
         case when with_campaigns.campaigns_touched > 0
-             then with_campaigns.campaigns_responded * 1.0 / with_campaigns.campaigns_touched end
+             then {{ ratio('with_campaigns.campaigns_responded', 'with_campaigns.campaigns_touched') }} end
             as campaign_response_rate
 
     from with_campaigns

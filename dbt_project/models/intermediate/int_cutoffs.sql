@@ -20,7 +20,7 @@ final as (
 
     select
         cutoff_date,
-        {{ dbt.dateadd('day', 1, 'cutoff_date') }} as cutoff_end,
+        {{ add_days('cutoff_date', 1) }} as cutoff_end,
         cutoff_date = {{ as_of_date() }} as is_as_of
 
     from cutoffs

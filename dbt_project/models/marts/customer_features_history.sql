@@ -68,13 +68,14 @@ features as (
         orders.first_purchase_date,
         orders.last_purchase_date,
         {{ days_before('orders.last_purchase_date', 'customers.cutoff_date') }} as recency_days,
-        {{ dbt.datediff('orders.first_purchase_date', 'orders.last_purchase_date', 'day') }} as btyd_recency_days,
+        {{ days_between('orders.first_purchase_date', 'orders.last_purchase_date') }} as btyd_recency_days,
         {{ days_before('orders.first_purchase_date', 'customers.cutoff_date') }} as btyd_t_days,
         coalesce(orders.monetary_total, 0) as monetary_total,
         orders.monetary_mean,
         orders.repeat_spend_mean,
-        coalesce(orders.n_orders, 0) * 365.25
-            / greatest({{ days_before('customers.created_at', 'customers.cutoff_date') }}, 1) as purchase_rate_per_year,
+        {{ ratio('coalesce(orders.n_orders, 0) * 365.25',
+                 'greatest(' ~ days_before('customers.created_at', 'customers.cutoff_date') ~ ', 1)') }}
+            as purchase_rate_per_year,
         cast(coalesce(orders.n_cancelled, 0) as {{ dbt.type_bigint() }}) as n_cancelled,
         cast(coalesce(orders.n_refunded, 0) as {{ dbt.type_bigint() }}) as n_refunded,
         cast(coalesce(orders.orders_last_90d, 0) as {{ dbt.type_bigint() }}) as orders_last_90d,
@@ -83,8 +84,8 @@ features as (
         coalesce(orders.spend_prev_90d, 0) as spend_prev_90d,
         case
             when coalesce(orders.orders_last_90d, 0) + coalesce(orders.orders_prev_90d, 0) = 0 then 0.0
-            else (orders.orders_last_90d - orders.orders_prev_90d) * 1.0
-                 / (orders.orders_last_90d + orders.orders_prev_90d)
+            else {{ ratio('orders.orders_last_90d - orders.orders_prev_90d',
+                          'orders.orders_last_90d + orders.orders_prev_90d') }}
         end as order_trend,
         cast(coalesce(orders.orders_last_365d, 0) as {{ dbt.type_bigint() }}) as orders_last_365d,
         coalesce(orders.spend_last_365d, 0) as spend_last_365d,

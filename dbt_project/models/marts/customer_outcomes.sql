@@ -70,8 +70,8 @@ final as (
     select
         cutoff_date as as_of_date,
         customer_id,
-        {{ dbt.dateadd('day', var('churn_horizon_days'), 'cutoff_date') }} <= {{ as_of_date() }} as churn_window_complete,
-        {{ dbt.dateadd('day', var('value_window_days'), 'cutoff_date') }} <= {{ as_of_date() }} as value_window_complete,
+        {{ add_days('cutoff_date', var('churn_horizon_days')) }} <= {{ as_of_date() }} as churn_window_complete,
+        {{ add_days('cutoff_date', var('value_window_days')) }} <= {{ as_of_date() }} as value_window_complete,
         coalesce(orders_churn_window, 0) = 0 as churned,
         cast(coalesce(orders_churn_window, 0) as {{ dbt.type_bigint() }}) as orders_churn_window,
         cast(coalesce(orders_value_window, 0) as {{ dbt.type_bigint() }}) as orders_value_window,
