@@ -145,7 +145,7 @@ readme: $(RUN_STAMP) sample  ## regenerate README's example output and model tab
 manifest: $(RUN_STAMP)  ## (re)build the dbt manifest
 	$(BIN)/crm-potential manifest
 
-bench: $(STAMP)  ## benchmark the nightly job, 5k-1M and once at 10M: 2-3 hours (writes bench/results.md)
+bench: $(STAMP) $(SPARK_STAMP) java  ## benchmark the nightly job, 5k-1M, once at 10M, dbt on Spark: 3 hours (writes bench/results.md)
 	$(BIN)/python bench/run_bench.py --clean
 
 bench-models: $(STAMP)  ## real-data benchmark on CDNOW (writes bench/results.md)

@@ -8,6 +8,9 @@ Sections (``--only NAME`` to run one):
 * ``scale``: one run at 10,000,000 customers (``--scale-size``; generated in shards straight to Parquet) against
   the largest pipeline size measured in the same process, per stage, with the growth per 10x
   (``scale_section`` in ``bench/pipeline_bench.py``). About an hour on 2 cores: ``--skip scale`` leaves it out.
+* ``spark``: the whole dbt project on DuckDB against the same project on a local Spark session (dbt-spark,
+  ``local[2]``), at 100k and 1M customers (``bench/spark_bench.py``; needs ``.venv-spark``, which
+  ``make test-spark`` builds).
 * ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
   warehouse of the largest pipeline size (``bench/sample_bench.py``).
 * ``source``: the ingest step from Parquet files against a PostgreSQL database, full and incremental (1 % changed),
@@ -47,6 +50,7 @@ from ml.sample_data import GeneratorConfig, generate  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache"
 SCALE_SIZE = 10_000_000  # the scale section's one run (``--scale-size``)
+SPARK_SIZES = (100_000, 1_000_000)  # the spark section's sizes, those of --sizes among them
 RESULTS = ROOT / "bench" / "results.md"
 END = date(2026, 9, 30)
 
@@ -166,6 +170,12 @@ def section_scale(repeats: int, sizes: list[int]) -> list[str]:
     return scale_section(SCALE_SIZE, max(s for s in sizes if s < SCALE_SIZE), generated, CACHE / "work")
 
 
+def section_spark(repeats: int, sizes: list[int]) -> list[str]:
+    from bench.spark_bench import section
+
+    return section([s for s in sizes if s in SPARK_SIZES], repeats, generated, CACHE / "work" / "spark")
+
+
 def section_sample(repeats: int, sizes: list[int]) -> list[str]:
     from bench.pipeline_bench import run_once, warehouse_of
     from bench.sample_bench import section
@@ -187,7 +197,7 @@ def section_source(repeats: int, sizes: list[int]) -> list[str]:
     return section(size, repeats, generated, CACHE / "work" / "source")
 
 
-SECTIONS = {"pipeline": section_pipeline, "scale": section_scale, "btyd": section_btyd, "sample": section_sample, "source": section_source}
+SECTIONS = {"pipeline": section_pipeline, "scale": section_scale, "spark": section_spark, "btyd": section_btyd, "sample": section_sample, "source": section_source}
 HEADER = ["# Benchmark results", "",
           f"Written by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.", ""]
 MARKER = "<!-- section: {} -->"
