@@ -3,8 +3,9 @@
 One real nightly run of the small sample on DuckDB, with edge-case orders added to its raw orders and rebuilt by
 dbt, is the reference. Its dbt sources (the text the ingest loaded, the pseudonyms, the run's scores) are copied
 into a local Spark session's catalog, and the same dbt project is built there with dbt-spark (``--target spark``,
-the same vars): every model (contract, quarantine, staging, intermediate, marts, analytics) and every dbt test. Each model's table must then equal DuckDB's: the
-same columns with the same kinds of types, the same rows, floats within 1e-9 (relative).
+the same vars): every model (contract, quarantine, staging, intermediate, marts, analytics) and every dbt test.
+Each model's table must then equal DuckDB's: the same columns with the same kinds of types, the same rows, floats
+within 1e-9 (relative).
 
 Runs under ``make test-spark`` (the ``spark`` marker; ``.venv-spark`` holds pyspark and dbt-spark, Java 17 from
 Debian), not under ``make test``.
@@ -12,6 +13,7 @@ Debian), not under ``make test``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -44,7 +46,8 @@ def duckdb_run(small_sample, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
     require(_java_found(), "Java (a JDK or JRE 17)", "run `make test-spark`, which installs Debian's default-jre-headless")
-    pytest.importorskip("pyspark", reason="the spark extra: run `make test-spark`")
+    require(importlib.util.find_spec("pyspark") is not None, "pyspark (the spark extra)",
+            "run `make test-spark`, which installs it into .venv-spark")
     from orchestration.spark_session import local_session
 
     session = local_session(tmp_path_factory.mktemp("spark"), cores=2, shuffle_partitions=2)
