@@ -243,6 +243,7 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
 
 MEASURED: dict[int, list[RunMeasure]] = {}  # runs of this process by size: the scale section's baseline
 
+
 def _fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
@@ -325,7 +326,8 @@ def targets(measured: dict[int, dict[str, float]]) -> list[str]:
 # ---------------------------------------------------------------- one run at scale
 
 def half_the_memory() -> str:
-    """Half of this machine's memory as a DuckDB limit ("12GB" on 24 GiB)."""
+    """Half of this machine's memory as a DuckDB limit, in whole GB, rounded down ("11GB" here: 24 GiB of RAM, of
+    which the kernel reports a little less)."""
     return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**31}GB"
 
 

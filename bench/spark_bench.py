@@ -30,30 +30,21 @@ import json, os, sys, time
 from pathlib import Path
 engine, warehouse, work, dbt_vars = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
 sys.path.insert(0, os.getcwd())
+from orchestration.dbt_project import dbt_project
+from orchestration.spark_session import build_project, copy_sources, local_session
 timings = {}
 t0 = time.perf_counter()
 if engine == "spark":
-    import duckdb
-    from orchestration.spark_session import local_session
     spark = local_session(work / "spark", driver_memory="4g")
     timings["session"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with duckdb.connect(warehouse, read_only=True) as con:
-        for schema, table in (("raw", "customers"), ("raw", "orders"), ("raw", "interactions"), ("raw", "campaigns"),
-                              ("ops", "customer_pseudonyms"), ("scores", "customer_scores")):
-            spark.sql(f"create database if not exists {schema}")
-            data = con.sql(f'select * from "{schema}"."{table}"').to_arrow_table()
-            spark.createDataFrame(data).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{table}")
+    copy_sources(spark, warehouse, dbt_project.manifest_path)
     timings["copy sources"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-from dbt.cli.main import dbtRunner
-result = dbtRunner().invoke(["build", "--target", engine, "--project-dir", "dbt_project", "--profiles-dir", "dbt_project",
-                             "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
-                             "--vars", json.dumps(dbt_vars), "--quiet"])
+ok, results = build_project(engine, work / "target", dbt_vars)
 timings["dbt build"] = time.perf_counter() - t0
-results = json.loads((work / "target" / "run_results.json").read_text())["results"]
 bad = [r["unique_id"] for r in results if r["status"] not in ("success", "pass")]
-print(json.dumps({"timings": timings, "nodes": len(results), "failed": bad, "ok": bool(result.success)}))
+print(json.dumps({"timings": timings, "nodes": len(results), "failed": bad, "ok": ok}))
 """
 
 
@@ -72,7 +63,7 @@ def _build(engine: str, warehouse: Path, work: Path, dbt_vars: dict) -> dict:
 
 
 def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[str]:
-    from orchestration.dbt_project import step_target_path
+    from orchestration.dbt_project import run_vars
 
     lines = ["## dbt on DuckDB and on a local Spark session", "",
              "The whole dbt project (every model and test) on the sources of one real nightly run, with dbt-duckdb "
@@ -87,7 +78,7 @@ def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[
         print(f"spark: a nightly run at {size:,} customers for dbt's sources ...", flush=True)
         measure = run_once(generated(size), work_root / f"spark_run_{size}")
         warehouse = measure.work / "warehouse.duckdb"
-        dbt_vars = json.loads((step_target_path(warehouse, "dbt_models") / "run_results.json").read_text())["args"]["vars"]
+        dbt_vars = run_vars(warehouse)
         runs: dict[str, list[dict]] = {"duckdb": [], "spark": []}
         for i in range(repeats):
             for engine in runs:

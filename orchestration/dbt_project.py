@@ -127,3 +127,11 @@ def layer_seconds(warehouse_path: str | Path, step_name: str) -> dict[str, float
         layer = "tests" if unique_id.startswith("test.") else (fqn[1] if len(fqn) > 2 else "other")
         layers[layer] = layers.get(layer, 0.0) + float(result.get("execution_time") or 0.0)
     return {k: round(v, 3) for k, v in layers.items()}
+
+
+def run_vars(warehouse_path: str | Path, step_name: str = "dbt_models") -> dict:
+    """The vars a dbt step of the last run on this warehouse was given (its ``run_results.json``)."""
+    import json
+
+    results_path = step_target_path(warehouse_path, step_name) / "run_results.json"
+    return json.loads(results_path.read_text())["args"]["vars"]

@@ -51,3 +51,40 @@ def local_session(folder: Path | str, cores: int | None = None, driver_memory: s
     session = builder.enableHiveSupport().getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def dbt_sources(manifest: Path) -> list[tuple[str, str]]:
+    """(schema, table) of every dbt source the project reads (raw text, pseudonyms, the run's scores)."""
+    import json
+
+    return sorted((source["schema"], source["name"]) for source in json.loads(manifest.read_text())["sources"].values())
+
+
+def copy_sources(session, warehouse: Path | str, manifest: Path) -> list[tuple[str, str]]:
+    """The dbt sources of a DuckDB warehouse copied into the session's catalog as Parquet tables (replacing
+    them): what a Spark build of the project reads. Returns the tables copied."""
+    import duckdb
+
+    tables = dbt_sources(manifest)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        for schema, table in tables:
+            session.sql(f"create database if not exists {schema}")
+            data = con.sql(f'select * from "{schema}"."{table}"').to_arrow_table()
+            session.createDataFrame(data).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{table}")
+    return tables
+
+
+def build_project(target: str, target_path: Path, dbt_vars: dict) -> tuple[bool, list[dict]]:
+    """``dbt build`` of the whole project on a profile target (``duckdb`` or ``spark``), in this process:
+    (dbt's success, the run's results). Artifacts and logs go to ``target_path``."""
+    import json
+
+    from dbt.cli.main import dbtRunner
+
+    from orchestration.dbt_project import DBT_PROJECT_DIR
+
+    result = dbtRunner().invoke([
+        "build", "--target", target, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(target_path), "--log-path", str(target_path / "logs"), "--vars", json.dumps(dbt_vars),
+        "--quiet"])
+    return bool(result.success), json.loads((target_path / "run_results.json").read_text())["results"]

@@ -14,7 +14,6 @@ Debian), not under ``make test``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import shutil
 from pathlib import Path
@@ -55,13 +54,6 @@ def spark(tmp_path_factory):
     session.stop()
 
 
-def _dbt_vars(work: Path) -> dict:
-    from orchestration.dbt_project import step_target_path
-
-    results = json.loads((step_target_path(work / "warehouse.duckdb", "dbt_models") / "run_results.json").read_text())
-    return results["args"]["vars"]
-
-
 # Orders whose text tests the engines' parsers where they differ most: zones and offsets, the other date shapes,
 # texts one engine's cast would read and the contract refuses, odd numbers, and a date before the customer's
 # created_at (a reason with an apostrophe). (ordered_at, amount)
@@ -75,19 +67,15 @@ EDGE_ORDERS = [
 ]
 
 
-def _dbt(target: str, work_dir: Path, dbt_vars: dict) -> dict:
-    """``dbt build`` of the whole project, in this process; returns its run_results."""
-    from dbt.cli.main import dbtRunner
+def _dbt(target: str, work_dir: Path, dbt_vars: dict) -> list[dict]:
+    """``dbt build`` of the whole project on ``target``; every node must succeed. Returns the run's results."""
+    from orchestration.spark_session import build_project
 
-    result = dbtRunner().invoke([
-        "build", "--target", target, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
-        "--target-path", str(work_dir), "--log-path", str(work_dir / "logs"),
-        "--vars", json.dumps(dbt_vars), "--quiet"])
-    run_results = json.loads((work_dir / "run_results.json").read_text())
-    failed = [(r["unique_id"], r["status"], (r.get("message") or "")[:300]) for r in run_results["results"]
+    success, results = build_project(target, work_dir, dbt_vars)
+    failed = [(r["unique_id"], r["status"], (r.get("message") or "")[:300]) for r in results
               if r["status"] not in ("success", "pass")]
-    assert result.success and not failed, failed or result.exception
-    return run_results
+    assert success and not failed, failed
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +88,9 @@ def reference(duckdb_run, tmp_path_factory) -> tuple[Path, dict]:
         customer = con.execute("select min(customer_id) from raw.customers").fetchall()[0][0]
         con.executemany("insert into raw.orders values (?, ?, ?, ?, 'completed', 'EUR', 'home', '1', 'online', 'edge', ?)",
                         [(f"EDGE-{i:03d}", customer, at, amount, 900_000 + i) for i, (at, amount) in enumerate(EDGE_ORDERS)])
-    dbt_vars = {**_dbt_vars(duckdb_run), "warehouse_path": str(warehouse)}
+    from orchestration.dbt_project import run_vars
+
+    dbt_vars = {**run_vars(duckdb_run / "warehouse.duckdb"), "warehouse_path": str(warehouse)}
     _dbt("duckdb", folder / "target", dbt_vars)
     from orchestration.dbt_in_process import release_warehouse
 
@@ -109,20 +99,14 @@ def reference(duckdb_run, tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def spark_build(reference, spark, tmp_path_factory) -> dict:
+def spark_build(reference, spark, tmp_path_factory) -> list[dict]:
     """The reference's dbt sources (raw text, pseudonyms, the run's scores) copied into Spark, then the same
     ``dbt build`` on Spark."""
+    from orchestration.dbt_project import dbt_project
+    from orchestration.spark_session import copy_sources
+
     warehouse, dbt_vars = reference
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        tables = con.execute("select schema_name, table_name from duckdb_tables() "
-                             "where schema_name in ('raw', 'ops', 'scores') and table_name in "
-                             "('customers', 'orders', 'interactions', 'campaigns', 'customer_pseudonyms', "
-                             "'customer_scores')").fetchall()
-        for schema, table in tables:
-            spark.sql(f"create database if not exists {schema}")
-            data = con.sql(f'select * from "{schema}"."{table}"').to_arrow_table()
-            spark.createDataFrame(data).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{table}")
-    assert len(tables) == 6, tables
+    assert len(copy_sources(spark, warehouse, dbt_project.manifest_path)) == 6
     return _dbt("spark", tmp_path_factory.mktemp("spark_target"), dbt_vars)
 
 
@@ -156,10 +140,10 @@ def _same(a, b) -> bool:
 
 def test_every_model_built_on_spark_equals_duckdb(reference, spark, spark_build):
     # (schema, table) of every model, from Spark's relation names (`analytics`.`customer_scores`)
-    models = [tuple(r["relation_name"].replace("`", "").split(".")[-2:]) for r in spark_build["results"]
+    models = [tuple(r["relation_name"].replace("`", "").split(".")[-2:]) for r in spark_build
               if r["unique_id"].startswith("model.")]
     assert len(models) >= 25, models  # contract, quarantine, staging, intermediate, marts and analytics models
-    tests = [r for r in spark_build["results"] if r["unique_id"].startswith("test.")]
+    tests = [r for r in spark_build if r["unique_id"].startswith("test.")]
     assert len(tests) >= 50 and all(r["status"] == "pass" for r in tests)
 
     differences = []
