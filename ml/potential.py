@@ -120,24 +120,34 @@ def potential_drivers(parts: pd.DataFrame, features: pd.DataFrame, churn: np.nda
     return first + "; " + second
 
 
+def _lookup(keys, phrase) -> np.ndarray:
+    """``phrase(k)`` for each of ``keys``, one shared Python string per distinct key: a fixed-width text array
+    (``np.where`` over a list of strings) costs 4 bytes per character per customer, a string per row 50 bytes."""
+    codes, uniques = pd.factorize(pd.Series(keys), use_na_sentinel=False)
+    return np.array([phrase(k) for k in uniques] or [""], dtype=object)[codes]
+
+
+def _choose(condition: np.ndarray, yes: str, no: str) -> np.ndarray:
+    return np.array([no, yes], dtype=object)[np.asarray(condition, bool).astype(int)]
+
+
 def _headroom_words(sub: pd.DataFrame, up: np.ndarray) -> np.ndarray:
     """For each customer the part of the headroom that moves most in the score's direction, in words."""
     deviation = sub[list(HEADROOM_PARTS)] - sub[list(HEADROOM_PARTS)].mean()
     which = np.where(up, np.argmax(deviation.to_numpy(), axis=1), np.argmin(deviation.to_numpy(), axis=1))
     growth, trend = sub["growth"].to_numpy(), sub["trend"].to_numpy()
     sold = sub["n_sold"].iloc[0]
-    categories = [f"{n:.0f} of {sold:.0f} categories" for n in sub["n_categories"].to_numpy()]
-    spend = np.where(up, np.where(growth > 0, "expected to spend more than in the last year",
-                                  "spend expected to hold up better than most"),
-                     np.where(growth < 0, "expected to spend less than in the last year",
-                              "little spend growth expected"))
-    cross = np.array([f"buys in only {c}: room to cross-sell" if u else f"already buys in {c}"
-                      for c, u in zip(categories, up)], dtype=object)
-    engagement = np.where(up, np.where(trend > 0, "more orders and contacts lately than in the year before",
-                                       "orders and contacts holding steady"),
-                          np.where(trend < 0, "fewer orders and contacts lately than in the year before",
-                                   "no growth in orders and contacts lately"))
-    return np.choose(which, [spend.astype(object), cross, engagement.astype(object)])
+    n_categories = sub["n_categories"].to_numpy()
+    spend = np.where(up, _choose(growth > 0, "expected to spend more than in the last year",
+                                 "spend expected to hold up better than most"),
+                     _choose(growth < 0, "expected to spend less than in the last year", "little spend growth expected"))
+    cross = np.where(up, _lookup(n_categories, lambda n: f"buys in only {n:.0f} of {sold:.0f} categories: room to cross-sell"),
+                     _lookup(n_categories, lambda n: f"already buys in {n:.0f} of {sold:.0f} categories"))
+    engagement = np.where(up, _choose(trend > 0, "more orders and contacts lately than in the year before",
+                                      "orders and contacts holding steady"),
+                          _choose(trend < 0, "fewer orders and contacts lately than in the year before",
+                                  "no growth in orders and contacts lately"))
+    return np.choose(which, [spend, cross, engagement])
 
 
 def value_reasons(parts: pd.DataFrame, features: pd.DataFrame, scores: pd.DataFrame,
@@ -160,24 +170,24 @@ def value_reasons(parts: pd.DataFrame, features: pd.DataFrame, scores: pd.DataFr
     bottom = np.clip(np.ceil(100 * value - 1e-9), 1, 100).astype(int)
     churn_pct = np.clip(np.round(100 * churn), 0, 100).astype(int)
     yes, no = _consent(features)
-    channel = features["preferred_channel"]
-    reach_up = np.array([("marketing consent" + (f", prefers {c}" if isinstance(c, str) and c else "")) if known
-                         else "marketing consent not refused" for c, known in zip(channel.astype(object), yes)],
-                        dtype=object)
+    channel = features["preferred_channel"].astype(object).to_numpy()
+    channel = np.where([isinstance(c, str) and bool(c) for c in channel], channel, "")
+    reach_up = np.where(yes, _lookup(channel, lambda c: "marketing consent" + (f", prefers {c}" if c else "")),
+                        "marketing consent not refused")
     reach_down = np.where(no, "no marketing consent",
-                          np.where(yes, "no preferred channel known", "marketing consent unknown"))
+                          _choose(yes, "no preferred channel known", "marketing consent unknown"))
     words = np.column_stack([
-        np.where(up, [f"expected value in the top {k}%" for k in top],
-                 [f"expected value in the bottom {k}%" for k in bottom]).astype(object),
-        np.where(up, [f"churn risk only {k}%" for k in churn_pct],
-                 [f"churn risk {k}%" for k in churn_pct]).astype(object),
+        np.where(up, _lookup(top, "expected value in the top {}%".format),
+                 _lookup(bottom, "expected value in the bottom {}%".format)),
+        np.where(up, _lookup(churn_pct, "churn risk only {}%".format), _lookup(churn_pct, "churn risk {}%".format)),
         _headroom_words(headroom_parts(features, scores), up),
-        np.where(up, reach_up, reach_down.astype(object)),
+        np.where(up, reach_up, reach_down),
     ])
     signed = np.where(up[:, None], terms, -terms)  # the terms that point the score's way are positive
     order = np.argsort(-signed, axis=1, kind="stable")
     rows = np.arange(len(parts))
     first, second = order[:, 0], order[:, 1]
-    text = np.where(up, "above average: ", "below average: ").astype(object) + words[rows, first]
+    text = _choose(up, "above average: ", "below average: ") + words[rows, first]
     both = signed[rows, second] > 0
-    return np.where(both, text + "; " + words[rows, second], text)
+    text[both] = text[both] + "; " + words[rows[both], second[both]]
+    return text

@@ -59,6 +59,7 @@ ENV_VARS = {
     "serving_storage_version": "CRM_SERVING_STORAGE_VERSION",
     "export_parquet_dir": "CRM_EXPORT_PARQUET",
     "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
+    "models_duckdb_memory_limit": "CRM_MODELS_DUCKDB_MEMORY_LIMIT",
     "max_drift_psi": "CRM_MAX_DRIFT_PSI",
     "erase_file": "CRM_ERASE_FILE",
     "potential_weights": "CRM_POTENTIAL_WEIGHTS",
@@ -295,8 +296,14 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     duckdb_memory_limit: str = Field(
         default=_default("duckdb_memory_limit", "3GB"),
-        description="DuckDB memory limit for the pipeline's connections and dbt (the rest is left to pandas and "
-        "scikit-learn in the same process).",
+        description="DuckDB memory limit for dbt and the SQL steps (ingest, checks, publish). At about ten "
+        "million customers the contract step needs more: about half the machine's memory.",
+    )
+    models_duckdb_memory_limit: str = Field(
+        default=_default("models_duckdb_memory_limit", "2GB"),
+        description="DuckDB memory limit in the model and scoring steps, whose pandas frames share the process "
+        "with DuckDB's cache (DuckDB keeps what it read cached up to its limit, so a large limit here leaves "
+        "the models less room).",
     )
     max_drift_psi: float = Field(
         default=_default("max_drift_psi", 0.5),
@@ -651,14 +658,16 @@ class PipelineSettings(dg.ConfigurableResource):
         return Path(self.warehouse_path).resolve().parent / "reports"
 
     @contextmanager
-    def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def warehouse(self, *, for_models: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-write connection to the warehouse, closed even when the body raises.
 
         DuckDB allows one writing process per file and dbt runs as a subprocess, so no connection may
         outlive the step that opened it (dagster-duckdb's resource leaks its connection on errors).
+        ``for_models``: the model and scoring steps' connection, with ``models_duckdb_memory_limit``.
         """
+        limit = self.models_duckdb_memory_limit if for_models else self.duckdb_memory_limit
         with private_files(self.warehouse_path, self.serving_file, extra_files=(self.pseudonym_key_file,)):
-            con = duckdb.connect(self.warehouse_path, config={"memory_limit": self.duckdb_memory_limit})
+            con = duckdb.connect(self.warehouse_path, config={"memory_limit": limit})
             try:
                 yield con
             finally:

@@ -74,3 +74,16 @@ def test_cli_rejects_an_unknown_time_zone_with_exit_2(capsys, tmp_path, monkeypa
     monkeypatch.setenv("CRM_TIMEZONE", "Europe/Atlantis")
     assert main(["run", "--source", str(tmp_path)]) == 2
     assert "timezone (CRM_TIMEZONE) must be an IANA time zone name such as UTC or Europe/Berlin" in capsys.readouterr().err
+
+
+def test_model_steps_connect_with_their_own_duckdb_memory_limit(monkeypatch, tmp_path):
+    """DuckDB caches what it read up to its limit: the model steps' connection gets the smaller, separate limit,
+    so a limit raised for dbt does not take the models' room."""
+    monkeypatch.setenv("CRM_DUCKDB_MEMORY_LIMIT", "5GB")
+    monkeypatch.setenv("CRM_MODELS_DUCKDB_MEMORY_LIMIT", "700MB")
+    settings = PipelineSettings.from_env(warehouse_path=str(tmp_path / "w.duckdb"))
+    limits = {}
+    for for_models in (False, True):
+        with settings.warehouse(for_models=for_models) as con:
+            limits[for_models] = con.execute("select current_setting('memory_limit')").fetchone()[0]
+    assert limits[False].startswith("4.6") and limits[True].startswith("667"), limits

@@ -32,7 +32,7 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
 
     # the model threads (CRM_MODEL_THREADS, ml/threads.py) for the back-test's predictions too; training and
     # scoring set them themselves
-    with settings.warehouse() as con, model_threads():
+    with settings.warehouse(for_models=True) as con, model_threads():
         windows = settings.run_windows(con, context.run_id)
         value = con.sql("select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value"
                         ).to_arrow_table().to_pandas()
@@ -48,7 +48,7 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
     release_memory()
     result = outcome.predictions
     model_version = str(result.churn_model.iloc[0]) if len(result) else "none"
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         con.register("churn_df", result)
         con.execute("create or replace table scores.customer_churn as select * from churn_df")
         con.unregister("churn_df")

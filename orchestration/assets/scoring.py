@@ -35,7 +35,7 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
 
     release_memory()
     rules = settings.scoring_rules()
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         windows = settings.run_windows(con, context.run_id)
         as_of = windows.as_of
         columns = ", ".join(FEATURE_COLUMNS)
@@ -52,7 +52,7 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
                                     pseudonyms=keys, previous=previous, rules=rules)
     del features, value, churn, keys, categories
     release_memory()
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         con.execute("create schema if not exists scores")
         con.register("scores_df", scores)
         con.execute("create or replace table scores.customer_scores as select * from scores_df")
@@ -91,7 +91,7 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
                                   summary_markdown)
 
     as_of, cutoff = windows.as_of, windows.churn_test
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         known = con.execute("select count(*) from intermediate.int_cutoffs where cutoff_date = ?",
                             [cutoff]).fetchall()[0][0]
         if known:
@@ -111,7 +111,7 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
             why = f"no customer known at {cutoff} bought a categorised product in ({cutoff}, {as_of}]"
         else:
             rows = performance_rows(metrics, run_id=context.run_id, as_of=as_of, cutoff=cutoff)
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         ensure_ops_tables(con)
         con.execute("delete from ops.model_performance where run_id = ? and task = ?", [context.run_id, TASK])
         if rows:

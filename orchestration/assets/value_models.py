@@ -50,7 +50,7 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
     from ml.value_models import LEARNED_MODEL, NAIVE_MODEL, run_value_models, value_card_markdown
 
     release_memory()
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         windows = settings.run_windows(con, context.run_id)
         data = CutoffData(con)
         context.log.info(f"value models: {data.count(windows.as_of):,} customers at {windows.as_of}")
@@ -82,7 +82,7 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
         plot_paths["spend_by_decile"] = plots.spend_by_decile(
             result.backtest, models, result.champion, report_dir / "spend_by_decile.png")
 
-    with settings.warehouse() as con:
+    with settings.warehouse(for_models=True) as con:
         con.execute("create schema if not exists scores")
         con.register("value_df", result.predictions)
         con.execute("create or replace table scores.customer_value as select * from value_df")
