@@ -338,7 +338,8 @@ def scale_section(size: int, baseline: int, generated, work_root: Path, memory_l
 
     The large run gets ``CRM_DUCKDB_MEMORY_LIMIT=memory_limit`` (half the machine's memory by default): at the
     default 3GB, 10M customers stop in the contract step (DuckDB: "failed to allocate data", 2026-11-29), as a
-    user at that size would be told to raise it."""
+    user at that size would be told to raise it. The model steps keep their own, smaller limit
+    (``CRM_MODELS_DUCKDB_MEMORY_LIMIT``)."""
     memory_limit = memory_limit or half_the_memory()
     lines = [f"## At scale: {size:,} customers, one run", "",
              f"One `crm-potential run` at {size:,} customers (generated in shards of a million straight to Parquet) "
@@ -346,7 +347,8 @@ def scale_section(size: int, baseline: int, generated, work_root: Path, memory_l
              "runs when it ran, else one run). Growth = the larger run's figure / the baseline's. The larger run "
              f"has `CRM_DUCKDB_MEMORY_LIMIT={memory_limit}` (half this machine's memory): at the default 3GB, DuckDB "
              "stops in the contract step at 10M customers (\"failed to allocate data\"; the run fails with the "
-             "advice to raise it).", ""]
+             "advice to raise it). The model and scoring steps keep their own limit (`CRM_MODELS_DUCKDB_MEMORY_LIMIT`, "
+             "2GB by default): DuckDB keeps what it read cached up to its limit, beside the models' frames.", ""]
     if baseline not in MEASURED:
         print(f"scale: baseline run at {baseline:,} customers ...", flush=True)
         MEASURED[baseline] = [run_once(generated(baseline), work_root / f"run_{baseline}")]
