@@ -103,15 +103,13 @@ def potential_drivers(parts: pd.DataFrame, features: pd.DataFrame, churn: np.nda
     # every phrase is one of a few hundred: look them up as Python strings (no fixed-width text arrays)
     top_pct = np.clip(np.ceil(100 * (1 - parts["value"].to_numpy())), 1, 100).astype(int)
     churn_pct = np.clip(np.round(100 * np.asarray(churn, float)), 0, 100).astype(int)
-    percent = np.arange(101)
     yes, no = _consent(features)
     words = np.column_stack([
-        np.array([f"expected value in the top {k}%" for k in percent], dtype=object)[top_pct],
-        np.array([f"churn risk only {k}%" for k in percent], dtype=object)[churn_pct],
-        np.where(parts["headroom"].to_numpy() >= 0.6, "room to grow (spend, categories, engagement)",
-                 "little growth headroom").astype(object),
-        np.where(yes, "reachable with marketing consent",
-                 np.where(no, "no marketing consent", "consent unknown")).astype(object),
+        _lookup(top_pct, "expected value in the top {}%".format),
+        _lookup(churn_pct, "churn risk only {}%".format),
+        _choose(parts["headroom"].to_numpy() >= 0.6, "room to grow (spend, categories, engagement)",
+                "little growth headroom"),
+        np.where(yes, "reachable with marketing consent", _choose(no, "no marketing consent", "consent unknown")),
     ])
     contribution = parts[list(PARTS)].to_numpy() * np.array([weights.get(p, 0.0) for p in PARTS])
     order = np.argsort(-contribution, axis=1, kind="stable")
