@@ -168,9 +168,8 @@ def value_reasons(parts: pd.DataFrame, features: pd.DataFrame, scores: pd.DataFr
     bottom = np.clip(np.ceil(100 * value - 1e-9), 1, 100).astype(int)
     churn_pct = np.clip(np.round(100 * churn), 0, 100).astype(int)
     yes, no = _consent(features)
-    channel = features["preferred_channel"].astype(object).to_numpy()
-    channel = np.where([isinstance(c, str) and bool(c) for c in channel], channel, "")
-    reach_up = np.where(yes, _lookup(channel, lambda c: "marketing consent" + (f", prefers {c}" if c else "")),
+    reach_up = np.where(yes, _lookup(features["preferred_channel"].astype(object),
+                                     lambda c: "marketing consent" + (f", prefers {c}" if isinstance(c, str) and c else "")),
                         "marketing consent not refused")
     reach_down = np.where(no, "no marketing consent",
                           _choose(yes, "no preferred channel known", "marketing consent unknown"))
