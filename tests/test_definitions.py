@@ -149,8 +149,10 @@ def test_loading_the_definitions_never_parses_dbt_nor_loads_the_model_libraries(
             dbt_project.prepare_if_dev()
         finally:
             started_here = _watching.pop()
-        assert [cmd for cmd in started_here if "dbt" in cmd and "parse" in cmd]  # the hook does see a parse
-        assert manifest.stat().st_mtime > old and not manifest_is_stale()
+        # under `dagster dev` the stale manifest is fresh afterwards. Another worker's fixture may see it stale in the
+        # same instant and parse first: then this process waits on the update guard and finds it fresh, parsing nothing
+        # (so a parse in this process is not required: the manifest's freshness is what `dagster dev` needs)
+        assert manifest.stat().st_mtime > old and not manifest_is_stale(), started_here
     finally:
         if manifest.stat().st_mtime == old:
             os.utime(manifest, (stat.st_atime, stat.st_mtime))
