@@ -26,6 +26,7 @@ Two baselines on the same customers:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -45,12 +46,49 @@ CLUSTER_COLUMNS = ["customer_id", "monetary_total", "n_orders", "recency_days", 
 _CATEGORY_COLUMNS = {"customer_id", "product_category", "n_orders", "last_ordered_at"}
 
 
-def category_probabilities(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.DataFrame,
-                           as_of: date) -> tuple[np.ndarray, np.ndarray]:
-    """The category names (sorted) and the blended probabilities, one row per customer of ``customer_ids``
-    and one column per name (see the module docstring). ``categories`` must not be empty."""
+@dataclass
+class CategoryMix:
+    """The peers' side of the blend: category names (sorted) and the own-history weights summed per behavioural
+    cluster (row c: cluster c) over every customer. Built once over all customers (``add`` may take them batch by
+    batch), then used to predict for any subset of them (``category_probabilities(..., mix=)``)."""
+
+    names: np.ndarray
+    by_cluster: np.ndarray = field(init=False)
+    overall: np.ndarray = field(init=False)  # summed over every customer
+
+    def __post_init__(self) -> None:
+        self.by_cluster = np.zeros((0, len(self.names)))
+        self.overall = np.zeros(len(self.names))
+
+    def add(self, customer_ids: pd.Series, clusters: np.ndarray, categories: pd.DataFrame, as_of: date) -> None:
+        own, _ = _own_weights(customer_ids, categories, self.names, as_of)
+        clusters = np.asarray(clusters, dtype=np.int64)
+        size = max(len(self.by_cluster), int(clusters.max()) + 1 if len(clusters) else 0)
+        if size > len(self.by_cluster):
+            grown = np.zeros((size, len(self.names)))
+            grown[:len(self.by_cluster)] = self.by_cluster
+            self.by_cluster = grown
+        for c in np.unique(clusters):
+            self.by_cluster[c] += own[clusters == c].sum(axis=0)
+        self.overall = self.overall + own.sum(axis=0)
+
+    def peers(self, clusters: np.ndarray) -> np.ndarray:
+        """Each customer's cluster mix (every cluster without purchases: the mix over all customers)."""
+        overall = self.overall / self.overall.sum()
+        totals = self.by_cluster.sum(axis=1, keepdims=True)
+        mixes = np.where(totals > 0, self.by_cluster / np.where(totals > 0, totals, 1), overall)
+        return mixes[np.asarray(clusters, dtype=np.int64)]
+
+
+def category_names(categories: pd.DataFrame) -> np.ndarray:
+    return np.array(sorted(categories["product_category"].astype(str).unique()), dtype=object)
+
+
+def _own_weights(customer_ids: pd.Series, categories: pd.DataFrame, names: np.ndarray,
+                 as_of: date) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer of ``customer_ids``: the recency-weighted orders per category (one column per name) and the
+    number of categorised orders; rows of ``categories`` for other customers are left out."""
     n = len(customer_ids)
-    names = np.array(sorted(categories["product_category"].astype(str).unique()), dtype=object)
     position = pd.Index(customer_ids.astype(str)).get_indexer(categories["customer_id"].astype(str))
     known = position >= 0
     cats = categories.loc[known]
@@ -61,19 +99,22 @@ def category_probabilities(customer_ids: pd.Series, clusters: np.ndarray, catego
     k = len(names)
     own = np.bincount(row * k + col, weights=weight, minlength=n * k).reshape(n, k)
     orders = np.bincount(row, weights=cats["n_orders"].to_numpy(float), minlength=n)
+    return own, orders
+
+
+def category_probabilities(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.DataFrame,
+                           as_of: date, mix: CategoryMix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The category names (sorted) and the blended probabilities, one row per customer of ``customer_ids``
+    and one column per name (see the module docstring). ``categories`` must not be empty unless ``mix`` (built
+    over all customers) is given; without it the peers are the customers of ``customer_ids``."""
+    if mix is None:
+        mix = CategoryMix(category_names(categories))
+        mix.add(customer_ids, clusters, categories, as_of)
+    own, orders = _own_weights(customer_ids, categories, mix.names, as_of)
     totals = own.sum(axis=1, keepdims=True)
     own_share = np.divide(own, totals, out=np.zeros_like(own), where=totals > 0)
-
-    clusters = np.asarray(clusters)
-    peers = np.zeros_like(own)
-    overall = own.sum(axis=0)
-    overall = overall / overall.sum()
-    for c in np.unique(clusters):
-        members = clusters == c
-        mix = own[members].sum(axis=0)
-        peers[members] = mix / mix.sum() if mix.sum() > 0 else overall
     a = (orders / (orders + PRIOR_ORDERS))[:, None]
-    return names, a * own_share + (1 - a) * peers
+    return mix.names, a * own_share + (1 - a) * mix.peers(clusters)
 
 
 def ranked(p: np.ndarray, top_k: int) -> np.ndarray:
@@ -83,7 +124,7 @@ def ranked(p: np.ndarray, top_k: int) -> np.ndarray:
 
 
 def next_category(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.DataFrame,
-                  as_of: date, top_k: int = 1) -> pd.DataFrame:
+                  as_of: date, top_k: int = 1, mix: CategoryMix | None = None) -> pd.DataFrame:
     """``categories``: one row per customer and category bought (``customer_id``, ``product_category``,
     ``n_orders``, ``last_ordered_at``) as of ``as_of``. Returns ``next_category`` and
     ``next_category_probability`` aligned with ``customer_ids`` (null category when nothing was ever sold);
@@ -92,13 +133,13 @@ def next_category(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     n = len(customer_ids)
-    if categories.empty:
+    if (mix is None and categories.empty) or (mix is not None and len(mix.names) == 0):
         out = pd.DataFrame({"next_category": pd.Series([None] * n, dtype=object),
                             "next_category_probability": np.full(n, np.nan)})
         if top_k > 1:
             out["next_categories"] = pd.Series([()] * n, dtype=object)
         return out
-    names, p = category_probabilities(customer_ids, clusters, categories, as_of)
+    names, p = category_probabilities(customer_ids, clusters, categories, as_of, mix)
     best = p.argmax(axis=1)
     out = pd.DataFrame({"next_category": names[best], "next_category_probability": p[np.arange(n), best]})
     if top_k > 1:
@@ -175,8 +216,8 @@ def backtest_next_category(categories_at_cutoff: pd.DataFrame, categories_now: p
     if len(evaluated) == 0:
         return empty
     top_k = max(HIT_AT)
-    vocab = np.array(sorted(set(categories_at_cutoff["product_category"].astype(str))
-                            | set(bought["product_category"])), dtype=object)
+    vocab = np.array(sorted(set(categories_at_cutoff["product_category"].astype(str).unique())
+                            | set(bought["product_category"].unique())), dtype=object)
     eval_row = np.searchsorted(evaluated, ids.get_indexer(bought["customer_id"]))
     bought_codes = eval_row * len(vocab) + np.searchsorted(vocab, bought["product_category"].to_numpy(dtype=object))
 

@@ -20,6 +20,8 @@ exactly into one term per part, ``100 * sum_k w_k (part_k - mean_k) / sum_k w_k`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -77,12 +79,13 @@ def headroom_parts(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame
     }, index=features.index)
 
 
-def potential_parts(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """The four parts (0..1) per customer; ``features`` and ``scores`` are aligned row by row."""
+def potential_parts(features: pd.DataFrame, scores: pd.DataFrame, sub: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The four parts (0..1) per customer; ``features``, ``scores`` and ``sub`` (``headroom_parts``, computed
+    here when not given) are aligned row by row."""
     clv = scores["clv"].astype(float)
     value = clv.rank(method="average", pct=True).to_numpy()
     retention = 1 - scores["churn_probability"].to_numpy(float)
-    sub = headroom_parts(features, scores)
+    sub = headroom_parts(features, scores) if sub is None else sub
     headroom = ((sub["spend_growth"] + sub["cross_sell_room"] + sub["engagement"]) / 3).to_numpy()
     yes, no = _consent(features)
     consent_factor = np.where(yes, 1.0, np.where(no, 0.0, 0.5))
@@ -129,9 +132,23 @@ def _choose(condition: np.ndarray, yes: str, no: str) -> np.ndarray:
     return np.array([no, yes], dtype=object)[np.asarray(condition, bool).astype(int)]
 
 
-def _headroom_words(sub: pd.DataFrame, up: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Population:
+    """What ``value_reasons`` measures a customer against: every customer's mean of each part and of each
+    headroom part, and their number. Taken over all customers, so reasons can be written batch by batch."""
+
+    part_means: pd.Series
+    headroom_means: pd.Series
+    n: int
+
+    @classmethod
+    def of(cls, parts: pd.DataFrame, sub: pd.DataFrame) -> Population:
+        return cls(parts[list(PARTS)].mean(), sub[list(HEADROOM_PARTS)].mean(), len(parts))
+
+
+def _headroom_words(sub: pd.DataFrame, up: np.ndarray, means: pd.Series) -> np.ndarray:
     """For each customer the part of the headroom that moves most in the score's direction, in words."""
-    deviation = sub[list(HEADROOM_PARTS)] - sub[list(HEADROOM_PARTS)].mean()
+    deviation = sub[list(HEADROOM_PARTS)] - means
     which = np.where(up, np.argmax(deviation.to_numpy(), axis=1), np.argmin(deviation.to_numpy(), axis=1))
     growth, trend = sub["growth"].to_numpy(), sub["trend"].to_numpy()
     sold = sub["n_sold"].iloc[0]
@@ -149,22 +166,26 @@ def _headroom_words(sub: pd.DataFrame, up: np.ndarray) -> np.ndarray:
 
 
 def value_reasons(parts: pd.DataFrame, features: pd.DataFrame, scores: pd.DataFrame,
-                  weights: dict[str, float] = DEFAULT_WEIGHTS) -> np.ndarray:
+                  weights: dict[str, float] = DEFAULT_WEIGHTS, sub: pd.DataFrame | None = None,
+                  population: Population | None = None) -> np.ndarray:
     """The two things behind a high or low potential score, in words, e.g. ``above average: expected value in
     the top 3%; churn risk only 4%`` or ``below average: churn risk 97%; no marketing consent``.
 
     The score's distance from the mean score is the sum of one term per part, ``w_k (part_k - mean_k)``;
     a score at or above the mean is explained by its two largest positive terms, one below by its two most
     negative ones (only one where a single part points that way). The headroom is named by the one of its
-    three parts that moves most the same way. ``parts``, ``features`` and ``scores`` (``clv``,
-    ``churn_probability``, ``expected_spend``) are aligned row by row."""
+    three parts that moves most the same way. ``parts``, ``features``, ``scores`` (``clv``,
+    ``churn_probability``, ``expected_spend``) and ``sub`` (``headroom_parts``) are aligned row by row; ``sub``
+    and ``population`` are computed from them when not given (then they must be every customer)."""
     if parts.empty:
         return np.array([], dtype=object)
+    sub = headroom_parts(features, scores) if sub is None else sub
+    population = Population.of(parts, sub) if population is None else population
     w = np.array([weights.get(p, 0.0) for p in PARTS])
-    terms = (parts[list(PARTS)] - parts[list(PARTS)].mean()).to_numpy() * w
+    terms = (parts[list(PARTS)] - population.part_means).to_numpy() * w
     up = terms.sum(axis=1) >= 0
     value, churn = parts["value"].to_numpy(), scores["churn_probability"].to_numpy(float)
-    top = np.clip(np.ceil(100 * (1 - value + 1 / len(value)) - 1e-9), 1, 100).astype(int)  # best of n: top 100/n %
+    top = np.clip(np.ceil(100 * (1 - value + 1 / population.n) - 1e-9), 1, 100).astype(int)  # best of n: top 100/n %
     bottom = np.clip(np.ceil(100 * value - 1e-9), 1, 100).astype(int)
     churn_pct = np.clip(np.round(100 * churn), 0, 100).astype(int)
     yes, no = _consent(features)
@@ -177,7 +198,7 @@ def value_reasons(parts: pd.DataFrame, features: pd.DataFrame, scores: pd.DataFr
         np.where(up, _lookup(top, "expected value in the top {}%".format),
                  _lookup(bottom, "expected value in the bottom {}%".format)),
         np.where(up, _lookup(churn_pct, "churn risk only {}%".format), _lookup(churn_pct, "churn risk {}%".format)),
-        _headroom_words(headroom_parts(features, scores), up),
+        _headroom_words(sub, up, population.headroom_means),
         np.where(up, reach_up, reach_down),
     ])
     signed = np.where(up[:, None], terms, -terms)  # the terms that point the score's way are positive

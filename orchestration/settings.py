@@ -60,6 +60,7 @@ ENV_VARS = {
     "export_parquet_dir": "CRM_EXPORT_PARQUET",
     "duckdb_memory_limit": "CRM_DUCKDB_MEMORY_LIMIT",
     "models_duckdb_memory_limit": "CRM_MODELS_DUCKDB_MEMORY_LIMIT",
+    "scoring_batch_rows": "CRM_SCORING_BATCH_ROWS",
     "max_drift_psi": "CRM_MAX_DRIFT_PSI",
     "erase_file": "CRM_ERASE_FILE",
     "potential_weights": "CRM_POTENTIAL_WEIGHTS",
@@ -135,7 +136,7 @@ _NUMERIC = {"churn_horizon_days": int, "clv_horizon_days": int, "dbt_threads": i
             "serving_versions": int, "max_drift_psi": float, "created_at_tolerance_days": int,
             "amount_outlier_factor": float, "max_outlier_share": float, "max_source_age_days": int,
             "block_source_age_days": int, "history_days": int, "history_months": int,
-            "smtp_port": int}
+            "smtp_port": int, "scoring_batch_rows": int, "min_buyer_share": float, "response_window_days": int}
 
 
 def env_values() -> dict:
@@ -304,6 +305,12 @@ class PipelineSettings(dg.ConfigurableResource):
         description="DuckDB memory limit in the model and scoring steps, whose pandas frames share the process "
         "with DuckDB's cache (DuckDB keeps what it read cached up to its limit, so a large limit here leaves "
         "the models less room).",
+    )
+    scoring_batch_rows: int = Field(
+        default=_default("scoring_batch_rows", 500_000), gt=0,
+        description="Customers whose per-customer texts (reasons, actions, next category) the scoring step writes "
+        "at a time. The whole-population figures (percentiles, ranks, tiers, clusters) are computed over everyone "
+        "first, so the scores do not depend on it; smaller batches use less memory.",
     )
     max_drift_psi: float = Field(
         default=_default("max_drift_psi", 0.5),

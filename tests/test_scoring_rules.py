@@ -128,3 +128,52 @@ def test_scoring_reads_only_its_feature_columns_and_scores_the_same(two_publicat
     full, _ = score_customers(every, value, churn, run_id="r", categories=categories)
     narrow, _ = score_customers(every[FEATURE_COLUMNS], value, churn, run_id="r", categories=categories)
     pd.testing.assert_frame_equal(full, narrow)
+
+
+@pytest.mark.slow
+def test_the_scoring_step_writes_the_same_scores_in_batches(two_publications, tmp_path):
+    """The scoring step computes every percentile, rank, tier and cluster over all customers, then writes the
+    per-customer columns batch by batch, reading each batch's reasons, keys, categories and last publication's
+    segments by customer_id range: on a copy of a real run, batches of 257 customers write the run's scores."""
+    import shutil
+
+    import dagster as dg
+    import duckdb
+
+    from ml.scoring import PREVIOUS, score_customers
+    from orchestration.assets.scoring import customer_scores
+    from orchestration.settings import PipelineSettings
+
+    work, _, second = two_publications
+    for name in ("warehouse.duckdb", "serving.duckdb"):
+        shutil.copy2(work / name, tmp_path / name)
+    settings = PipelineSettings(warehouse_path=str(tmp_path / "warehouse.duckdb"),
+                                serving_path=str(tmp_path / "serving.duckdb"), scoring_batch_rows=257)
+    result = dg.materialize([customer_scores], resources={"settings": settings},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    query = "select * exclude (run_id) from scores.customer_scores order by customer_id"
+    with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
+        published = con.sql(query).df()
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        batched = con.sql(query).df()
+        assert con.sql("select count(*) from information_schema.tables "
+                       "where table_name = 'customer_scores__next'").fetchall() == [(0,)]
+    assert len(published) > 4 * 257
+    previous = [f"previous_{k}" for k in PREVIOUS]
+    pd.testing.assert_frame_equal(batched.drop(columns=previous), published.drop(columns=previous))
+    # last night's segments come from the publication: here the very run these scores came from
+    for k in PREVIOUS:
+        assert batched[f"previous_{k}"].astype(object).tolist() == published[k].astype(object).tolist(), k
+
+    # the function alone: batches of 199 give the frame one batch gives
+    with duckdb.connect(str(work / "warehouse.duckdb"), read_only=True) as con:
+        inputs = dict(features=con.sql("select * from marts.customer_features").df(),
+                      value=con.sql("select * from scores.customer_value").df(),
+                      churn=con.sql("select * from scores.customer_churn").df())
+        categories = con.execute("select customer_id, product_category, n_orders, last_ordered_at from "
+                                 "intermediate.int_customer_categories where cutoff_date = ?",
+                                 [inputs["features"].as_of_date.iloc[0]]).df()
+    whole, _ = score_customers(**inputs, run_id=second, categories=categories)
+    parts, _ = score_customers(**inputs, run_id=second, categories=categories, batch_rows=199)
+    pd.testing.assert_frame_equal(whole, parts)

@@ -87,3 +87,18 @@ def test_model_steps_connect_with_their_own_duckdb_memory_limit(monkeypatch, tmp
         with settings.warehouse(for_models=for_models) as con:
             limits[for_models] = con.execute("select current_setting('memory_limit')").fetchone()[0]
     assert limits[False].startswith("4.6") and limits[True].startswith("667"), limits
+
+
+def test_every_number_setting_reads_from_its_environment_variable_as_a_number(monkeypatch):
+    """A new int or float setting must be parsed from its CRM_* variable as one (the field definitions read the
+    environment while the class is built, so the table of number fields is kept by hand: this catches a miss)."""
+    import typing
+
+    from orchestration.settings import ENV_VARS, env_values
+
+    numbers = {name: kind for name, field in PipelineSettings.model_fields.items() if name in ENV_VARS
+               for kind in [typing.get_origin(field.annotation) or field.annotation] if kind in (int, float)}
+    assert "scoring_batch_rows" in numbers and "max_drift_psi" in numbers
+    for name, kind in numbers.items():
+        monkeypatch.setenv(ENV_VARS[name], "7")
+        assert type(env_values()[name]) is kind, name

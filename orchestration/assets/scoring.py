@@ -3,6 +3,7 @@
 
 scikit-learn (clusters) is imported when the step runs (see ``value_models.py``)."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -31,7 +32,7 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
     "next category and next best action (see ml/scoring.py); the next-category back-test in model_performance.",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from ml.scoring import FEATURE_COLUMNS, score_customers
+    from ml.scoring import FEATURE_COLUMNS, PREVIOUS, Scorer
 
     release_memory()
     rules = settings.scoring_rules()
@@ -41,40 +42,118 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
         columns = ", ".join(FEATURE_COLUMNS)
         features = con.sql(f"select {columns} from marts.customer_features").to_arrow_table().to_pandas()
         value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
-        churn = con.sql("select * from scores.customer_churn").to_arrow_table().to_pandas()
-        keys = con.sql("select customer_id, customer_key from ops.customer_pseudonyms").to_arrow_table().to_pandas()
-        categories = con.sql(
-            "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories "
-            "where cutoff_date = ?", params=[as_of]).to_arrow_table().to_pandas()
-    # scored with the connection closed: DuckDB's cache of what was just read is not held meanwhile
-    previous = last_published_segments(settings.serving_file)
-    scores, facts = score_customers(features, value, churn, run_id=context.run_id, categories=categories,
-                                    pseudonyms=keys, previous=previous, rules=rules)
-    del features, value, churn, keys, categories
+        churn = con.sql("select * exclude (churn_reasons) from scores.customer_churn").to_arrow_table().to_pandas()
+        names = con.sql("select distinct product_category from intermediate.int_customer_categories "
+                        "where cutoff_date = ? order by 1", params=[as_of]).to_arrow_table().to_pandas()
+    # pass 1, with the connection closed: DuckDB's cache of what was just read is not held meanwhile
+    scorer = Scorer(features, value, churn, run_id=context.run_id, rules=rules)
+    del features, value, churn
     release_memory()
-    with settings.warehouse(for_models=True) as con:
+    step = settings.scoring_batch_rows
+    batches = [(start, min(start + step, len(scorer))) for start in range(0, len(scorer), step)]
+    names = names["product_category"].astype(str).to_numpy(dtype=object)
+    with settings.warehouse(for_models=True) as con, _serving(settings.serving_file) as serving:
+        def categories(start: int, stop: int) -> pd.DataFrame:
+            return _batch_rows(con, CATEGORIES, scorer, start, stop, as_of)
+
+        if len(batches) == 1:  # read once: learnt from and predicted for in the one batch
+            everyone = categories(*batches[0])
+            categories = lambda start, stop: everyone  # noqa: E731
+        for start, stop in batches:
+            scorer.learn_categories(categories(start, stop), names, start, stop)
         con.execute("create schema if not exists scores")
-        con.register("scores_df", scores)
-        con.execute("create or replace table scores.customer_scores as select * from scores_df")
-        con.unregister("scores_df")
-    context.log.info(f"scored {len(scores):,} customers; {facts['clusters_k']} behavioural clusters "
+        con.execute("drop table if exists scores.customer_scores__next")
+        for number, (start, stop) in enumerate(batches, 1):
+            part = scorer.batch(
+                start, stop,
+                churn_reasons=_batch_rows(con, "select customer_id, churn_reasons from scores.customer_churn",
+                                          scorer, start, stop),
+                categories=categories(start, stop),
+                pseudonyms=_batch_rows(con, "select customer_id, customer_key from ops.customer_pseudonyms",
+                                       scorer, start, stop),
+                previous=None if serving is None else _batch_rows(
+                    serving, f"select customer_id, {', '.join(PREVIOUS)} from customer_scores", scorer, start, stop))
+            con.register("scores_df", part)
+            con.execute("create table scores.customer_scores__next as select * from scores_df" if number == 1
+                        else "insert into scores.customer_scores__next select * from scores_df")
+            con.unregister("scores_df")
+            del part
+            if len(batches) > 1:
+                context.log.info(f"scores written for {stop:,} of {len(scorer):,} customers (batch {number} of "
+                                 f"{len(batches)})")
+        if not batches:  # no customer: an empty table with every column
+            con.register("scores_df", scorer.batch())
+            con.execute("create table scores.customer_scores__next as select * from scores_df")
+            con.unregister("scores_df")
+        con.execute("begin")
+        con.execute("drop table if exists scores.customer_scores")
+        con.execute("alter table scores.customer_scores__next rename to customer_scores")
+        con.execute("commit")
+        summary = _summary(con)
+    facts, n = scorer.facts, len(scorer)
+    del scorer
+    context.log.info(f"scored {n:,} customers; {facts['clusters_k']} behavioural clusters "
                      f"(silhouette {facts['clusters_silhouette']:.3f})")
     release_memory()
     backtest = next_category_backtest(context, settings, windows)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(scores),
-            "clv_model": str(scores["clv_model"].iloc[0]) if len(scores) else "",
-            "mean_churn_probability": float(scores["churn_probability"].mean()),
-            "total_clv": float(scores["clv"].sum()),
-            "tier_counts": dg.MetadataValue.json(scores["priority_tier"].value_counts().sort_index().to_dict()),
-            "action_counts": dg.MetadataValue.json(scores["next_best_action"].value_counts().to_dict()),
+            "dagster/row_count": n,
+            **summary,
             "clusters": dg.MetadataValue.json({str(k): v for k, v in facts["cluster_descriptions"].items()}),
             "clusters_silhouette": facts["clusters_silhouette"],
             "potential_weights": dg.MetadataValue.json(rules.weights),
             **backtest,
         }
     )
+
+
+CATEGORIES = "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories"
+
+
+def _batch_rows(con: duckdb.DuckDBPyConnection, select: str, scorer, start: int, stop: int,
+                as_of=None) -> pd.DataFrame:
+    """``select``'s rows for the customers ``start:stop`` of ``scorer`` (a range of ``customer_id``; DuckDB and
+    Python order text the same way, by code point), at ``as_of``'s cutoff when given."""
+    ids = scorer.customer_ids(start, stop)
+    where = " where customer_id between ? and ?" + (" and cutoff_date = ?" if as_of is not None else "")
+    params = [ids.iloc[0], ids.iloc[-1]] + ([as_of] if as_of is not None else [])
+    return con.sql(select + where, params=params).to_arrow_table().to_pandas()
+
+
+def _summary(con: duckdb.DuckDBPyConnection) -> dict:
+    """Asset metadata from the table just written."""
+    mean_churn, total_clv, model = con.execute(
+        "select avg(churn_probability), coalesce(sum(clv), 0), min(clv_model) from scores.customer_scores").fetchall()[0]
+    tiers = dict(con.execute("select priority_tier, count(*) from scores.customer_scores group by 1 "
+                             "order by 1").fetchall())
+    actions = dict(con.execute("select next_best_action, count(*) from scores.customer_scores group by 1 "
+                               "order by 2 desc, 1").fetchall())
+    return {"clv_model": model or "", "mean_churn_probability": float(mean_churn) if mean_churn is not None else
+            float("nan"), "total_clv": float(total_clv), "tier_counts": dg.MetadataValue.json(tiers),
+            "action_counts": dg.MetadataValue.json(actions)}
+
+
+@contextmanager
+def _serving(serving_file: Path):
+    """The current publication, read-only, for last night's segments (None before the first, or when it
+    predates those columns)."""
+    from ml.scoring import PREVIOUS
+
+    con = None
+    if Path(serving_file).exists():
+        try:
+            con = duckdb.connect(str(serving_file), read_only=True)
+            con.execute(f"select customer_id, {', '.join(PREVIOUS)} from customer_scores limit 0")
+        except duckdb.Error:  # a publication from before these columns existed
+            if con is not None:
+                con.close()
+            con = None
+    try:
+        yield con
+    finally:
+        if con is not None:
+            con.close()
 
 
 CATEGORIES_AT = ("select customer_id, product_category, n_orders, last_ordered_at, category_rank "
@@ -126,16 +205,3 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
                      + summary_markdown(metrics))
     return {"next_category_backtest": dg.MetadataValue.md(summary_markdown(metrics)),
             "next_category_beats_baselines": dg.MetadataValue.json(beats)}
-
-
-def last_published_segments(serving_file: Path) -> pd.DataFrame | None:
-    """Segments, stage, tier and rank per customer in the current publication (None before the first)."""
-    from ml.scoring import PREVIOUS
-
-    if not Path(serving_file).exists():
-        return None
-    try:
-        with duckdb.connect(str(serving_file), read_only=True) as con:
-            return con.sql(f"select customer_id, {', '.join(PREVIOUS)} from customer_scores").to_arrow_table().to_pandas()
-    except duckdb.Error:  # a publication from before these columns existed
-        return None
