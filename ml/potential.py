@@ -67,7 +67,8 @@ def headroom_parts(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame
     (``growth``: expected spend minus the last 365 days' spend; ``trend``: engagement trend in -1..1;
     ``n_categories`` and ``n_sold``)."""
     growth = (scores["expected_spend"].astype(float) - features["spend_last_365d"].astype(float).fillna(0))
-    n_sold = max(int(features["n_categories"].max() or 0), 1)
+    most = features["n_categories"].max()  # NaN when nobody (or no one with a known count) is there
+    n_sold = max(int(most), 1) if pd.notna(most) else 1
     n_categories = features["n_categories"].to_numpy(float)
     trend = (_trend(features["orders_last_90d"], features["orders_last_365d"])
              + _trend(features["n_interactions_90d"], features["n_interactions_365d"])) / 2

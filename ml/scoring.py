@@ -169,16 +169,17 @@ class Scorer:
         actions = next_best_actions(out, f["marketing_consent"], f["preferred_channel"], rules.action_rules)
         out["next_best_action"] = actions["next_best_action"].to_numpy()
         out["next_category"] = nxt["next_category"].to_numpy()
-        reasons = churn_reasons if churn_reasons is not None else pd.DataFrame(columns=["customer_id", "churn_reasons"])
+        reasons = churn_reasons if churn_reasons is not None else pd.DataFrame(columns=["customer_id", "churn_reasons"],
+                                                                               dtype=str)
         out["top_reasons"] = ids.merge(reasons[["customer_id", "churn_reasons"]], on="customer_id", how="left",
                                        validate="one_to_one")["churn_reasons"].to_numpy()
         out["potential_drivers"] = potential_drivers(parts, f, out["churn_probability"].to_numpy(), rules.weights)
-        keys = pseudonyms if pseudonyms is not None else pd.DataFrame({"customer_id": [], "customer_key": []})
+        keys = pseudonyms if pseudonyms is not None else pd.DataFrame(columns=["customer_id", "customer_key"], dtype=str)
         out["customer_key"] = ids.merge(keys, on="customer_id", how="left")["customer_key"].to_numpy()
         out["next_category_probability"] = np.round(nxt["next_category_probability"].to_numpy(), 4)
         out["action_channel"] = actions["action_channel"].to_numpy()
         out["action_reason"] = actions["action_reason"].to_numpy()
-        prev = previous if previous is not None else pd.DataFrame(columns=["customer_id", *PREVIOUS])
+        prev = previous if previous is not None else pd.DataFrame(columns=["customer_id", *PREVIOUS], dtype=str)
         prev = prev.drop_duplicates("customer_id").rename(columns={k: f"previous_{k}" for k in PREVIOUS})
         joined = ids.merge(prev, on="customer_id", how="left")
         for k in PREVIOUS:

@@ -32,7 +32,7 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
     "next category and next best action (see ml/scoring.py); the next-category back-test in model_performance.",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from ml.scoring import FEATURE_COLUMNS, PREVIOUS, Scorer
+    from ml.scoring import FEATURE_COLUMNS, Scorer
 
     release_memory()
     rules = settings.scoring_rules()
@@ -49,46 +49,9 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
     scorer = Scorer(features, value, churn, run_id=context.run_id, rules=rules)
     del features, value, churn
     release_memory()
-    step = settings.scoring_batch_rows
-    batches = [(start, min(start + step, len(scorer))) for start in range(0, len(scorer), step)]
     names = names["product_category"].astype(str).to_numpy(dtype=object)
     with settings.warehouse(for_models=True) as con, _serving(settings.serving_file) as serving:
-        def categories(start: int, stop: int) -> pd.DataFrame:
-            return _batch_rows(con, CATEGORIES, scorer, start, stop, as_of)
-
-        if len(batches) == 1:  # read once: learnt from and predicted for in the one batch
-            everyone = categories(*batches[0])
-            categories = lambda start, stop: everyone  # noqa: E731
-        for start, stop in batches:
-            scorer.learn_categories(categories(start, stop), names, start, stop)
-        con.execute("create schema if not exists scores")
-        con.execute("drop table if exists scores.customer_scores__next")
-        for number, (start, stop) in enumerate(batches, 1):
-            part = scorer.batch(
-                start, stop,
-                churn_reasons=_batch_rows(con, "select customer_id, churn_reasons from scores.customer_churn",
-                                          scorer, start, stop),
-                categories=categories(start, stop),
-                pseudonyms=_batch_rows(con, "select customer_id, customer_key from ops.customer_pseudonyms",
-                                       scorer, start, stop),
-                previous=None if serving is None else _batch_rows(
-                    serving, f"select customer_id, {', '.join(PREVIOUS)} from customer_scores", scorer, start, stop))
-            con.register("scores_df", part)
-            con.execute("create table scores.customer_scores__next as select * from scores_df" if number == 1
-                        else "insert into scores.customer_scores__next select * from scores_df")
-            con.unregister("scores_df")
-            del part
-            if len(batches) > 1:
-                context.log.info(f"scores written for {stop:,} of {len(scorer):,} customers (batch {number} of "
-                                 f"{len(batches)})")
-        if not batches:  # no customer: an empty table with every column
-            con.register("scores_df", scorer.batch())
-            con.execute("create table scores.customer_scores__next as select * from scores_df")
-            con.unregister("scores_df")
-        con.execute("begin")
-        con.execute("drop table if exists scores.customer_scores")
-        con.execute("alter table scores.customer_scores__next rename to customer_scores")
-        con.execute("commit")
+        _write_in_batches(con, serving, scorer, names, as_of, settings.scoring_batch_rows, context.log)
         summary = _summary(con)
     facts, n = scorer.facts, len(scorer)
     del scorer
@@ -111,11 +74,55 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
 CATEGORIES = "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories"
 
 
+def _write_in_batches(con: duckdb.DuckDBPyConnection, serving: duckdb.DuckDBPyConnection | None, scorer, names,
+                      as_of, batch_rows: int, log) -> None:
+    """Pass 2 of ``Scorer``: learns the categories' mix per cluster, then writes ``scores.customer_scores``
+    ``batch_rows`` customers at a time into a new table that replaces the old one in one transaction. Each batch
+    reads its customers' reasons, keys, categories and last publication's segments by ``customer_id`` range."""
+    from ml.scoring import PREVIOUS
+
+    n = len(scorer)
+    batches = [(start, min(start + batch_rows, n)) for start in range(0, n, batch_rows)]
+    # one batch: its categories are read once, learnt from and predicted for
+    everyone = _batch_rows(con, CATEGORIES, scorer, *batches[0], as_of) if len(batches) == 1 else None
+
+    def categories(start: int, stop: int) -> pd.DataFrame:
+        return everyone if everyone is not None else _batch_rows(con, CATEGORIES, scorer, start, stop, as_of)
+
+    for start, stop in batches:
+        scorer.learn_categories(categories(start, stop), names, start, stop)
+    con.execute("create schema if not exists scores")
+    con.execute("drop table if exists scores.customer_scores__next")
+    for number, (start, stop) in enumerate(batches or [(0, 0)], 1):
+        part = scorer.batch(
+            start, stop,
+            churn_reasons=_batch_rows(con, "select customer_id, churn_reasons from scores.customer_churn",
+                                      scorer, start, stop),
+            categories=categories(start, stop),
+            pseudonyms=_batch_rows(con, "select customer_id, customer_key from ops.customer_pseudonyms",
+                                   scorer, start, stop),
+            previous=None if serving is None else _batch_rows(
+                serving, f"select customer_id, {', '.join(PREVIOUS)} from customer_scores", scorer, start, stop))
+        con.register("scores_df", part)
+        con.execute("create table scores.customer_scores__next as select * from scores_df" if number == 1
+                    else "insert into scores.customer_scores__next select * from scores_df")
+        con.unregister("scores_df")
+        del part
+        if len(batches) > 1:
+            log.info(f"scores written for {stop:,} of {n:,} customers (batch {number} of {len(batches)})")
+    con.execute("begin")
+    con.execute("drop table if exists scores.customer_scores")
+    con.execute("alter table scores.customer_scores__next rename to customer_scores")
+    con.execute("commit")
+
+
 def _batch_rows(con: duckdb.DuckDBPyConnection, select: str, scorer, start: int, stop: int,
                 as_of=None) -> pd.DataFrame:
     """``select``'s rows for the customers ``start:stop`` of ``scorer`` (a range of ``customer_id``; DuckDB and
     Python order text the same way, by code point), at ``as_of``'s cutoff when given."""
     ids = scorer.customer_ids(start, stop)
+    if ids.empty:
+        return con.sql(f"select * from ({select}) limit 0").to_arrow_table().to_pandas()
     where = " where customer_id between ? and ?" + (" and cutoff_date = ?" if as_of is not None else "")
     params = [ids.iloc[0], ids.iloc[-1]] + ([as_of] if as_of is not None else [])
     return con.sql(select + where, params=params).to_arrow_table().to_pandas()
