@@ -145,10 +145,27 @@ REPORT_COLUMNS: dict[str, list[str]] = {
     "customer_scores": [
         "customer_id", "as_of_date", "run_id", "churn_probability", "p_alive", "expected_purchases", "clv",
         "potential_score", "potential_rank", "priority_tier", "rfm_segment", "lifecycle_stage", "next_best_action",
-        "next_category", "top_reasons", "potential_drivers", "customer_key", "behaviour_cluster",
-        "action_channel", "action_reason", "previous_lifecycle_stage", "previous_priority_tier", "value_reasons"],
+        "next_category", "customer_key", "behaviour_cluster",
+        "action_channel", "action_reason", "previous_lifecycle_stage", "previous_priority_tier"],
     "customer_profile": ["customer_key", "spend_last_365d"],
 }
+# the long texts, read only for the few customers the report shows (at ten million customers they were
+# gigabytes, and the step that read them for everyone was the run's last memory peak)
+SHOWN_TEXTS = ["value_reasons", "potential_drivers", "top_reasons"]
+
+
+def _with_texts(serving_file: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (some customers of the publication) with the ``SHOWN_TEXTS`` it lacks, read for its customers."""
+    with duckdb.connect(str(serving_file), read_only=True) as con:
+        have = {r[0] for r in con.execute("select column_name from duckdb_columns() "
+                                          "where table_name = 'customer_scores'").fetchall()}
+        wanted = [c for c in SHOWN_TEXTS if c in have and c not in frame]
+        if not wanted or frame.empty:
+            return frame
+        con.register("shown", pd.DataFrame({"customer_id": frame["customer_id"].astype(str).unique()}))
+        texts = con.sql(f"select customer_id, {', '.join(wanted)} from customer_scores "
+                        "where customer_id in (select customer_id from shown)").to_arrow_table().to_pandas()
+    return frame.merge(texts, on="customer_id", how="left", validate="many_to_one").set_axis(frame.index)
 
 
 def _read(serving_file: Path, tables: list[str], columns: dict[str, list[str]] | None = None) -> dict[str, pd.DataFrame]:
@@ -384,12 +401,13 @@ def _people(frame: pd.DataFrame, money: Money, why: bool = True) -> str:
                   widths=widths + [f"{52 / len(text):.2f}%"] * len(text))
 
 
-def _top_customers(s: pd.DataFrame, money: Money, per_tier: int = 3, per_action: int = 3) -> list[str]:
+def _top_customers(s: pd.DataFrame, money: Money, serving_file: Path, per_tier: int = 3,
+                   per_action: int = 3) -> list[str]:
     ranked = s.sort_values("potential_rank")
-    tiers = ranked.groupby("priority_tier", sort=True).head(per_tier)
+    tiers = _with_texts(serving_file, ranked.groupby("priority_tier", sort=True).head(per_tier))
     order = {a: i for i, a in enumerate(_ordered_actions(s))}
-    actions = ranked.groupby("next_best_action").head(per_action).sort_values(
-        ["next_best_action", "potential_rank"], key=lambda c: c.map(order) if c.name == "next_best_action" else c)
+    actions = _with_texts(serving_file, ranked.groupby("next_best_action").head(per_action).sort_values(
+        ["next_best_action", "potential_rank"], key=lambda c: c.map(order) if c.name == "next_best_action" else c))
     return [f"<h3>Top {per_tier} per tier</h3>", _people(tiers, money),
             f"<h3>Top {per_action} per action</h3>", _people(actions, money, why=False)]
 
@@ -640,7 +658,7 @@ def build_report(serving_file: Path, plots_dir: Path | None, checks: CheckSummar
                                          "Distributions of the potential score, CLV and churn probability")),
         section("Segments", *_segments(data.get("segment_summary", pd.DataFrame(columns=["cut_type"])), money)),
         section("Lifecycle funnel", *_funnel(data["lifecycle_funnel"])),
-        section("Top customers", *_top_customers(s, money)),
+        section("Top customers", *_top_customers(s, money, Path(serving_file))),
         section("Model health", *_models(data["model_performance"], runs, run_id, plots_dir)),
         section("Campaigns", *_campaigns(data["campaign_effectiveness"], money)),
         section("Quality", *_quality(checks, run, quality_href)),

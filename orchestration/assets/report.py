@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from orchestration.assets.publish import PUBLICATION, check_evaluations, is_warning
+from orchestration.memory import release_memory
 from orchestration.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
     from orchestration.publication import published_as_of
     from orchestration.report import build_quality_page, build_report, write_quality_page, write_report
 
+    release_memory()  # the last step of a long night: start from what the publication left, not its peak
     checks = check_summary(context, settings)
     run_folder = settings.reports_dir / context.run_id
     text = build_report(settings.serving_file, run_folder, checks, context.run_id,
