@@ -266,3 +266,27 @@ def test_the_report_reads_only_the_columns_it_shows(published):
     every = build_report(work / "serving.duckdb", None, CheckSummary(), second, columns=None)
     assert "compared with the publication as of" in narrow  # the previous publication was read too
     assert narrow == every
+
+
+def test_the_report_materialised_on_its_own_is_the_publications(published, tmp_path):
+    """After a night killed in the report step (it published: the step before), the report is made alone (the
+    README's advice): it is the published run's briefing, compared with the previous publication, and passes its
+    check."""
+    import dagster as dg
+
+    from orchestration.assets.report import report_complete, run_report
+    from orchestration.settings import PipelineSettings
+
+    work, _, second, _, _, _ = published
+    for name in ("warehouse.duckdb", "serving.duckdb"):
+        shutil.copy2(work / name, tmp_path / name)
+    shutil.copytree(work / ".serving-versions", tmp_path / ".serving-versions")
+    settings = PipelineSettings(warehouse_path=str(tmp_path / "warehouse.duckdb"),
+                                serving_path=str(tmp_path / "serving.duckdb"), model_registry_dir=str(tmp_path / "m"))
+    result = dg.materialize([run_report, report_complete], resources={"settings": settings},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    text = (tmp_path / "reports" / "latest.html").read_text(encoding="utf-8")
+    assert f"Run <code>{second[:8]}</code>" in text and result.run_id[:8] not in text.split("</header>")[0]
+    assert "compared with the publication as of" in text
