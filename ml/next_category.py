@@ -49,25 +49,22 @@ _CATEGORY_COLUMNS = {"customer_id", "product_category", "n_orders", "last_ordere
 @dataclass
 class CategoryMix:
     """The peers' side of the blend: category names (sorted) and the own-history weights summed per behavioural
-    cluster (row c: cluster c) over every customer. Built once over all customers (``add`` may take them batch by
-    batch), then used to predict for any subset of them (``category_probabilities(..., mix=)``)."""
+    cluster (row c: cluster c, for clusters 0 .. ``n_clusters - 1``) over every customer. Built once over all
+    customers (``add`` may take them batch by batch), then used to predict for any subset of them
+    (``category_probabilities(..., mix=)``)."""
 
     names: np.ndarray
+    n_clusters: int
     by_cluster: np.ndarray = field(init=False)
     overall: np.ndarray = field(init=False)  # summed over every customer
 
     def __post_init__(self) -> None:
-        self.by_cluster = np.zeros((0, len(self.names)))
+        self.by_cluster = np.zeros((self.n_clusters, len(self.names)))
         self.overall = np.zeros(len(self.names))
 
     def add(self, customer_ids: pd.Series, clusters: np.ndarray, categories: pd.DataFrame, as_of: date) -> None:
         own, _ = _own_weights(customer_ids, categories, self.names, as_of)
         clusters = np.asarray(clusters, dtype=np.int64)
-        size = max(len(self.by_cluster), int(clusters.max()) + 1 if len(clusters) else 0)
-        if size > len(self.by_cluster):
-            grown = np.zeros((size, len(self.names)))
-            grown[:len(self.by_cluster)] = self.by_cluster
-            self.by_cluster = grown
         for c in np.unique(clusters):
             self.by_cluster[c] += own[clusters == c].sum(axis=0)
         self.overall = self.overall + own.sum(axis=0)
@@ -108,7 +105,7 @@ def category_probabilities(customer_ids: pd.Series, clusters: np.ndarray, catego
     and one column per name (see the module docstring). ``categories`` must not be empty unless ``mix`` (built
     over all customers) is given; without it the peers are the customers of ``customer_ids``."""
     if mix is None:
-        mix = CategoryMix(category_names(categories))
+        mix = CategoryMix(category_names(categories), int(np.max(clusters, initial=0)) + 1)
         mix.add(customer_ids, clusters, categories, as_of)
     own, orders = _own_weights(customer_ids, categories, mix.names, as_of)
     totals = own.sum(axis=1, keepdims=True)
@@ -133,7 +130,7 @@ def next_category(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     n = len(customer_ids)
-    if (mix is None and categories.empty) or (mix is not None and len(mix.names) == 0):
+    if (categories.empty if mix is None else len(mix.names) == 0):  # nothing was ever sold
         out = pd.DataFrame({"next_category": pd.Series([None] * n, dtype=object),
                             "next_category_probability": np.full(n, np.nan)})
         if top_k > 1:

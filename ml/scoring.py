@@ -145,7 +145,7 @@ class Scorer:
         """Adds the categories bought by the customers ``start:stop`` to the per-cluster mix; ``names``: every
         category sold (by default, those in ``categories``, which must then be every customer's)."""
         if self.mix is None:
-            self.mix = CategoryMix(category_names(categories) if names is None else names)
+            self.mix = CategoryMix(category_names(categories) if names is None else names, self.clusters.k + 1)
         if categories.empty:
             return
         self.mix.add(self.customer_ids(start, stop), self.clusters.cluster[start:stop], categories, self.as_of)
@@ -162,30 +162,35 @@ class Scorer:
         f = self.features.iloc[start:stop]
         parts, sub = self.parts.iloc[start:stop], self.headroom.iloc[start:stop]
         ids = out[["customer_id"]]
+        categories = _or_empty(categories, ["customer_id", "product_category"])
         if self.mix is None:
-            self.learn_categories(categories if categories is not None else pd.DataFrame(columns=["product_category"]))
-        nxt = next_category(out["customer_id"], self.clusters.cluster[start:stop],
-                            categories if categories is not None else pd.DataFrame(), self.as_of, mix=self.mix)
+            self.learn_categories(categories)
+        nxt = next_category(out["customer_id"], self.clusters.cluster[start:stop], categories, self.as_of,
+                            mix=self.mix)
         actions = next_best_actions(out, f["marketing_consent"], f["preferred_channel"], rules.action_rules)
         out["next_best_action"] = actions["next_best_action"].to_numpy()
         out["next_category"] = nxt["next_category"].to_numpy()
-        reasons = churn_reasons if churn_reasons is not None else pd.DataFrame(columns=["customer_id", "churn_reasons"],
-                                                                               dtype=str)
+        reasons = _or_empty(churn_reasons, ["customer_id", "churn_reasons"])
         out["top_reasons"] = ids.merge(reasons[["customer_id", "churn_reasons"]], on="customer_id", how="left",
                                        validate="one_to_one")["churn_reasons"].to_numpy()
         out["potential_drivers"] = potential_drivers(parts, f, out["churn_probability"].to_numpy(), rules.weights)
-        keys = pseudonyms if pseudonyms is not None else pd.DataFrame(columns=["customer_id", "customer_key"], dtype=str)
+        keys = _or_empty(pseudonyms, ["customer_id", "customer_key"])
         out["customer_key"] = ids.merge(keys, on="customer_id", how="left")["customer_key"].to_numpy()
         out["next_category_probability"] = np.round(nxt["next_category_probability"].to_numpy(), 4)
         out["action_channel"] = actions["action_channel"].to_numpy()
         out["action_reason"] = actions["action_reason"].to_numpy()
-        prev = previous if previous is not None else pd.DataFrame(columns=["customer_id", *PREVIOUS], dtype=str)
-        prev = prev.drop_duplicates("customer_id").rename(columns={k: f"previous_{k}" for k in PREVIOUS})
+        prev = (_or_empty(previous, ["customer_id", *PREVIOUS]).drop_duplicates("customer_id")
+                .rename(columns={k: f"previous_{k}" for k in PREVIOUS}))
         joined = ids.merge(prev, on="customer_id", how="left")
         for k in PREVIOUS:
             out[f"previous_{k}"] = joined[f"previous_{k}"].astype("Int64" if k == "potential_rank" else "string").set_axis(out.index)
         out["value_reasons"] = value_reasons(parts, f, out, rules.weights, sub=sub, population=self.population)
         return out[SCORE_COLUMNS]
+
+
+def _or_empty(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
+    """``frame``, or no rows of text ``columns`` when there is none (joins on ``customer_id`` then find nothing)."""
+    return frame if frame is not None else pd.DataFrame(columns=columns, dtype=str)
 
 
 def score_customers(
@@ -203,7 +208,7 @@ def score_customers(
     """One row per customer of ``features`` with every ``customer_scores`` column, and facts for metadata.
     ``batch_rows``: write the per-customer columns that many customers at a time (the result is the same)."""
     scorer = Scorer(features, value, churn, run_id=run_id, rules=rules)
-    categories = categories if categories is not None else pd.DataFrame(columns=["product_category"])
+    categories = _or_empty(categories, ["customer_id", "product_category"])
     scorer.learn_categories(categories)
     reasons = churn[["customer_id", "churn_reasons"]]
     step = batch_rows or max(len(scorer), 1)
