@@ -5,8 +5,9 @@ freed heap pages mapped until asked, so the next step starts from the previous s
 and peaks stack up (at a million customers: the churn step started where the value models had left
 the heap). ``release_memory`` trims the heap (milliseconds; a no-op where glibc is absent) and asks Arrow's
 memory pool (mimalloc here), which holds the text columns pandas reads from DuckDB, to return what it keeps
-for reuse (at a million customers' churn reasons: 150 MB of 190 MB). It does not force a garbage collection: the frames are freed by reference counting, and a full collection in a
-process holding Dagster and Great Expectations objects costs more than it returns.
+for reuse (at a million customers' churn reasons: 150 MB of 190 MB). It does not force a garbage collection:
+the frames are freed by reference counting, and a full collection in a process holding Dagster and Great
+Expectations objects costs more than it returns.
 """
 
 from __future__ import annotations

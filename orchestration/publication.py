@@ -220,6 +220,15 @@ def published_run_id(serving_path: Path) -> str | None:
         return None
 
 
+def run_recorded(serving_path: Path, run_id: str) -> bool:
+    """Whether the run log in ``serving_path`` has ``run_id`` (a night that published or added to the history)."""
+    try:
+        with duckdb.connect(str(serving_path), read_only=True) as con:
+            return bool(con.execute("select count(*) from pipeline_runs where run_id = ?", [run_id]).fetchall()[0][0])
+    except (duckdb.Error, OSError):
+        return False
+
+
 def published_as_of(serving_path: Path) -> str | None:
     """The as-of date (YYYY-MM-DD) of the latest tables in ``serving_path`` (None when there is none)."""
     if not Path(serving_path).exists():

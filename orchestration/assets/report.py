@@ -45,7 +45,7 @@ def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings)
           "lifecycle flows, top customers per tier and action, model health, campaigns, quality; and the run's "
           "quality page (reports/<run_id>/quality.html). Self-contained, opens offline.")
 def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from orchestration.publication import published_as_of, published_run_id
+    from orchestration.publication import published_as_of, published_run_id, run_recorded
     from orchestration.report import build_quality_page, build_report, write_quality_page, write_report
 
     release_memory()  # the last step of a long night: start from what the publication left, not its peak
@@ -53,7 +53,7 @@ def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
     run_folder = settings.reports_dir / context.run_id
     # materialised on its own (after a night killed in this step, say) this run published nothing: the report is
     # the publication's, under its run
-    shown = context.run_id if _recorded(settings.serving_file, context.run_id) else (
+    shown = context.run_id if run_recorded(settings.serving_file, context.run_id) else (
         published_run_id(settings.serving_file) or context.run_id)
     text = build_report(settings.serving_file, run_folder, checks, shown,
                         currency=settings.reporting_currency, quality_href=f"{context.run_id}/quality.html")
@@ -69,17 +69,6 @@ def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
                                           "latest": dg.MetadataValue.path(str(latest)),
                                           "quality_page": dg.MetadataValue.path(str(quality)),
                                           "bytes": path.stat().st_size})
-
-
-def _recorded(serving_file, run_id: str) -> bool:
-    """Whether the serving database's run log has ``run_id`` (a night that published or added to the history)."""
-    import duckdb
-
-    try:
-        with duckdb.connect(str(serving_file), read_only=True) as con:
-            return bool(con.execute("select count(*) from pipeline_runs where run_id = ?", [run_id]).fetchall()[0][0])
-    except (duckdb.Error, OSError):
-        return False
 
 
 @dg.asset_check(asset=RUN_REPORT, blocking=True,
