@@ -702,11 +702,12 @@ def gap_lines(raw: pd.DataFrame, work: Path) -> list[str]:
     import duckdb
 
     from ml.cutoff_data import CutoffData
+    from orchestration.warehouse import DuckDBWarehouse
     from ml.value_models import BTYD_FAMILY, BTYD_INPUTS, LeadRates, btyd_predict, fit_btyd
 
     truth = cdnow.outcomes(days, str(AS_OF), CLV_DAYS, CHURN_DAYS)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        feats = CutoffData(con).features(AS_OF, BTYD_INPUTS)
+        feats = CutoffData(DuckDBWarehouse(con)).features(AS_OF, BTYD_INPUTS)
     totals = []
     for family in BTYD_FAMILY:
         pred = btyd_predict(fit_btyd(feats, family), feats, horizon_days=CLV_DAYS, churn_horizon_days=CHURN_DAYS,

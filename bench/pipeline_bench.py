@@ -177,6 +177,7 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     from ml.value_models import CATEGORICAL, run_value_models
     from orchestration.dbt_project import step_target_path
     from orchestration.settings import PipelineSettings
+    from orchestration.warehouse import DuckDBWarehouse
 
     floor: dict[str, float] = {}
     copy = work / "floor.duckdb"
@@ -205,10 +206,10 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
                 con.execute(f"create or replace table {result['relation_name']} as {result['compiled_code']}")
         floor[key] = time.perf_counter() - t0
 
-    windows = settings.resolve_windows(con)
+    windows = settings.resolve_windows(DuckDBWarehouse(con))
     as_of = windows.as_of
     # qualified names: CutoffData reads through cursors, which do not inherit "use warehouse"
-    data = CutoffData(con, "warehouse.marts.customer_features_history", "warehouse.marts.customer_outcomes")
+    data = CutoffData(DuckDBWarehouse(con), "warehouse.marts.customer_features_history", "warehouse.marts.customer_outcomes")
     t0 = time.perf_counter()
     value = run_value_models(data, windows=windows, annual_discount_rate=settings.annual_discount_rate, run_id="floor")
     floor["value models"] = time.perf_counter() - t0

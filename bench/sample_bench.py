@@ -25,12 +25,13 @@ def measure(warehouse: Path, sizes=SIZES) -> tuple[list[dict], dict]:
         BTYD_INPUTS, CATEGORICAL, LeadRates, btyd_predict, design_matrix, fit_btyd, predict_spend, train_spend_model,
     )
     from orchestration.settings import PipelineSettings
+    from orchestration.warehouse import DuckDBWarehouse
 
     settings = PipelineSettings(warehouse_path=str(warehouse))
     rows: list[dict] = []
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        data = CutoffData(con)
-        w = settings.resolve_windows(con)
+        data = CutoffData(DuckDBWarehouse(con))
+        w = settings.resolve_windows(DuckDBWarehouse(con))
         as_of = w.as_of
         kw = dict(horizon_days=settings.churn_horizon_days, clv_horizon_days=settings.clv_horizon_days, fits={})
         levels = data.category_levels([as_of, *w.churn_production_train, *w.churn_backtest_train], CATEGORICAL)

@@ -1,6 +1,6 @@
 """Reads of the per-cutoff marts (``customer_features_history``, ``customer_outcomes``) for the models.
 
-The models never hold every cutoff in memory at once. Each read asks DuckDB for one cutoff, in customer
+The models never hold every cutoff in memory at once. Each read asks the warehouse for one cutoff, in customer
 order, as Arrow: a whole cutoff (optionally only some columns), the rows of a sample of customers, or
 the cutoff streamed in batches. At a million customers one cutoff's features are about 1.3 GB as
 float64; the six cutoffs the models use were 8 GB when loaded together.
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -26,24 +25,24 @@ OUTCOMES_TABLE = "marts.customer_outcomes"
 
 
 class CutoffData:
-    """Per-cutoff reads from a DuckDB connection (the warehouse, or frames registered in memory)."""
+    """Per-cutoff reads from the warehouse (``orchestration/warehouse.py``: DuckDB or Spark), or from frames in
+    memory."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, features: str = FEATURES_TABLE,
-                 outcomes: str = OUTCOMES_TABLE):
-        self.con = con
+    def __init__(self, warehouse, features: str = FEATURES_TABLE, outcomes: str = OUTCOMES_TABLE):
+        self.warehouse = warehouse
         self.features_table = features
         self.outcomes_table = outcomes
         self._counts: dict[date, int] = {}
 
     @classmethod
     def from_frames(cls, history: pd.DataFrame, outcomes: pd.DataFrame) -> "CutoffData":
-        """The same reads over in-memory frames (tests, notebooks)."""
-        con = duckdb.connect()
-        for name, frame in (("features_history", history), ("outcomes", outcomes)):
-            con.register("_frame", frame)  # a view on this connection only: copied into a table every cursor sees
-            con.execute(f"create table {name} as select * from _frame")
-            con.unregister("_frame")
-        return cls(con, "features_history", "outcomes")
+        """The same reads over in-memory frames (tests, notebooks): an in-memory DuckDB."""
+        from orchestration.warehouse import DuckDBWarehouse
+
+        warehouse = DuckDBWarehouse.in_memory()
+        warehouse.write("features_history", history)
+        warehouse.write("outcomes", outcomes)
+        return cls(warehouse, "features_history", "outcomes")
 
     # ------------------------------------------------------------------ reads
     def _sql(self, table: str, columns: list[str] | None, with_sample: bool) -> str:
@@ -52,14 +51,8 @@ class CutoffData:
         return f"select {cols} from {table} where as_of_date = cast(? as date){sample} order by customer_id"
 
     def _read(self, table: str, cutoff: date, columns: list[str] | None, customers) -> pd.DataFrame:
-        con = self.con.cursor()  # own query state: safe while a batch stream is open on another cursor
-        try:
-            if customers is not None:
-                con.register("_wanted_customers", pa.table({"customer_id": np.asarray(customers)}))
-            sql = self._sql(table, columns, customers is not None)
-            return con.sql(sql, params=[str(cutoff)]).to_arrow_table().to_pandas()
-        finally:
-            con.close()
+        inputs = None if customers is None else {"_wanted_customers": pa.table({"customer_id": np.asarray(customers)})}
+        return self.warehouse.frame(self._sql(table, columns, customers is not None), [str(cutoff)], inputs)
 
     def features(self, cutoff: date, columns: list[str] | None = None, customers=None) -> pd.DataFrame:
         """Feature rows at ``cutoff`` (all customers, or those in ``customers``), ordered by customer."""
@@ -70,20 +63,7 @@ class CutoffData:
 
     def batches(self, cutoff: date, size: int) -> Iterator[pd.DataFrame]:
         """Every feature row at ``cutoff`` in customer order, ``size`` rows (about) at a time."""
-        con = self.con.cursor()
-        try:
-            reader = con.sql(self._sql(self.features_table, None, False), params=[str(cutoff)]).to_arrow_reader(size)
-            pending, rows = [], 0
-            for batch in reader:  # DuckDB hands out chunks of its own size: regroup them to about ``size``
-                pending.append(batch)
-                rows += batch.num_rows
-                if rows >= size:
-                    yield pa.Table.from_batches(pending).to_pandas()
-                    pending, rows = [], 0
-            if rows:
-                yield pa.Table.from_batches(pending).to_pandas()
-        finally:
-            con.close()
+        return self.warehouse.batches(self._sql(self.features_table, None, False), [str(cutoff)], size)
 
     # ------------------------------------------------------------------ customers
     def customer_ids(self, cutoff: date) -> np.ndarray:
@@ -93,12 +73,8 @@ class CutoffData:
 
     def count(self, cutoff: date) -> int:
         if cutoff not in self._counts:
-            con = self.con.cursor()
-            try:
-                self._counts[cutoff] = con.execute(f"select count(*) from {self.features_table} "
-                                                   "where as_of_date = cast(? as date)", [str(cutoff)]).fetchone()[0]
-            finally:
-                con.close()
+            self._counts[cutoff] = self.warehouse.scalar(
+                f"select count(*) from {self.features_table} where as_of_date = cast(? as date)", [str(cutoff)])
         return self._counts[cutoff]
 
     def sample(self, cutoff: date, n: int, seed: int = 0) -> np.ndarray | None:
@@ -112,14 +88,14 @@ class CutoffData:
         """The categories of each column seen at any of ``cutoffs`` (sorted, at most ``limit``)."""
         dates = sorted({str(c) for c in cutoffs})
         placeholders = ", ".join("cast(? as date)" for _ in dates)
-        present = set(self.con.sql(f"select * from {self.features_table} limit 0").columns)
+        present = set(self.warehouse.columns(self.features_table))
         levels = {}
         for col in columns:
             if col not in present:
                 levels[col] = []
                 continue
-            rows = self.con.execute(
-                f"select distinct cast({col} as varchar) from {self.features_table} "
-                f"where as_of_date in ({placeholders}) and {col} is not null", dates).fetchall()
+            rows = self.warehouse.rows(
+                f"select distinct cast({col} as string) from {self.features_table} "
+                f"where as_of_date in ({placeholders}) and {col} is not null", dates)
             levels[col] = sorted(r[0] for r in rows)[:limit]
         return levels

@@ -35,6 +35,7 @@ from data_quality.pii import erased_ids, profile_pseudonymise, pseudonymise, scr
 from orchestration import run_log, score_history
 from orchestration.sql_quoting import quote_ident as _ident
 from orchestration.sql_quoting import quote_literal as _quoted  # DuckDB takes no parameter in `comment on`
+from orchestration.warehouse import DuckDBWarehouse, Warehouse
 
 if TYPE_CHECKING:
     from orchestration.serving_postgres import PostgresTarget
@@ -60,12 +61,12 @@ def attach_for_writing(con: duckdb.DuckDBPyConnection, path: Path, alias: str, s
 
 MODEL_PERFORMANCE_DDL = """
 create table if not exists ops.model_performance (
-    run_id varchar,
+    run_id string,
     as_of_date date,
-    model_name varchar,
-    model_version varchar,
-    task varchar,
-    metric varchar,
+    model_name string,
+    model_version string,
+    task string,
+    metric string,
     value double,
     train_window_start date,
     train_window_end date,
@@ -195,7 +196,13 @@ def copy_comments(con: duckdb.DuckDBPyConnection, catalog: str) -> int:
 
 def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
     run_log.ensure_table(con)
-    con.execute(MODEL_PERFORMANCE_DDL)
+    ensure_model_performance(DuckDBWarehouse(con))
+
+
+def ensure_model_performance(warehouse: Warehouse) -> None:
+    """``ops.model_performance``, where each model step replaces its run's back-test rows (any engine)."""
+    warehouse.execute("create schema if not exists ops")
+    warehouse.execute(MODEL_PERFORMANCE_DDL)
 
 
 def _remove(path: Path) -> None:

@@ -12,13 +12,14 @@ import os
 import re
 from contextlib import ExitStack, contextmanager
 from dataclasses import fields
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 from pydantic import Field, PrivateAttr, field_validator
 
 from ml.name_numbers import format_name_numbers
@@ -32,6 +33,7 @@ from orchestration.score_history import DEFAULT_HISTORY_DAYS, DEFAULT_HISTORY_MO
 from orchestration.postgres_url import has_password, is_database_url
 from orchestration.serving_postgres import PostgresTarget, ServingTargetError
 from orchestration.source_database import DatabaseSource
+from orchestration.warehouse import DuckDBWarehouse, Warehouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,8 @@ ENV_VARS = {
     "source_dir": "CRM_SOURCE_DIR",
     "as_of_date": "CRM_AS_OF_DATE",
     "warehouse_path": "CRM_WAREHOUSE",
+    "engine": "CRM_ENGINE",
+    "spark_dir": "CRM_SPARK_DIR",
     "serving_path": "CRM_SERVING",
     "churn_horizon_days": "CRM_CHURN_HORIZON_DAYS",
     "clv_horizon_days": "CRM_CLV_HORIZON_DAYS",
@@ -106,7 +110,7 @@ CHECKED_ORDER_DATES = "select cast(ordered_at as date) as d from staging.stg_ord
 
 
 # one row per run: the windows its contract step resolved (``PipelineSettings.record_windows``)
-RUN_WINDOWS_DDL = "create table if not exists ops.run_windows (run_id varchar, windows varchar, resolved_at timestamp)"
+RUN_WINDOWS_DDL = "create table if not exists ops.run_windows (run_id string, windows string, resolved_at timestamp)"
 
 
 def windows_to_json(windows: Windows) -> str:
@@ -259,6 +263,16 @@ class PipelineSettings(dg.ConfigurableResource):
     warehouse_path: str = Field(
         default=_default("warehouse_path", str(data_dir() / "warehouse.duckdb")),
         description="DuckDB file the pipeline builds in.",
+    )
+    engine: str = Field(
+        default=_default("engine", "duckdb"),
+        description="Where the warehouse's tables live: duckdb (the file CRM_WAREHOUSE) or spark (a Spark "
+        "catalog; work in progress: so far the model steps read and write there, and a whole run refuses it).",
+    )
+    spark_dir: str = Field(
+        default=_default("spark_dir", ""),
+        description="The spark engine's local session: its catalog (metastore) and tables (empty: spark/ beside "
+        "the warehouse).",
     )
     serving_path: str = Field(
         default=_default("serving_path", ""),
@@ -537,6 +551,13 @@ class PipelineSettings(dg.ConfigurableResource):
             raise ValueError(f"{info.field_name} ({ENV_VARS[info.field_name]}) must be 0 or more {unit}, got {value}")
         return value
 
+    @field_validator("engine")
+    @classmethod
+    def _valid_engine(cls, value: str) -> str:
+        if value not in ("duckdb", "spark"):
+            raise ValueError(f"engine (CRM_ENGINE) must be duckdb or spark, got {value!r}")
+        return value
+
     @field_validator("smtp_security")
     @classmethod
     def _valid_smtp_security(cls, value: str) -> str:
@@ -680,45 +701,61 @@ class PipelineSettings(dg.ConfigurableResource):
             finally:
                 con.close()
 
+    @contextmanager
+    def open_warehouse(self, *, for_models: bool = False) -> Iterator[Warehouse]:
+        """The warehouse of the run's engine (``orchestration/warehouse.py``): on DuckDB a short-lived connection
+        (``warehouse``); on Spark the process's session (``orchestration/spark_session.py``), which outlives the
+        step (a JVM takes seconds to start)."""
+        if self.engine == "spark":
+            from orchestration.spark_session import local_session
+            from orchestration.warehouse_spark import SparkWarehouse
+
+            yield SparkWarehouse(local_session(self.spark_dir or Path(self.warehouse_path).resolve().parent / "spark"))
+            return
+        with self.warehouse(for_models=for_models) as con:
+            yield DuckDBWarehouse(con)
+
     def today(self) -> date:
         """Today in the run's time zone."""
         return datetime.now(ZoneInfo(self.timezone)).date()
 
-    def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> date:
+    def resolve_as_of(self, warehouse: Warehouse) -> date:
         """The run's as-of date: the configured one, else the latest date of an order that keeps the contract
         (capped at today). Never the raw rows: a quarantined order (dated in the future, say) must not move it."""
         if self.run_as_of_date:
             return date.fromisoformat(self.run_as_of_date)
-        latest = con.execute(f"select max(d) from ({CHECKED_ORDER_DATES})").fetchall()[0][0]
+        latest = warehouse.scalar(f"select max(d) from ({CHECKED_ORDER_DATES}) checked")
         today = self.today()
         return min(latest, today) if latest else today
 
-    def resolve_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
+    def resolve_windows(self, warehouse: Warehouse) -> Windows:
         """The run's as-of date and every back-dated cutoff, sized to the history of orders that keep the
         contract (an order dated 1900 is quarantined and does not lengthen it)."""
-        as_of = self.resolve_as_of(con)
-        first = con.execute(f"select min(d) from ({CHECKED_ORDER_DATES}) where d <= ?", [as_of]).fetchall()[0][0]
+        as_of = self.resolve_as_of(warehouse)
+        first = warehouse.scalar(f"select min(d) from ({CHECKED_ORDER_DATES}) checked where d <= ?", [as_of])
         return self._plan(as_of, first)
 
-    def record_windows(self, con: duckdb.DuckDBPyConnection, run_id: str) -> Windows:
+    def record_windows(self, warehouse: Warehouse, run_id: str) -> Windows:
         """Resolve the run's windows (``resolve_windows``) and keep them in ``ops.run_windows`` under the run id.
 
         The contract step does this once per run, right after the rows it checks exist; every later step reads
         them back (``run_windows``) instead of querying the orders again, so the whole run sees one as-of date."""
-        windows = self.resolve_windows(con)
-        con.execute("create schema if not exists ops")
-        con.execute(RUN_WINDOWS_DDL)
-        con.execute("delete from ops.run_windows where run_id = ?", [run_id])
-        con.execute("insert into ops.run_windows values (?, ?, current_timestamp)", [run_id, windows_to_json(windows)])
+        windows = self.resolve_windows(warehouse)
+        warehouse.execute("create schema if not exists ops")
+        warehouse.execute(RUN_WINDOWS_DDL)
+        warehouse.replace_rows("ops.run_windows", pa.table({
+            "run_id": [run_id], "windows": [windows_to_json(windows)],
+            "resolved_at": pa.array([datetime.now(timezone.utc).replace(tzinfo=None)], pa.timestamp("us"))}),
+            {"run_id": run_id})
         return windows
 
-    def run_windows(self, con: duckdb.DuckDBPyConnection, run_id: str) -> Windows:
+    def run_windows(self, warehouse: Warehouse, run_id: str) -> Windows:
         """The windows the run's contract step recorded; resolved and recorded now when that step did not run in
         this run (an asset materialised on its own from the Dagster UI)."""
-        con.execute("create schema if not exists ops")
-        con.execute(RUN_WINDOWS_DDL)
-        found = con.execute("select windows from ops.run_windows where run_id = ?", [run_id]).fetchall()
-        return windows_from_json(found[0][0]) if found else self.record_windows(con, run_id)
+        warehouse.execute("create schema if not exists ops")
+        warehouse.execute(RUN_WINDOWS_DDL)
+        found = warehouse.scalar("select windows from ops.run_windows where run_id = ?", [run_id])
+        return windows_from_json(found) if found else self.record_windows(warehouse, run_id)
 
     def provisional_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
         """A guess at the run's windows from the raw orders, for the contract step's dbt vars only.

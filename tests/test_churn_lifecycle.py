@@ -13,6 +13,7 @@ from ml.churn_lifecycle import ChurnPolicy, run_churn_models
 from ml.cutoff_data import CutoffData
 from ml.registry import Lineage, Registry
 from orchestration.settings import PipelineSettings
+from orchestration.warehouse import DuckDBWarehouse
 
 pytestmark = pytest.mark.slow
 HOME = Lineage(warehouse="/w/warehouse.duckdb", source="/s/crm")
@@ -22,9 +23,9 @@ HOME = Lineage(warehouse="/w/warehouse.duckdb", source="/s/crm")
 def warehouse(two_publications):
     work, _, _ = two_publications
     con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
-    windows = PipelineSettings(warehouse_path=str(work / "warehouse.duckdb")).resolve_windows(con)
+    windows = PipelineSettings(warehouse_path=str(work / "warehouse.duckdb")).resolve_windows(DuckDBWarehouse(con))
     fallback = con.sql("select customer_id, prob_no_purchase_churn_horizon from scores.customer_value").to_arrow_table().to_pandas()
-    yield CutoffData(con), windows, fallback
+    yield CutoffData(DuckDBWarehouse(con)), windows, fallback
     con.close()
 
 

@@ -101,3 +101,14 @@ def test_an_as_of_date_before_the_first_night_is_noted_not_warned(small_sample, 
     said = out.out + out.err
     assert "as of 2023-06-30, a date outside the nights the Dagster UI lists (CRM_PARTITIONS_START 2024-01-01" in said
     assert "give --as-of" not in said
+
+
+def test_a_whole_run_on_the_spark_engine_is_refused_until_every_step_runs_there(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CRM_ENGINE", "spark")
+    assert main(["run", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert "CRM_ENGINE=spark: a whole night on Spark is not available yet" in err and "CRM_ENGINE=duckdb" in err
+    assert not (tmp_path / "warehouse.duckdb").exists()
+    monkeypatch.setenv("CRM_ENGINE", "sparkle")
+    assert main(["run", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
+    assert "CRM_ENGINE" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import pytest
 
 from data_quality.contract import ENTITIES, ORDER_STATUSES, ContractError, load
 from orchestration.settings import PipelineSettings, SettingsError
+from orchestration.warehouse import DuckDBWarehouse
 from tests.conftest import build_once
 
 # reasons people and scripts search the quarantine for: they must not change
@@ -114,11 +115,11 @@ def test_the_as_of_date_and_history_come_from_rows_that_keep_the_contract(tmp_pa
             (timestamp '1900-01-01 00:00:00', 'ordered_at before the earliest plausible date (CRM_EARLIEST_DATE)'))
             as t(ordered_at, reject_reason)""")
         settings = PipelineSettings(warehouse_path=str(warehouse))
-        assert settings.resolve_as_of(con) == date(2026, 9, 30)
-        windows = settings.resolve_windows(con)
+        assert settings.resolve_as_of(DuckDBWarehouse(con)) == date(2026, 9, 30)
+        windows = settings.resolve_windows(DuckDBWarehouse(con))
         assert windows.as_of == date(2026, 9, 30) and windows.value_window_days == 365
         configured = PipelineSettings(warehouse_path=str(warehouse), as_of_date="2026-06-30")
-        assert configured.resolve_windows(con).as_of == date(2026, 6, 30)
+        assert configured.resolve_windows(DuckDBWarehouse(con)).as_of == date(2026, 6, 30)
 
 
 def test_messages_name_rows_by_file_and_number_never_by_value():

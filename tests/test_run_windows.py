@@ -18,13 +18,14 @@ select * from (values (timestamp '2025-06-30 10:00', null::varchar), (timestamp 
 
 def test_the_windows_are_resolved_once_per_run_and_read_back(tmp_path):
     settings = PipelineSettings(warehouse_path=str(tmp_path / "warehouse.duckdb"))
-    with settings.warehouse() as con:
+    with settings.open_warehouse() as warehouse:
+        con = warehouse.con
         con.execute(CHECKED_ORDERS)
-        first = settings.record_windows(con, "run-1")  # what the contract step does after its build
+        first = settings.record_windows(warehouse, "run-1")  # what the contract step does after its build
         assert first.as_of == date(2025, 6, 30) and first.history_start == date(2024, 1, 2)  # the rejected row is not seen
         con.execute("insert into staging.stg_orders_checked values (timestamp '2025-07-15 09:00', null)")
-        assert settings.run_windows(con, "run-1") == first  # a later step of the same run: the recorded windows
-        second = settings.run_windows(con, "run-2")  # a step run on its own: resolved now, and kept
+        assert settings.run_windows(warehouse, "run-1") == first  # a later step of the same run: the recorded windows
+        second = settings.run_windows(warehouse, "run-2")  # a step run on its own: resolved now, and kept
         assert second.as_of == date(2025, 7, 15)
         rows = con.execute("select run_id from ops.run_windows order by run_id").fetchall()
     assert rows == [("run-1",), ("run-2",)]

@@ -130,11 +130,11 @@ def _rows(table) -> list[tuple]:
     return sorted(rows, key=key)
 
 
-def _same(a, b) -> bool:
+def _same(a, b, rel: float = 1e-9) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is b
-        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
     return a == b
 
 
@@ -183,3 +183,72 @@ def test_the_edge_cases_are_read_alike_and_quarantined_alike(reference, spark, s
     assert theirs == ours
     assert 5 <= len({row for row, _ in ours}) < len(EDGE_ORDERS) and kept >= 5, (ours, kept)
     assert any("customer's" in rule for _, rule in theirs), theirs
+
+
+def _model_steps(settings) -> str:
+    """The value, churn and scoring steps materialised with ``settings``; returns the run id."""
+    import dagster as dg
+
+    from orchestration.assets.churn import customer_churn
+    from orchestration.assets.scoring import customer_scores
+    from orchestration.assets.value_models import customer_value
+
+    result = dg.materialize([customer_value, customer_churn, customer_scores], resources={"settings": settings},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    return result.run_id
+
+
+MODEL_TABLES = {"scores.customer_value": "customer_id", "scores.customer_churn": "customer_id",
+                "scores.customer_scores": "customer_id",
+                "ops.model_performance": "task, model_name, metric, train_window_end, test_window_end"}
+
+
+def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duckdb_run, spark, spark_build, tmp_path):
+    """The value, churn and scoring steps read and write through the warehouse interface: with
+    ``engine="spark"`` they read the marts dbt built on Spark and write their tables into Spark's catalog. The same
+    three steps on a copy of the DuckDB reference (each side training its models in a registry of its own) must
+    write the same tables: the same columns and rows, floats within 1e-6, texts equal once each run's id is
+    replaced by the same word."""
+    from orchestration.settings import PipelineSettings
+
+    sides = {}
+    for engine in ("duckdb", "spark"):
+        folder = tmp_path / engine
+        folder.mkdir()
+        shutil.copyfile(reference[0], folder / "warehouse.duckdb")
+        shutil.copyfile(duckdb_run / "serving.duckdb", folder / "serving.duckdb")  # last night's segments
+        settings = PipelineSettings(engine=engine, warehouse_path=str(folder / "warehouse.duckdb"),
+                                    serving_path=str(folder / "serving.duckdb"),
+                                    model_registry_dir=str(folder / "models"),
+                                    spark_dir=str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
+        sides[engine] = _model_steps(settings), folder
+    (duck_run, duck_folder), (spark_run, _) = sides["duckdb"], sides["spark"]
+
+    def read(engine: str, table: str):
+        run = spark_run if engine == "spark" else duck_run
+        query = (f"select * from {table} " + (f"where run_id = '{run}' " if table.startswith("ops.") else "")
+                 + f"order by {MODEL_TABLES[table]}")
+        if engine == "spark":
+            return spark.sql(query).toArrow()
+        with duckdb.connect(str(duck_folder / "warehouse.duckdb"), read_only=True) as con:
+            return con.sql(query).to_arrow_table()
+
+    def plain(value, run_id):
+        if isinstance(value, str):
+            return value.replace(run_id, "RUN").replace(run_id[:8], "RUN")
+        return value
+
+    differences = []
+    for table in MODEL_TABLES:
+        ours, theirs = read("duckdb", table), read("spark", table)
+        assert ours.num_rows > 0, table
+        if ours.column_names != theirs.column_names or ours.num_rows != theirs.num_rows:
+            differences.append((table, ours.column_names, theirs.column_names, ours.num_rows, theirs.num_rows))
+            continue
+        for column in ours.column_names:
+            pairs = zip(ours.column(column).to_pylist(), theirs.column(column).to_pylist())
+            unlike = [(a, b) for a, b in pairs if not _same(plain(a, duck_run), plain(b, spark_run), rel=1e-6)]
+            if unlike:
+                differences.append((table, column, unlike[:3]))
+    assert not differences, "\n".join(map(str, differences))

@@ -7,7 +7,7 @@ import pandas as pd
 
 from orchestration.assets.value_models import CUSTOMER_VALUE, FEATURES_HISTORY, OUTCOMES
 from orchestration.memory import release_memory
-from orchestration.publication import ensure_ops_tables
+from orchestration.publication import ensure_model_performance
 from orchestration.settings import PipelineSettings
 
 CUSTOMER_CHURN = dg.AssetKey(["scores", "customer_churn"])
@@ -32,12 +32,12 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
 
     # the model threads (CRM_MODEL_THREADS, ml/threads.py) for the back-test's predictions too; training and
     # scoring set them themselves
-    with settings.warehouse(for_models=True) as con, model_threads():
-        windows = settings.run_windows(con, context.run_id)
-        value = con.sql("select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value"
-                        ).to_arrow_table().to_pandas()
+    with settings.open_warehouse(for_models=True) as warehouse, model_threads():
+        windows = settings.run_windows(warehouse, context.run_id)
+        value = warehouse.frame(
+            "select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value")
         outcome = run_churn_models(
-            CutoffData(con), windows=windows, registry=Registry(settings.model_registry_dir, "churn", settings.lineage),
+            CutoffData(warehouse), windows=windows, registry=Registry(settings.model_registry_dir, "churn", settings.lineage),
             lineage=settings.lineage, run_id=context.run_id, fallback=value,
             btyd_model=str(value.btyd_model.iloc[0]) if len(value) else "bgnbd",
             policy=ChurnPolicy(cadence_days=settings.churn_retrain_days, min_customers=settings.churn_min_customers),
@@ -48,16 +48,11 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
     release_memory()
     result = outcome.predictions
     model_version = str(result.churn_model.iloc[0]) if len(result) else "none"
-    with settings.warehouse(for_models=True) as con:
-        con.register("churn_df", result)
-        con.execute("create or replace table scores.customer_churn as select * from churn_df")
-        con.unregister("churn_df")
-        ensure_ops_tables(con)
-        con.execute("delete from ops.model_performance where run_id = ? and task = 'churn'", [context.run_id])
-        if outcome.performance:
-            con.register("perf_df", pd.DataFrame(outcome.performance))
-            con.execute("insert into ops.model_performance by name select * from perf_df")
-            con.unregister("perf_df")
+    with settings.open_warehouse(for_models=True) as warehouse:
+        warehouse.write("scores.customer_churn", result)
+        ensure_model_performance(warehouse)
+        warehouse.replace_rows("ops.model_performance", pd.DataFrame(outcome.performance),
+                               {"run_id": context.run_id, "task": "churn"})
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(result),
         "decision": dg.MetadataValue.json({k: str(v) for k, v in outcome.decision.items()}),

@@ -63,8 +63,8 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSet
 
 
 def _run_windows(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Windows:
-    with settings.warehouse() as con:
-        return settings.run_windows(con, context.run_id)
+    with settings.open_warehouse() as warehouse:
+        return settings.run_windows(warehouse, context.run_id)
 
 
 @dbt_assets(manifest=MANIFEST, project=dbt_project, dagster_dbt_translator=translator,
@@ -75,8 +75,8 @@ def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCli, settings: Pipel
     with settings.warehouse() as con:
         windows = settings.provisional_windows(con)  # the models here read no window var (see its docstring)
     yield from _build(context, dbt, settings, windows)
-    with settings.warehouse() as con:  # the run's windows, once, from the rows that kept the contract
-        windows = settings.record_windows(con, context.run_id)
+    with settings.open_warehouse() as warehouse:  # the run's windows, once, from the rows that kept the contract
+        windows = settings.record_windows(warehouse, context.run_id)
     context.log.info(f"as of {windows.as_of.isoformat()}; cutoffs {', '.join(d.isoformat() for d in windows.cutoffs())}")
     if context.has_partition_key and context.partition_key != windows.as_of.isoformat():
         if context.run.tags.get(AS_OF_FROM_TAG) == "settings":  # --as-of before the first night the UI lists

@@ -19,6 +19,7 @@ from orchestration.score_history import Retention
 from orchestration.source_database import commit_cursors
 from orchestration.run_log import DBT_OTHER, RunRecord, asset_steps, table_rows
 from orchestration.settings import PipelineSettings
+from orchestration.warehouse import DuckDBWarehouse
 
 PUBLICATION = dg.AssetKey(["serving", "publication"])
 QUARANTINE_KEYS = [dg.AssetKey(["quarantine", f"quarantine_{entity}"]) for entity in ENTITIES]
@@ -79,7 +80,7 @@ def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
 def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     facts = run_facts(context, settings.warehouse_path)
     with settings.warehouse() as con:
-        as_of = settings.run_windows(con, context.run_id).as_of
+        as_of = settings.run_windows(DuckDBWarehouse(con), context.run_id).as_of
         rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchall()[0][0] for name in ENTITIES}
         model_versions = json.loads(
             con.execute("select any_value(model_versions) from scores.customer_scores").fetchall()[0][0] or "{}"

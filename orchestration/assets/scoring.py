@@ -15,8 +15,9 @@ from orchestration.assets.churn import CUSTOMER_CHURN
 from orchestration.assets.ingest import CUSTOMER_PSEUDONYMS
 from orchestration.assets.value_models import CUSTOMER_VALUE
 from orchestration.memory import release_memory
-from orchestration.publication import ensure_ops_tables
+from orchestration.publication import ensure_model_performance
 from orchestration.settings import PipelineSettings
+from orchestration.warehouse import DuckDBWarehouse, Warehouse
 
 CUSTOMER_FEATURES = dg.AssetKey(["marts", "customer_features"])
 CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
@@ -36,23 +37,23 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
 
     release_memory()
     rules = settings.scoring_rules()
-    with settings.warehouse(for_models=True) as con:
-        windows = settings.run_windows(con, context.run_id)
+    with settings.open_warehouse(for_models=True) as warehouse:
+        windows = settings.run_windows(warehouse, context.run_id)
         as_of = windows.as_of
-        columns = ", ".join(FEATURE_COLUMNS)
-        features = con.sql(f"select {columns} from marts.customer_features").to_arrow_table().to_pandas()
-        value = con.sql("select * from scores.customer_value").to_arrow_table().to_pandas()
-        churn = con.sql("select * exclude (churn_reasons) from scores.customer_churn").to_arrow_table().to_pandas()
-        names = con.sql("select distinct product_category from intermediate.int_customer_categories "
-                        "where cutoff_date = ? order by 1", params=[as_of]).to_arrow_table().to_pandas()
+        features = warehouse.frame(f"select {', '.join(FEATURE_COLUMNS)} from marts.customer_features")
+        value = warehouse.frame("select * from scores.customer_value")
+        churn_columns = [c for c in warehouse.columns("scores.customer_churn") if c != "churn_reasons"]
+        churn = warehouse.frame(f"select {', '.join(churn_columns)} from scores.customer_churn")
+        names = warehouse.frame("select distinct product_category from intermediate.int_customer_categories "
+                                "where cutoff_date = ? order by 1", [as_of])
     # pass 1, with the connection closed: DuckDB's cache of what was just read is not held meanwhile
     scorer = Scorer(features, value, churn, run_id=context.run_id, rules=rules)
     del features, value, churn
     release_memory()
     names = names["product_category"].astype(str).to_numpy(dtype=object)
-    with settings.warehouse(for_models=True) as con, _serving(settings.serving_file) as serving:
-        _write_in_batches(con, serving, scorer, names, as_of, settings.scoring_batch_rows, context.log)
-        summary = _summary(con)
+    with settings.open_warehouse(for_models=True) as warehouse, _serving(settings.serving_file) as serving:
+        _write_in_batches(warehouse, serving, scorer, names, as_of, settings.scoring_batch_rows, context.log)
+        summary = _summary(warehouse)
     facts, n = scorer.facts, len(scorer)
     del scorer
     context.log.info(f"scored {n:,} customers; {facts['clusters_k']} behavioural clusters "
@@ -74,8 +75,8 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
 CATEGORIES = "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories"
 
 
-def _write_in_batches(con: duckdb.DuckDBPyConnection, serving: duckdb.DuckDBPyConnection | None, scorer, names,
-                      as_of, batch_rows: int, log) -> None:
+def _write_in_batches(warehouse: Warehouse, serving: Warehouse | None, scorer, names, as_of, batch_rows: int,
+                      log) -> None:
     """Pass 2 of ``Scorer``: learns the categories' mix per cluster, then writes ``scores.customer_scores``
     ``batch_rows`` customers at a time into a new table that replaces the old one in one transaction. Each batch
     reads its customers' reasons, keys, categories and last publication's segments by ``customer_id`` range."""
@@ -84,58 +85,49 @@ def _write_in_batches(con: duckdb.DuckDBPyConnection, serving: duckdb.DuckDBPyCo
     n = len(scorer)
     batches = [(start, min(start + batch_rows, n)) for start in range(0, n, batch_rows)]
     # one batch: its categories are read once, learnt from and predicted for
-    everyone = _batch_rows(con, CATEGORIES, scorer, *batches[0], as_of) if len(batches) == 1 else None
+    everyone = _batch_rows(warehouse, CATEGORIES, scorer, *batches[0], as_of) if len(batches) == 1 else None
 
     def categories(start: int, stop: int) -> pd.DataFrame:
-        return everyone if everyone is not None else _batch_rows(con, CATEGORIES, scorer, start, stop, as_of)
+        return everyone if everyone is not None else _batch_rows(warehouse, CATEGORIES, scorer, start, stop, as_of)
 
     for start, stop in batches:
         scorer.learn_categories(categories(start, stop), names, start, stop)
-    con.execute("create schema if not exists scores")
-    con.execute("drop table if exists scores.customer_scores__next")
+    warehouse.execute("create schema if not exists scores")
+    warehouse.execute("drop table if exists scores.customer_scores__next")
     for number, (start, stop) in enumerate(batches or [(0, 0)], 1):
         part = scorer.batch(
             start, stop,
-            churn_reasons=_batch_rows(con, "select customer_id, churn_reasons from scores.customer_churn",
+            churn_reasons=_batch_rows(warehouse, "select customer_id, churn_reasons from scores.customer_churn",
                                       scorer, start, stop),
             categories=categories(start, stop),
-            pseudonyms=_batch_rows(con, "select customer_id, customer_key from ops.customer_pseudonyms",
+            pseudonyms=_batch_rows(warehouse, "select customer_id, customer_key from ops.customer_pseudonyms",
                                    scorer, start, stop),
             previous=None if serving is None else _batch_rows(
                 serving, f"select customer_id, {', '.join(PREVIOUS)} from customer_scores", scorer, start, stop))
-        con.register("scores_df", part)
-        con.execute("create table scores.customer_scores__next as select * from scores_df" if number == 1
-                    else "insert into scores.customer_scores__next select * from scores_df")
-        con.unregister("scores_df")
+        warehouse.write("scores.customer_scores__next", part, append=number > 1)
         del part
         if len(batches) > 1:
             log.info(f"scores written for {stop:,} of {n:,} customers (batch {number} of {len(batches)})")
-    con.execute("begin")
-    con.execute("drop table if exists scores.customer_scores")
-    con.execute("alter table scores.customer_scores__next rename to customer_scores")
-    con.execute("commit")
+    warehouse.swap("scores.customer_scores__next", "scores.customer_scores")
 
 
-def _batch_rows(con: duckdb.DuckDBPyConnection, select: str, scorer, start: int, stop: int,
-                as_of=None) -> pd.DataFrame:
-    """``select``'s rows for the customers ``start:stop`` of ``scorer`` (a range of ``customer_id``; DuckDB and
-    Python order text the same way, by code point), at ``as_of``'s cutoff when given."""
+def _batch_rows(warehouse: Warehouse, select: str, scorer, start: int, stop: int, as_of=None) -> pd.DataFrame:
+    """``select``'s rows for the customers ``start:stop`` of ``scorer`` (a range of ``customer_id``; the engines
+    and Python order text the same way, by code point), at ``as_of``'s cutoff when given."""
     ids = scorer.customer_ids(start, stop)
     if ids.empty:
-        return con.sql(f"select * from ({select}) limit 0").to_arrow_table().to_pandas()
+        return warehouse.frame(f"select * from ({select}) picked limit 0")
     where = " where customer_id between ? and ?" + (" and cutoff_date = ?" if as_of is not None else "")
-    params = [ids.iloc[0], ids.iloc[-1]] + ([as_of] if as_of is not None else [])
-    return con.sql(select + where, params=params).to_arrow_table().to_pandas()
+    return warehouse.frame(select + where, [ids.iloc[0], ids.iloc[-1]] + ([as_of] if as_of is not None else []))
 
 
-def _summary(con: duckdb.DuckDBPyConnection) -> dict:
+def _summary(warehouse: Warehouse) -> dict:
     """Asset metadata from the table just written."""
-    mean_churn, total_clv, model = con.execute(
-        "select avg(churn_probability), coalesce(sum(clv), 0), min(clv_model) from scores.customer_scores").fetchall()[0]
-    tiers = dict(con.execute("select priority_tier, count(*) from scores.customer_scores group by 1 "
-                             "order by 1").fetchall())
-    actions = dict(con.execute("select next_best_action, count(*) from scores.customer_scores group by 1 "
-                               "order by 2 desc, 1").fetchall())
+    mean_churn, total_clv, model = warehouse.rows(
+        "select avg(churn_probability), coalesce(sum(clv), 0), min(clv_model) from scores.customer_scores")[0]
+    tiers = dict(warehouse.rows("select priority_tier, count(*) from scores.customer_scores group by 1 order by 1"))
+    actions = dict(warehouse.rows("select next_best_action, count(*) from scores.customer_scores group by 1 "
+                                  "order by 2 desc, 1"))
     return {"clv_model": model or "", "mean_churn_probability": float(mean_churn) if mean_churn is not None else
             float("nan"), "total_clv": float(total_clv), "tier_counts": dg.MetadataValue.json(tiers),
             "action_counts": dg.MetadataValue.json(actions)}
@@ -143,8 +135,8 @@ def _summary(con: duckdb.DuckDBPyConnection) -> dict:
 
 @contextmanager
 def _serving(serving_file: Path):
-    """The current publication, read-only, for last night's segments (None before the first, or when it
-    predates those columns)."""
+    """The current publication (a DuckDB file), read-only, for last night's segments (None before the first, or
+    when it predates those columns)."""
     from ml.scoring import PREVIOUS
 
     con = None
@@ -157,7 +149,7 @@ def _serving(serving_file: Path):
                 con.close()
             con = None
     try:
-        yield con
+        yield None if con is None else DuckDBWarehouse(con)
     finally:
         if con is not None:
             con.close()
@@ -177,13 +169,12 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
                                   summary_markdown)
 
     as_of, cutoff = windows.as_of, windows.churn_test
-    with settings.warehouse(for_models=True) as con:
-        known = con.execute("select count(*) from intermediate.int_cutoffs where cutoff_date = ?",
-                            [cutoff]).fetchall()[0][0]
+    with settings.open_warehouse(for_models=True) as warehouse:
+        known = warehouse.scalar("select count(*) from intermediate.int_cutoffs where cutoff_date = ?", [cutoff])
         if known:
-            features = CutoffData(con).features(cutoff, CLUSTER_COLUMNS)
-            at_cutoff = con.sql(CATEGORIES_AT, params=[cutoff]).to_arrow_table().to_pandas()
-            now = con.sql(CATEGORIES_AT, params=[as_of]).to_arrow_table().to_pandas()
+            features = CutoffData(warehouse).features(cutoff, CLUSTER_COLUMNS)
+            at_cutoff = warehouse.frame(CATEGORIES_AT, [cutoff])
+            now = warehouse.frame(CATEGORIES_AT, [as_of])
     rows, why = [], None
     if not known:
         why = f"the cutoff {cutoff} is not among the run's cutoffs (int_cutoffs)"
@@ -197,13 +188,9 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
             why = f"no customer known at {cutoff} bought a categorised product in ({cutoff}, {as_of}]"
         else:
             rows = performance_rows(metrics, run_id=context.run_id, as_of=as_of, cutoff=cutoff)
-    with settings.warehouse(for_models=True) as con:
-        ensure_ops_tables(con)
-        con.execute("delete from ops.model_performance where run_id = ? and task = ?", [context.run_id, TASK])
-        if rows:
-            con.register("perf_df", pd.DataFrame(rows))
-            con.execute("insert into ops.model_performance by name select * from perf_df")
-            con.unregister("perf_df")
+    with settings.open_warehouse(for_models=True) as warehouse:
+        ensure_model_performance(warehouse)
+        warehouse.replace_rows("ops.model_performance", pd.DataFrame(rows), {"run_id": context.run_id, "task": TASK})
     if why:
         context.log.info(f"next category: not back-tested: {why}")
         return {"next_category_backtest": f"not back-tested: {why}"}

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from orchestration.memory import release_memory
-from orchestration.publication import ensure_ops_tables
+from orchestration.publication import ensure_model_performance
 from orchestration.settings import PipelineSettings
 
 CUSTOMER_VALUE = dg.AssetKey(["scores", "customer_value"])
@@ -50,15 +50,15 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
     from ml.value_models import LEARNED_MODEL, NAIVE_MODEL, run_value_models, value_card_markdown
 
     release_memory()
-    with settings.warehouse(for_models=True) as con:
-        windows = settings.run_windows(con, context.run_id)
-        data = CutoffData(con)
+    with settings.open_warehouse(for_models=True) as warehouse:
+        windows = settings.run_windows(warehouse, context.run_id)
+        data = CutoffData(warehouse)
         context.log.info(f"value models: {data.count(windows.as_of):,} customers at {windows.as_of}")
         result = run_value_models(data, windows=windows, annual_discount_rate=settings.annual_discount_rate,
                                   run_id=context.run_id)
-        median_t = float(con.execute(
+        median_t = float(warehouse.scalar(
             f"select median(btyd_t_days) from {data.features_table} where as_of_date = ? and n_orders > 0",
-            [windows.as_of]).fetchall()[0][0] or 0.0)
+            [windows.as_of]) or 0.0)
     for note in result.notes:
         context.log.info(f"value models: {note}")
     context.log.info(f"value models: champion {result.champion} (BTYD model {result.btyd_model})")
@@ -82,17 +82,10 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
         plot_paths["spend_by_decile"] = plots.spend_by_decile(
             result.backtest, models, result.champion, report_dir / "spend_by_decile.png")
 
-    with settings.warehouse(for_models=True) as con:
-        con.execute("create schema if not exists scores")
-        con.register("value_df", result.predictions)
-        con.execute("create or replace table scores.customer_value as select * from value_df")
-        con.unregister("value_df")
-        ensure_ops_tables(con)
-        con.execute("delete from ops.model_performance where run_id = ?", [context.run_id])
-        if result.performance:
-            con.register("perf_df", pd.DataFrame(result.performance))
-            con.execute("insert into ops.model_performance by name select * from perf_df")
-            con.unregister("perf_df")
+    with settings.open_warehouse(for_models=True) as warehouse:
+        warehouse.write("scores.customer_value", result.predictions)
+        ensure_model_performance(warehouse)
+        warehouse.replace_rows("ops.model_performance", pd.DataFrame(result.performance), {"run_id": context.run_id})
 
     fits = {name: fit.as_dict() for name, fit in result.fits.items()}
     return dg.MaterializeResult(

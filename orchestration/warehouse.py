@@ -1,0 +1,165 @@
+"""The warehouse as the Python steps see it: one small interface, a DuckDB implementation here and a Spark one in
+``orchestration/warehouse_spark.py`` (issue 18).
+
+Steps hand it portable SQL (what both engines run: standard functions, ``string`` rather than ``varchar``, ``?``
+parameters) and frames. What differs between the engines lives behind it: how a result comes back as Arrow, how a
+frame becomes a table, how one run's rows of a log table are replaced, how a staged table takes a table's place.
+It is not an ORM: a step still writes its own queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+Data = pd.DataFrame | pa.Table
+
+
+class Warehouse:
+    """What every engine provides; ``frame``, ``scalar`` and ``batches`` are the same everywhere."""
+
+    engine: str
+
+    def arrow(self, sql: str, params: Sequence = (), inputs: Mapping[str, pa.Table] | None = None) -> pa.Table:
+        """The query's result. ``inputs``: tables the query reads by name, visible to this query only."""
+        raise NotImplementedError
+
+    def stream(self, sql: str, params: Sequence = (), rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """The query's result in record batches of at most about ``rows`` rows (the engine may hand out smaller
+        ones), never all of it at once where the engine can avoid it."""
+        raise NotImplementedError
+
+    def rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Sequence = ()) -> None:
+        """A statement (DDL, or DML the engine supports on its tables)."""
+        raise NotImplementedError
+
+    def columns(self, table: str) -> list[str]:
+        raise NotImplementedError
+
+    def write(self, table: str, data: Data, *, append: bool = False) -> None:
+        """``data`` as ``table`` (created or replaced, its schema created when missing), or appended to it."""
+        raise NotImplementedError
+
+    def replace_rows(self, table: str, data: Data, where: Mapping[str, object]) -> None:
+        """Delete the rows of ``table`` whose columns equal ``where``'s values, then add ``data``'s rows (matched to
+        the table's columns by name; a column ``data`` lacks is null). For small log tables (a run's rows)."""
+        raise NotImplementedError
+
+    def swap(self, staged: str, table: str) -> None:
+        """``staged`` (a table in the same schema) becomes ``table``; the old ``table`` is dropped."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the same on every engine
+    def frame(self, sql: str, params: Sequence = (), inputs: Mapping[str, pa.Table] | None = None) -> pd.DataFrame:
+        return self.arrow(sql, params, inputs).to_pandas()
+
+    def scalar(self, sql: str, params: Sequence = ()):
+        found = self.rows(sql, params)
+        return found[0][0] if found else None
+
+    def batches(self, sql: str, params: Sequence, size: int) -> Iterator[pd.DataFrame]:
+        """The query's rows, in order, as frames of about ``size`` rows (the engine's batches regrouped)."""
+        pending, rows = [], 0
+        for batch in self.stream(sql, params, size):
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= size:
+                yield pa.Table.from_batches(pending).to_pandas()
+                pending, rows = [], 0
+        if rows:
+            yield pa.Table.from_batches(pending).to_pandas()
+
+
+def as_arrow(data: Data) -> pa.Table:
+    return data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+
+
+def schema_of(table: str) -> str | None:
+    """``schema`` of ``schema.table`` (None for a bare name)."""
+    parts = table.split(".")
+    return parts[-2] if len(parts) > 1 else None
+
+
+class DuckDBWarehouse(Warehouse):
+    """The embedded default: a DuckDB connection (``PipelineSettings.warehouse``), or an in-memory one.
+
+    Every read runs on a cursor of its own (its own query state), so a stream may stay open while other queries
+    run. ``con`` is the connection itself, for the steps that still speak DuckDB directly."""
+
+    engine = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    @contextmanager
+    def _cursor(self, inputs: Mapping[str, pa.Table] | None = None):
+        cursor = self.con.cursor()
+        try:
+            for name, data in (inputs or {}).items():
+                cursor.register(name, data)
+            yield cursor
+        finally:
+            cursor.close()
+
+    def arrow(self, sql, params=(), inputs=None):
+        with self._cursor(inputs) as cursor:
+            return cursor.sql(sql, params=list(params) or None).to_arrow_table()
+
+    def stream(self, sql, params=(), rows=100_000):
+        with self._cursor() as cursor:
+            yield from cursor.sql(sql, params=list(params) or None).to_arrow_reader(rows)
+
+    def rows(self, sql, params=()):
+        return self.con.execute(sql, list(params) or None).fetchall()
+
+    def execute(self, sql, params=()):
+        self.con.execute(sql, list(params) or None)
+
+    def columns(self, table):
+        return self.con.sql(f"select * from {table} limit 0").columns
+
+    def _create_schema(self, table: str) -> None:
+        if schema_of(table):
+            self.con.execute(f"create schema if not exists {schema_of(table)}")
+
+    def write(self, table, data, *, append=False):
+        self._create_schema(table)
+        self.con.register("_write_data", data)  # as given: DuckDB reads pandas' types as it always has
+        try:
+            self.con.execute(f"insert into {table} by name select * from _write_data" if append
+                             else f"create or replace table {table} as select * from _write_data")
+        finally:
+            self.con.unregister("_write_data")
+
+    def replace_rows(self, table, data, where):
+        condition = " and ".join(f"{column} = ?" for column in where)
+        self.con.execute("begin")
+        try:
+            self.con.execute(f"delete from {table} where {condition}", list(where.values()))
+            if len(data):
+                self.write(table, data, append=True)
+            self.con.execute("commit")
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+
+    def swap(self, staged, table):
+        self.con.execute("begin")
+        try:
+            self.con.execute(f"drop table if exists {table}")
+            self.con.execute(f"alter table {staged} rename to {table.split('.')[-1]}")
+            self.con.execute("commit")
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+
+    @classmethod
+    def in_memory(cls) -> "DuckDBWarehouse":
+        return cls(duckdb.connect())
