@@ -65,12 +65,12 @@ def describe(counts: dict[str, dict[str, int]], raw: dict[str, int], threshold: 
     return lines
 
 
-def rows_of_rule(con: duckdb.DuckDBPyConnection, entity: str, rule: str) -> list[tuple[str, int]]:
+def rows_of_rule(warehouse, entity: str, rule: str) -> list[tuple[str, int]]:
     """(source file, row number) of every row of ``entity`` that broke ``rule`` (from the contract step's
-    ``staging.stg_<entity>_checked``), in file order."""
-    return [(str(f), int(r)) for f, r in con.execute(
+    ``staging.stg_<entity>_checked``, in the warehouse: ``orchestration/warehouse.py``), in file order."""
+    return [(str(f), int(r)) for f, r in warehouse.rows(
         f"select _source_file, _source_row from staging.stg_{entity}_checked where reject_reason = ? "
-        "order by _source_file, _source_row", [rule]).fetchall()]
+        "order by _source_file, _source_row", [rule])]
 
 
 def name_rows(rows: list[tuple[str, int]], limit: int = 10) -> str:

@@ -1,18 +1,17 @@
-"""Rules for the model outputs ``customer_value`` and ``customer_churn`` (SQL, pushed into DuckDB).
+"""Rules for the model outputs ``customer_value`` and ``customer_churn`` (portable SQL, pushed into the warehouse:
+DuckDB or Spark, ``orchestration/warehouse.py``).
 
 The published ``customer_scores`` and the staging and feature tables are guarded by the Great
 Expectations suites in ``data_quality/suites.py``."""
 
 from __future__ import annotations
 
-import duckdb
-
 
 VALUE_COLUMNS = ("p_alive", "expected_purchases", "prob_no_purchase_churn_horizon", "expected_spend", "clv",
                  "expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high")
 
 
-def value_violations(con: duckdb.DuckDBPyConnection, value: str, features: str) -> dict[str, int]:
+def value_violations(warehouse, value: str, features: str) -> dict[str, int]:
     """Rules for the value model's predictions (``scores.customer_value``)."""
     rules = {
         "one row per customer of customer_features": f"""
@@ -29,10 +28,10 @@ def value_violations(con: duckdb.DuckDBPyConnection, value: str, features: str) 
     }
     for col in VALUE_COLUMNS:
         rules[f"{col} finite and >= 0"] = f"select count(*) from {value} where {col} is null or isnan({col}) or {col} < 0"
-    return {name: int(con.execute(sql).fetchall()[0][0]) for name, sql in rules.items()}
+    return {name: int(warehouse.scalar(sql)) for name, sql in rules.items()}
 
 
-def churn_violations(con: duckdb.DuckDBPyConnection, churn: str, features: str) -> dict[str, int]:
+def churn_violations(warehouse, churn: str, features: str) -> dict[str, int]:
     """Rules for the churn predictions (``scores.customer_churn``)."""
     rules = {
         "one row per customer of customer_features": f"""
@@ -43,4 +42,4 @@ def churn_violations(con: duckdb.DuckDBPyConnection, churn: str, features: str) 
             where churn_probability is null or isnan(churn_probability) or churn_probability not between 0 and 1""",
         "churn_reasons and churn_model not null": f"select count(*) from {churn} where churn_reasons is null or churn_model is null",
     }
-    return {name: int(con.execute(sql).fetchall()[0][0]) for name, sql in rules.items()}
+    return {name: int(warehouse.scalar(sql)) for name, sql in rules.items()}

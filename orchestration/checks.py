@@ -43,9 +43,9 @@ def build_gx_check(asset_key: dg.AssetKey, suite_name: str, expected_count_sql: 
         from data_quality.suites import COLUMNS, SUITES
 
         columns = ", ".join(COLUMNS[suite_name])
-        with settings.warehouse() as con:
-            frame = con.sql(f"select {columns} from {table}").to_arrow_table().to_pandas()
-            expected = int(con.execute(expected_count_sql).fetchall()[0][0]) if expected_count_sql else None
+        with settings.open_warehouse() as warehouse:
+            frame = warehouse.frame(f"select {columns} from {table}")
+            expected = int(warehouse.scalar(expected_count_sql)) if expected_count_sql else None
         if frame.empty and not expected:  # an optional entity that is absent: nothing to check
             return dg.AssetCheckResult(passed=True, description="no rows (optional source absent)")
         suite = SUITES[suite_name](expected, datetime.now(timezone.utc).replace(tzinfo=None))
@@ -82,9 +82,9 @@ def build_outlier_share_check(entity: Entity, rule: Rule) -> dg.AssetChecksDefin
                     description=f"At most CRM_MAX_OUTLIER_SHARE of the {entity.name} have an {rule.column} beyond the "
                     "outlier bound (CRM_AMOUNT_OUTLIER_FACTOR x the 99.9th percentile of the valid values).")
     def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
-        with settings.warehouse() as con:
-            total = int(con.execute(f"select count(*) from staging.stg_{entity.name}_checked").fetchall()[0][0])
-            rows = rows_of_rule(con, entity.name, rule.reason)
+        with settings.open_warehouse() as warehouse:
+            total = int(warehouse.scalar(f"select count(*) from staging.stg_{entity.name}_checked"))
+            rows = rows_of_rule(warehouse, entity.name, rule.reason)
         share, limit = (len(rows) / total if total else 0.0), settings.max_outlier_share
         passed = share <= limit
         description = (
@@ -120,8 +120,8 @@ def scores_drift(settings: PipelineSettings) -> dg.AssetCheckResult:
     cols = ", ".join(PSI_COLUMNS + MEAN_COLUMNS)
     with duckdb.connect(str(settings.serving_file), read_only=True) as con:
         previous = con.sql(f"select {cols} from customer_scores").to_arrow_table().to_pandas()
-    with settings.warehouse() as con:
-        current = con.sql(f"select {cols} from scores.customer_scores").to_arrow_table().to_pandas()
+    with settings.open_warehouse() as warehouse:
+        current = warehouse.frame(f"select {cols} from scores.customer_scores")
     psi = {c: round(population_stability(score_reference(previous[c].to_numpy()), current[c].to_numpy()), 4)
            for c in PSI_COLUMNS}
     shift = {c: round(abs(current[c].mean() - previous[c].mean()) / max(abs(previous[c].mean()), 1e-9), 4)
@@ -137,37 +137,26 @@ def scores_drift(settings: PipelineSettings) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=customer_value, blocking=True, description="Value predictions are finite, in range, one per customer.")
 def customer_value_valid(settings: PipelineSettings) -> dg.AssetCheckResult:
-    with settings.warehouse() as con:
-        return _result(value_violations(con, "scores.customer_value", "marts.customer_features"))
+    with settings.open_warehouse() as warehouse:
+        return _result(value_violations(warehouse, "scores.customer_value", "marts.customer_features"))
 
 
 @dg.asset_check(asset=customer_churn, blocking=True, description="Churn predictions in range, one per customer, with reasons.")
 def customer_churn_valid(settings: PipelineSettings) -> dg.AssetCheckResult:
-    with settings.warehouse() as con:
-        return _result(churn_violations(con, "scores.customer_churn", "marts.customer_features"))
-
-
-def _latest_champion_metric(con, task: str, metric: str) -> tuple[str, float] | None:
-    row = con.execute(
-        """select model_name, value from ops.model_performance
-           where task = ? and metric = ? and is_champion
-             and run_id = (select run_id from ops.model_performance where task = ? order by as_of_date desc, run_id limit 1)
-           limit 1""",
-        [task, metric, task],
-    ).fetchall()
-    return (row[0][0], float(row[0][1])) if row else None
+    with settings.open_warehouse() as warehouse:
+        return _result(churn_violations(warehouse, "scores.customer_churn", "marts.customer_features"))
 
 
 @dg.asset_check(asset=customer_scores, blocking=True,
                 description="The value and churn champions' back-test metrics clear the configured floors.")
 def model_metric_floors(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
     failed, seen = [], {}
-    with settings.warehouse() as con:
+    with settings.open_warehouse() as warehouse:
         for task, metric, floor in (("clv_spend", "normalised_gini", settings.min_value_gini),
                                     ("churn", "roc_auc", settings.min_churn_auc)):
-            champ = con.execute(
+            champ = warehouse.rows(
                 "select model_name, value from ops.model_performance where run_id = ? and task = ? and metric = ? "
-                "and is_champion", [context.run.run_id, task, metric]).fetchall()
+                "and is_champion", [context.run.run_id, task, metric])
             if not champ:
                 seen[task] = "no back-test this run (documented fallback)"
                 continue
@@ -243,8 +232,8 @@ def source_is_fresh(context: dg.AssetCheckExecutionContext, settings: PipelineSe
 
     reference, against = ((date.fromisoformat(settings.run_as_of_date), "the as-of date") if settings.run_as_of_date
                           else (settings.today(), "today"))
-    with settings.warehouse() as con:
-        newest = con.execute(f"select max(d) from ({CHECKED_ORDER_DATES}) where d <= ?", [reference]).fetchall()[0][0]
+    with settings.open_warehouse() as warehouse:
+        newest = warehouse.scalar(f"select max(d) from ({CHECKED_ORDER_DATES}) checked where d <= ?", [reference])
     age = (reference - newest).days if newest else None
     warn, block = settings.max_source_age_days, settings.block_source_age_days
     facts = {"newest_order": newest.isoformat() if newest else None, "reference": reference.isoformat(),

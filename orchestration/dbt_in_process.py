@@ -45,25 +45,29 @@ def _manifest_key(manifest_path: Path) -> tuple:
     return (str(manifest_path), stat.st_mtime_ns, stat.st_size)
 
 
-def parsed_project(project_dir: Path, profiles_dir: Path, prepared_target: Path, parse_dir: Path):
-    """The project's parsed ``Manifest`` object, once per process and prepared manifest: loaded from the saved
-    parse in ``prepared_target`` (copied to ``parse_dir``, so concurrent processes never write the same file);
-    dbt parses in full only if that saved parse no longer matches the files."""
+def parsed_project(project_dir: Path, profiles_dir: Path, prepared_target: Path, parse_dir: Path,
+                   profile_target: str | None = None):
+    """The project's parsed ``Manifest`` object, once per process, prepared manifest and profile target: loaded
+    from the saved parse in ``prepared_target`` (copied to ``parse_dir``, so concurrent processes never write the
+    same file); dbt parses in full only if that saved parse no longer matches the files. Another profile target
+    than the default (``spark``) is parsed in full once: a parse holds its adapter's relation names."""
     from dbt.cli.main import dbtRunner
 
-    key = _manifest_key(prepared_target / "manifest.json")
+    key = (*_manifest_key(prepared_target / "manifest.json"), profile_target)
     with _PARSE_LOCK:
         if key not in _parsed:
             saved = prepared_target / "partial_parse.msgpack"
             parse_dir.mkdir(parents=True, exist_ok=True)
-            if saved.exists():
+            if saved.exists() and profile_target is None:
                 shutil.copy2(saved, parse_dir / "partial_parse.msgpack")
+            target = [] if profile_target is None else ["--target", profile_target]
             result = dbtRunner().invoke(["parse", "--quiet", "--log-level", "none", "--no-write-json",
                                          "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir),
-                                         "--target-path", str(parse_dir), "--log-path", str(parse_dir)])
+                                         "--target-path", str(parse_dir), "--log-path", str(parse_dir), *target])
             if not result.success or result.result is None:
                 raise RuntimeError(f"dbt parse failed in process: {result.exception}")
-            _parsed.clear()
+            for stale in [k for k in _parsed if k[-1] == profile_target]:
+                del _parsed[stale]
             _parsed[key] = result.result
         return _parsed[key]
 
@@ -92,7 +96,7 @@ def database_of(dbt_args: Sequence[str]) -> str | None:
     """The catalog dbt-duckdb will open for a command: the stem of its ``warehouse_path`` var."""
     from dbt.adapters.duckdb.credentials import DuckDBCredentials
 
-    if "--vars" not in dbt_args:
+    if "--vars" not in dbt_args or "--target" in dbt_args:  # another target than the default duckdb one
         return None
     path = json.loads(dbt_args[list(dbt_args).index("--vars") + 1]).get("warehouse_path")
     return DuckDBCredentials.path_derived_database_name(path) if path else None

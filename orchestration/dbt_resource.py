@@ -47,8 +47,10 @@ class InProcessInvocation(DbtCliInvocation):
         from orchestration.dbt_in_process import InProcessDbt, parsed_project
         from orchestration.dbt_project import dbt_project as project
 
-        parse_dir = Path(target_path).parent / "parse"
-        parsed = parsed_project(Path(project_dir), Path(project.profiles_dir), project.manifest_path.parent, parse_dir)
+        profile_target = args[list(args).index("--target") + 1] if "--target" in args else None
+        parse_dir = Path(target_path).parent / ("parse" if profile_target is None else f"parse-{profile_target}")
+        parsed = parsed_project(Path(project_dir), Path(project.profiles_dir), project.manifest_path.parent, parse_dir,
+                                profile_target)
         return cls(process=InProcessDbt(args, env, parsed), manifest=manifest, project=dbt_project,
                    dagster_dbt_translator=dagster_dbt_translator, project_dir=project_dir, target_path=target_path,
                    raise_on_error=raise_on_error, context=context, adapter=adapter, cli_version=cli_version)

@@ -60,12 +60,12 @@ def dbt_sources(manifest: Path) -> list[tuple[str, str]]:
     return sorted((source["schema"], source["name"]) for source in json.loads(manifest.read_text())["sources"].values())
 
 
-def copy_sources(session, warehouse: Path | str, manifest: Path) -> list[tuple[str, str]]:
-    """The dbt sources of a DuckDB warehouse copied into the session's catalog as Parquet tables (replacing
-    them): what a Spark build of the project reads. Returns the tables copied."""
+def copy_sources(session, warehouse: Path | str, manifest: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """The dbt sources of a DuckDB warehouse (but those in the schemas ``skip``) copied into the session's catalog
+    as Parquet tables (replacing them): what a Spark build of the project reads. Returns the tables copied."""
     import duckdb
 
-    tables = dbt_sources(manifest)
+    tables = [(schema, table) for schema, table in dbt_sources(manifest) if schema not in skip]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for schema, table in tables:
             session.sql(f"create database if not exists {schema}")

@@ -121,10 +121,14 @@ def _kind(arrow_type) -> str:
     return str(arrow_type)
 
 
-def _rows(table) -> list[tuple]:
-    """Rows as tuples of plain values, sorted (nulls first), floats kept for a tolerant comparison."""
+def _rows(table, run_id: str | None = None) -> list[tuple]:
+    """Rows as tuples of plain values, sorted (nulls first), floats kept for a tolerant comparison; ``run_id`` (and
+    its 8-character short form) in a text replaced by ``RUN``."""
     columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
     rows = list(zip(*columns))
+    if run_id:
+        rows = [tuple(v.replace(run_id, "RUN").replace(run_id[:8], "RUN") if isinstance(v, str) else v for v in row)
+                for row in rows]
     key = lambda row: tuple((v is None, "" if v is None else (round(v, 6) if isinstance(v, float) else v))  # noqa: E731
                             for v in row)
     return sorted(rows, key=key)
@@ -136,6 +140,24 @@ def _same(a, b, rel: float = 1e-9) -> bool:
             return a is b
         return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
     return a == b
+
+
+def _table_differences(name: str, ours, theirs, run_ids: tuple[str, str] = (None, None), rel: float = 1e-9) -> list:
+    """How two Arrow tables differ (nothing when equal): columns, kinds of types, row counts, then the first rows
+    that differ, floats within ``rel``."""
+    if ours.column_names != theirs.column_names:
+        return [(name, "columns", ours.column_names, theirs.column_names)]
+    kinds = [(c, _kind(ours.schema.field(c).type), _kind(theirs.schema.field(c).type))
+             for c in ours.column_names if _kind(ours.schema.field(c).type) != _kind(theirs.schema.field(c).type)]
+    if kinds:
+        return [(name, "types", kinds)]
+    if ours.num_rows != theirs.num_rows:
+        return [(name, "rows", ours.num_rows, theirs.num_rows)]
+    for row_a, row_b in zip(_rows(ours, run_ids[0]), _rows(theirs, run_ids[1])):
+        unlike = [(c, a, b) for c, a, b in zip(ours.column_names, row_a, row_b) if not _same(a, b, rel)]
+        if unlike:
+            return [(name, "values", unlike[:5])]
+    return []
 
 
 def test_every_model_built_on_spark_equals_duckdb(reference, spark, spark_build):
@@ -150,23 +172,7 @@ def test_every_model_built_on_spark_equals_duckdb(reference, spark, spark_build)
     with duckdb.connect(str(reference[0]), read_only=True) as con:
         for schema, name in models:
             ours = con.sql(f'select * from "{schema}"."{name}"').to_arrow_table()
-            theirs = spark.table(f"{schema}.{name}").toArrow()
-            if ours.column_names != theirs.column_names:
-                differences.append((name, "columns", ours.column_names, theirs.column_names))
-                continue
-            kinds = [(c, _kind(ours.schema.field(c).type), _kind(theirs.schema.field(c).type))
-                     for c in ours.column_names if _kind(ours.schema.field(c).type) != _kind(theirs.schema.field(c).type)]
-            if kinds:
-                differences.append((name, "types", kinds))
-                continue
-            if ours.num_rows != theirs.num_rows:
-                differences.append((name, "rows", ours.num_rows, theirs.num_rows))
-                continue
-            for row_a, row_b in zip(_rows(ours), _rows(theirs)):
-                unlike = [(c, a, b) for c, a, b in zip(ours.column_names, row_a, row_b) if not _same(a, b)]
-                if unlike:
-                    differences.append((name, "values", unlike[:5]))
-                    break
+            differences += _table_differences(name, ours, spark.table(f"{schema}.{name}").toArrow())
     assert not differences, "\n".join(map(str, differences))
 
 
@@ -199,9 +205,7 @@ def _model_steps(settings) -> str:
     return result.run_id
 
 
-MODEL_TABLES = {"scores.customer_value": "customer_id", "scores.customer_churn": "customer_id",
-                "scores.customer_scores": "customer_id",
-                "ops.model_performance": "task, model_name, metric, train_window_end, test_window_end"}
+MODEL_TABLES = ("scores.customer_value", "scores.customer_churn", "scores.customer_scores", "ops.model_performance")
 
 
 def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duckdb_run, spark, spark_build, tmp_path):
@@ -227,28 +231,68 @@ def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duc
 
     def read(engine: str, table: str):
         run = spark_run if engine == "spark" else duck_run
-        query = (f"select * from {table} " + (f"where run_id = '{run}' " if table.startswith("ops.") else "")
-                 + f"order by {MODEL_TABLES[table]}")
+        query = f"select * from {table}" + (f" where run_id = '{run}'" if table.startswith("ops.") else "")
         if engine == "spark":
             return spark.sql(query).toArrow()
         with duckdb.connect(str(duck_folder / "warehouse.duckdb"), read_only=True) as con:
             return con.sql(query).to_arrow_table()
 
-    def plain(value, run_id):
-        if isinstance(value, str):
-            return value.replace(run_id, "RUN").replace(run_id[:8], "RUN")
-        return value
-
     differences = []
     for table in MODEL_TABLES:
-        ours, theirs = read("duckdb", table), read("spark", table)
+        ours = read("duckdb", table)
         assert ours.num_rows > 0, table
-        if ours.column_names != theirs.column_names or ours.num_rows != theirs.num_rows:
-            differences.append((table, ours.column_names, theirs.column_names, ours.num_rows, theirs.num_rows))
-            continue
-        for column in ours.column_names:
-            pairs = zip(ours.column(column).to_pylist(), theirs.column(column).to_pylist())
-            unlike = [(a, b) for a, b in pairs if not _same(plain(a, duck_run), plain(b, spark_run), rel=1e-6)]
-            if unlike:
-                differences.append((table, column, unlike[:3]))
+        differences += _table_differences(table, ours, read("spark", table), (duck_run, spark_run), rel=1e-6)
     assert not differences, "\n".join(map(str, differences))
+
+
+def test_a_night_on_spark_up_to_the_analyst_tables_equals_the_duckdb_night(small_sample, duckdb_run, spark,
+                                                                           tmp_path):
+    """The nightly job with ``engine="spark"`` on the same source, every step but publication and the run report
+    (they still write the DuckDB serving file): ingest lands the files in the DuckDB file, the contract step copies
+    the landed tables into Spark, the three dbt steps build on Spark in this process, the model steps and the
+    checks read and write there. Every model's table, the scores and the run's model_performance rows must equal
+    the DuckDB night's (the same pseudonym key; each side trains in its own registry)."""
+    from orchestration.definitions import defs
+    from orchestration.jobs import NIGHTLY_JOB_NAME
+    from orchestration.partitions import night_of_run
+    from orchestration.settings import PipelineSettings
+
+    shutil.copyfile(duckdb_run / ".pseudonym.key", tmp_path / ".pseudonym.key")
+    settings = PipelineSettings(engine="spark", source_dir=str(small_sample),
+                                warehouse_path=str(tmp_path / "warehouse.duckdb"),
+                                serving_path=str(tmp_path / "serving.duckdb"), model_registry_dir=str(tmp_path / "models"),
+                                spark_dir=str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
+    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
+    selection = [spec.key for spec in defs.resolve_all_asset_specs() if spec.group_name != "publish"]
+    partition, tags = night_of_run(settings)
+    result = job.execute_in_process(run_config={"resources": {"settings": {"config": settings.recorded_parameters()}}},
+                                    instance=dg_instance(), partition_key=partition, tags=tags,
+                                    asset_selection=selection, raise_on_error=False)
+    failures = [e.message for e in result.all_events if e.is_failure]
+    assert result.success, failures
+    assert not (tmp_path / "serving.duckdb").exists()
+    with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
+        duck_run = con.execute("select run_id from ops.pipeline_runs where published").fetchall()[0][0]
+        tables = [tuple(r) for r in con.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema in "
+            "('staging', 'quarantine', 'intermediate', 'marts', 'analytics', 'scores')").fetchall()]
+    assert len(tables) >= 30
+    differences = []
+    for schema, name in tables:
+        query = f"select * from {schema}.{name}"
+        with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
+            ours = con.sql(query).to_arrow_table()
+        theirs = spark.sql(query).toArrow()
+        differences += _table_differences(f"{schema}.{name}", ours, theirs, (duck_run, result.run_id), rel=1e-6)
+    performance = "select * from ops.model_performance where run_id = '{}'"
+    with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
+        ours = con.sql(performance.format(duck_run)).to_arrow_table()
+    differences += _table_differences("ops.model_performance", ours, spark.sql(performance.format(result.run_id)).toArrow(),
+                                      (duck_run, result.run_id), rel=1e-6)
+    assert not differences, "\n".join(map(str, differences))
+
+
+def dg_instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.ephemeral()

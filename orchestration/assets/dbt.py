@@ -23,7 +23,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from ml.windows import Windows
 from orchestration.dbt_project import dbt_project, require_manifest, step_target_path, warm_partial_parse
-from orchestration.dbt_resource import DbtCli
+from orchestration.dbt_resource import SUBPROCESS_ENV, DbtCli
 from orchestration.file_modes import private_files
 from orchestration.settings import AS_OF_FROM_TAG, PipelineSettings
 
@@ -51,15 +51,39 @@ ANALYTICS = "path:models/analytics"
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSettings, windows: Windows):
-    """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars."""
+    """``dbt build`` (models and their tests, in DAG order) with the run's as-of date and paths as vars, on the
+    profile target of the run's engine (``duckdb``, or ``spark``: dbt-spark in this process's session)."""
     dbt_vars = settings.dbt_vars(windows, context.run_id)
-    context.log.info(f"dbt build as of {windows.as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     target = step_target_path(settings.warehouse_path, context.op_def.name)
+    args = ["build", "--vars", json.dumps(dbt_vars)]
+    if settings.engine == "spark":
+        if not dbt.runs_in_process():
+            raise dg.Failure(f"CRM_ENGINE=spark runs dbt in the pipeline's process (its Spark session); unset "
+                             f"{SUBPROCESS_ENV}")
+        with settings.open_warehouse():  # the session dbt-spark's `session` method then finds
+            pass
+        args += ["--target", "spark"]
+        context.log.info(f"dbt build as of {windows.as_of.isoformat()} on Spark")
+    else:
+        context.log.info(f"dbt build as of {windows.as_of.isoformat()} into {dbt_vars['warehouse_path']}")
     if not dbt.runs_in_process():  # a dbt subprocess parses on its own: give it the newest saved parse
         warm_partial_parse(settings.warehouse_path, context.op_def.name)
     # dbt writes the warehouse from a subprocess, which inherits the owner-only umask of private_files
     with private_files(settings.warehouse_path, settings.serving_file, extra_files=(settings.pseudonym_key_file,)):
-        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target).stream()
+        yield from dbt.cli(args, context=context, target_path=target).stream()
+
+
+def _land_on_engine(context: dg.AssetExecutionContext, settings: PipelineSettings) -> None:
+    """On Spark: the tables ingest landed in the DuckDB file that dbt reads (the raw text, the pseudonyms) copied
+    into the Spark catalog; the scores dbt reads are the model steps' own, written there."""
+    if settings.engine != "spark":
+        return
+    from orchestration.dbt_project import dbt_project as project
+    from orchestration.spark_session import copy_sources
+
+    with settings.open_warehouse() as warehouse:
+        copied = copy_sources(warehouse.session, settings.warehouse_path, project.manifest_path, skip=("scores",))
+    context.log.info(f"copied {len(copied)} landed table(s) into Spark: {', '.join('.'.join(t) for t in copied)}")
 
 
 def _run_windows(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Windows:
@@ -74,6 +98,7 @@ def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCli, settings: Pipel
     the contract (quarantine/*), with their tests. The run's as-of date comes from the rows it passes."""
     with settings.warehouse() as con:
         windows = settings.provisional_windows(con)  # the models here read no window var (see its docstring)
+    _land_on_engine(context, settings)
     yield from _build(context, dbt, settings, windows)
     with settings.open_warehouse() as warehouse:  # the run's windows, once, from the rows that kept the contract
         windows = settings.record_windows(warehouse, context.run_id)
