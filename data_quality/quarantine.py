@@ -8,40 +8,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from data_quality.contract import ENTITIES
 
 
-def _tables(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
-    return {r[0] for r in con.execute(
-        "select table_name from information_schema.tables where table_schema = ?", [schema]).fetchall()}
-
-
-def quarantine_counts(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
-    """{entity: {rule: rows}} from the quarantine schema (empty when it does not exist yet)."""
+def quarantine_counts(warehouse) -> dict[str, dict[str, int]]:
+    """{entity: {rule: rows}} from the quarantine schema of the warehouse (``orchestration/warehouse.py``; empty
+    when it does not exist yet)."""
     counts: dict[str, dict[str, int]] = {}
-    tables = _tables(con, "quarantine")
+    tables = set(warehouse.tables("quarantine"))
     for entity in ENTITIES:
         if f"quarantine_{entity}" in tables:
-            rows = con.execute(
-                f"select rule, count(*) from quarantine.quarantine_{entity} group by rule order by 2 desc, 1"
-            ).fetchall()
+            rows = warehouse.rows(
+                f"select rule, count(*) from quarantine.quarantine_{entity} group by rule order by 2 desc, 1")
             counts[entity] = {rule: int(n) for rule, n in rows}
     return counts
 
 
-def raw_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def raw_counts(warehouse) -> dict[str, int]:
     """Rows per entity in the source: the rows loaded into ``raw`` plus the lines the ingest could not read as
-    records (``raw.<entity>_rejects``, when there is one)."""
-    tables = _tables(con, "raw")
+    records (``raw.<entity>_rejects``, when there is one). ``warehouse``: where ingest landed them (DuckDB)."""
+    tables = set(warehouse.tables("raw"))
     counts = {}
     for entity in ENTITIES:
         if entity not in tables:
             continue
-        n = int(con.execute(f"select count(*) from raw.{entity}").fetchall()[0][0])
+        n = int(warehouse.scalar(f"select count(*) from raw.{entity}"))
         if f"{entity}_rejects" in tables:
-            n += int(con.execute(f"select count(*) from raw.{entity}_rejects").fetchall()[0][0])
+            n += int(warehouse.scalar(f"select count(*) from raw.{entity}_rejects"))
         counts[entity] = n
     return counts
 

@@ -127,6 +127,7 @@ def _warehouse_facts(settings, run_id: str, contract_failed: bool) -> tuple[str 
 
     from data_quality.pii import erased_ids
     from data_quality.quarantine import describe, quarantine_counts, raw_counts
+    from orchestration.warehouse import DuckDBWarehouse
 
     as_of, ids, quarantine = None, [], []
     if not Path(settings.warehouse_path).exists():
@@ -140,7 +141,8 @@ def _warehouse_facts(settings, run_id: str, contract_failed: bool) -> tuple[str 
                 pass
             ids = erased_ids(con)
             if contract_failed:
-                quarantine = describe(quarantine_counts(con), raw_counts(con), settings.max_bad_row_share)
+                quarantine = describe(quarantine_counts(DuckDBWarehouse(con)), raw_counts(DuckDBWarehouse(con)),
+                                      settings.max_bad_row_share)
     except Exception:  # locked, missing schemas, an older layout: the alert goes out without these
         pass
     return as_of, ids, quarantine

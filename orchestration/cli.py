@@ -194,10 +194,12 @@ def print_stage_table(stage_seconds: dict, stage_rows: dict, run_id: str) -> Non
 def _quarantine_lines(settings: "PipelineSettings") -> list[str]:
     """What the quarantine holds after a failed run (the usual reason a dbt gate stops it)."""
     from data_quality.quarantine import describe, quarantine_counts, raw_counts
+    from orchestration.warehouse import DuckDBWarehouse
 
     try:
         with settings.warehouse() as con:
-            return describe(quarantine_counts(con), raw_counts(con), settings.max_bad_row_share)
+            landed = DuckDBWarehouse(con)
+            return describe(quarantine_counts(landed), raw_counts(landed), settings.max_bad_row_share)
     except Exception:  # the warehouse may be what broke; the failure messages above still stand
         return []
 
@@ -472,6 +474,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from data_quality.pii import scrub_text
     from data_quality.quarantine import describe, quarantine_counts, raw_counts
+    from orchestration.warehouse import DuckDBWarehouse
     from orchestration.failures import run_outcome
     from orchestration.jobs import VALIDATE_JOB_NAME
 
@@ -497,7 +500,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                  for line in run_outcome(result.all_events, warehouse=settings.warehouse_path).lines]
         try:
             with settings.warehouse() as con:
-                quarantined, read = quarantine_counts(con), raw_counts(con)
+                quarantined, read = quarantine_counts(DuckDBWarehouse(con)), raw_counts(DuckDBWarehouse(con))
                 lines += [] if result.success else describe(quarantined, read, settings.max_bad_row_share)
         except Exception:
             quarantined, read = {}, {}

@@ -9,7 +9,6 @@ from functools import lru_cache
 
 import duckdb
 
-from orchestration.sql_quoting import quote_ident as _ident
 
 DDL = """
 create table if not exists ops.pipeline_runs (
@@ -171,17 +170,12 @@ def stage_summary(stage_seconds: dict[str, float], stage_rows: dict[str, int],
     return out
 
 
-def table_rows(con: duckdb.DuckDBPyConnection, schemas=("raw", "staging", "quarantine", "intermediate", "marts",
-                                                            "scores", "analytics")) -> dict[str, int]:
-    """Rows per table of the warehouse layers (one ``count(*)`` per table)."""
-    found = con.execute(
-        "select schema_name, table_name from duckdb_tables() "
-        f"where database_name = current_database() and schema_name in ({', '.join('?' * len(schemas))})",
-        list(schemas)).fetchall()
-    return {f"{schema}.{table}": int(con.execute(f"select count(*) from {_ident(schema, table)}").fetchall()[0][0])
-            for schema, table in sorted(found)}
-
-
+def table_rows(warehouse, schemas=("raw", "staging", "quarantine", "intermediate", "marts", "scores",
+                                   "analytics")) -> dict[str, int]:
+    """Rows per table of the warehouse layers (one ``count(*)`` per table; ``orchestration/warehouse.py``). The
+    names are the pipeline's own (dbt models, ``raw.<entity>``): plain identifiers both engines read."""
+    return {f"{schema}.{table}": int(warehouse.scalar(f"select count(*) from {schema}.{table}"))
+            for schema in sorted(schemas) for table in warehouse.tables(schema)}
 
 
 @dataclass

@@ -43,6 +43,10 @@ class Warehouse:
     def columns(self, table: str) -> list[str]:
         raise NotImplementedError
 
+    def tables(self, schema: str) -> list[str]:
+        """The names of the tables (not views) in ``schema``, sorted; none when it does not exist."""
+        raise NotImplementedError
+
     def write(self, table: str, data: Data, *, append: bool = False) -> None:
         """``data`` as ``table`` (created or replaced, its schema created when missing), or appended to it."""
         raise NotImplementedError
@@ -124,6 +128,11 @@ class DuckDBWarehouse(Warehouse):
 
     def columns(self, table):
         return self.con.sql(f"select * from {table} limit 0").columns
+
+    def tables(self, schema):
+        return [r[0] for r in self.con.execute(
+            "select table_name from duckdb_tables() where database_name = current_database() and schema_name = ? "
+            "order by 1", [schema]).fetchall()]
 
     def _create_schema(self, table: str) -> None:
         if schema_of(table):

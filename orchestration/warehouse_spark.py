@@ -76,6 +76,12 @@ class SparkWarehouse(Warehouse):
     def columns(self, table):
         return self.session.table(table).columns
 
+    def tables(self, schema):
+        if not self.session.catalog.databaseExists(schema):
+            return []
+        return sorted(t.name for t in self.session.catalog.listTables(schema)
+                      if not t.isTemporary and t.tableType != "VIEW")
+
     def _create_schema(self, table: str) -> None:
         if schema_of(table):
             self.session.sql(f"create database if not exists {schema_of(table)}")

@@ -132,7 +132,7 @@ def test_messages_name_rows_by_file_and_number_never_by_value():
     con = duckdb.connect()
     con.execute("create schema raw; create table raw.orders as select 1 as x from range(5)")
     con.execute("create table raw.orders_rejects as select 1 as x from range(2)")  # lines the ingest set aside
-    assert raw_counts(con) == {"orders": 7}
+    assert raw_counts(DuckDBWarehouse(con)) == {"orders": 7}
 
 
 # --- the contract step on its own: dbt builds the checked and quarantine models from handmade raw rows ----

@@ -245,13 +245,15 @@ def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duc
     assert not differences, "\n".join(map(str, differences))
 
 
-def test_a_night_on_spark_up_to_the_analyst_tables_equals_the_duckdb_night(small_sample, duckdb_run, spark,
-                                                                           tmp_path):
-    """The nightly job with ``engine="spark"`` on the same source, every step but publication and the run report
-    (they still write the DuckDB serving file): ingest lands the files in the DuckDB file, the contract step copies
-    the landed tables into Spark, the three dbt steps build on Spark in this process, the model steps and the
-    checks read and write there. Every model's table, the scores and the run's model_performance rows must equal
-    the DuckDB night's (the same pseudonym key; each side trains in its own registry)."""
+def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(small_sample, duckdb_run, spark,
+                                                                               tmp_path):
+    """The nightly job with ``engine="spark"`` on the same source, every step but the run report (it still reads a
+    DuckDB serving file): ingest lands the files in the DuckDB file, the contract step copies the landed tables
+    into Spark, the three dbt steps build on Spark in this process, the model steps and the checks read and write
+    there, and publication writes, audits and publishes a release in the Spark catalog. Every model's table, the
+    scores, the run's model_performance rows and the published views must equal the DuckDB night's (the same
+    pseudonym key; each side trains in its own registry). Then: a second release, a rollback to the first, and a
+    release that fails its audit and changes nothing readers see."""
     from orchestration.definitions import defs
     from orchestration.jobs import NIGHTLY_JOB_NAME
     from orchestration.partitions import night_of_run
@@ -263,14 +265,14 @@ def test_a_night_on_spark_up_to_the_analyst_tables_equals_the_duckdb_night(small
                                 serving_path=str(tmp_path / "serving.duckdb"), model_registry_dir=str(tmp_path / "models"),
                                 spark_dir=str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
     job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
-    selection = [spec.key for spec in defs.resolve_all_asset_specs() if spec.group_name != "publish"]
+    selection = [spec.key for spec in defs.resolve_all_asset_specs() if spec.key.path[-1] != "run_report"]
     partition, tags = night_of_run(settings)
     result = job.execute_in_process(run_config={"resources": {"settings": {"config": settings.recorded_parameters()}}},
                                     instance=dg_instance(), partition_key=partition, tags=tags,
                                     asset_selection=selection, raise_on_error=False)
     failures = [e.message for e in result.all_events if e.is_failure]
     assert result.success, failures
-    assert not (tmp_path / "serving.duckdb").exists()
+    assert not (tmp_path / "serving.duckdb").exists()  # published in the catalog, not in a file
     with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
         duck_run = con.execute("select run_id from ops.pipeline_runs where published").fetchall()[0][0]
         tables = [tuple(r) for r in con.execute(
@@ -289,7 +291,47 @@ def test_a_night_on_spark_up_to_the_analyst_tables_equals_the_duckdb_night(small
         ours = con.sql(performance.format(duck_run)).to_arrow_table()
     differences += _table_differences("ops.model_performance", ours, spark.sql(performance.format(result.run_id)).toArrow(),
                                       (duck_run, result.run_id), rel=1e-6)
+    # what readers see: the serving views equal the DuckDB night's serving file
+    from orchestration.publication import PUBLISHED_TABLES
+
+    for name in PUBLISHED_TABLES:
+        query = f"select * from {name}" + (" where run_id = '{}'" if name == "model_performance" else "")
+        with duckdb.connect(str(duckdb_run / "serving.duckdb"), read_only=True) as con:
+            ours = con.sql(query.format(duck_run)).to_arrow_table()
+        theirs = spark.sql(query.replace(" from ", " from serving.", 1).format(result.run_id)).toArrow()
+        differences += _table_differences(f"serving.{name}", ours, theirs, (duck_run, result.run_id), rel=1e-6)
     assert not differences, "\n".join(map(str, differences))
+    assert spark.sql(f"select published from serving.pipeline_runs where run_id = '{result.run_id}'").collect()[0][0]
+
+    _releases_switch_roll_back_and_refuse_a_bad_one(spark, result.run_id)
+
+
+def _releases_switch_roll_back_and_refuse_a_bad_one(spark, first: str) -> None:
+    import dataclasses
+
+    from orchestration import run_log
+    from orchestration.publication_spark import (PublicationError, current_release, publish_on_spark, releases,
+                                                 rollback_to)
+    from orchestration.warehouse_spark import SparkWarehouse
+
+    warehouse = SparkWarehouse(spark)
+    rows = spark.sql("select count(*) from serving.customer_scores").collect()[0][0]
+    record = run_log.RunRecord(run_id="second-release", as_of_date="2026-06-30", started_at=None, status="success",
+                               published=True, source_dir="test")
+    counts = publish_on_spark(warehouse, record, keep=2)
+    assert current_release(warehouse) == "second-release" and counts["customer_scores"] == rows
+    assert {r for r, _, _ in releases(warehouse)} == {first, "second-release"}
+    assert rollback_to(warehouse, first[:8]) == first and current_release(warehouse) == first
+    assert spark.sql("select count(*) from serving.pipeline_runs").collect()[0][0] == 1  # the first release's log
+    # a release whose customer_scores holds a customer twice fails its audit; readers keep the first release
+    spark.sql("insert into analytics.customer_scores select * from analytics.customer_scores limit 1")
+    bad = dataclasses.replace(record, run_id="third-release")
+    with pytest.raises(PublicationError, match="appear more than once"):
+        publish_on_spark(warehouse, bad, keep=2)
+    assert current_release(warehouse) == first
+    assert spark.sql("select count(*) from serving.customer_scores").collect()[0][0] == rows
+    assert "third-release" not in {r for r, _, _ in releases(warehouse)}
+    assert not spark.sql("select * from serving_releases.customer_scores where release = 'third-release'").count()
 
 
 def dg_instance():

@@ -79,33 +79,13 @@ def run_facts(context: dg.AssetExecutionContext, warehouse_path: str) -> dict:
 )
 def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     facts = run_facts(context, settings.warehouse_path)
+    if settings.engine == "spark":
+        return _publish_on_spark(context, settings, facts)
     with settings.warehouse() as con:
-        as_of = settings.run_windows(DuckDBWarehouse(con), context.run_id).as_of
-        rows_in = {name: con.execute(f"select count(*) from raw.{name}").fetchall()[0][0] for name in ENTITIES}
-        model_versions = json.loads(
-            con.execute("select any_value(model_versions) from scores.customer_scores").fetchall()[0][0] or "{}"
-        )
-        rows_out = con.execute("select count(*) from scores.customer_scores").fetchall()[0][0]
-        quarantined = quarantine_counts(con)
-        record = RunRecord(
-            run_id=context.run_id,
-            as_of_date=as_of.isoformat(),
-            started_at=facts["started_at"],
-            status="success",
-            published=True,
-            source_dir=settings.source_display,
-            parameters=settings.recorded_parameters(),
-            rows_in=rows_in,
-            rows_out=rows_out,
-            checks_passed=facts["checks_passed"],
-            checks_failed=facts["checks_failed"],
-            model_versions=model_versions,
-            stage_seconds=facts["stage_seconds"],
-            rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
-            quarantined_by_rule=quarantined,
-            stage_rows=table_rows(con),
-            message=(WARNING_PREFIX + "; ".join(facts["warnings"]))[:4000] if facts["warnings"] else "",
-        )
+        warehouse = DuckDBWarehouse(con)
+        as_of = settings.run_windows(warehouse, context.run_id).as_of
+        record = _run_record(context, settings, facts, as_of, landed=warehouse, warehouse=warehouse)
+        quarantined = record.quarantined_by_rule
         # once publish() returns, the file is swapped in: what it could not finish comes back as warnings
         published = publish(con, settings.serving_file, record, keep=settings.serving_versions,
                             pseudonym_key=pseudonym_key(settings.pseudonym_key_file),
@@ -133,3 +113,44 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
             "warnings": dg.MetadataValue.json(published.warnings),
         }
     )
+
+
+def _run_record(context: dg.AssetExecutionContext, settings: PipelineSettings, facts: dict, as_of, *, landed,
+                warehouse) -> RunRecord:
+    """The run's ``pipeline_runs`` row: the source's rows from where ingest landed them (the DuckDB file), the
+    rest from the warehouse of the run's engine (the same file on DuckDB)."""
+    quarantined = quarantine_counts(warehouse)
+    layers = ("staging", "quarantine", "intermediate", "marts", "scores", "analytics")
+    return RunRecord(
+        run_id=context.run_id,
+        as_of_date=as_of.isoformat(),
+        started_at=facts["started_at"],
+        status="success",
+        published=True,
+        source_dir=settings.source_display,
+        parameters=settings.recorded_parameters(),
+        rows_in={name: landed.scalar(f"select count(*) from raw.{name}") for name in ENTITIES},
+        rows_out=warehouse.scalar("select count(*) from scores.customer_scores"),
+        checks_passed=facts["checks_passed"],
+        checks_failed=facts["checks_failed"],
+        model_versions=json.loads(warehouse.scalar("select min(model_versions) from scores.customer_scores") or "{}"),
+        stage_seconds=facts["stage_seconds"],
+        rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
+        quarantined_by_rule=quarantined,
+        stage_rows={**table_rows(landed, ("raw",)), **table_rows(warehouse, layers)},
+        message=(WARNING_PREFIX + "; ".join(facts["warnings"]))[:4000] if facts["warnings"] else "",
+    )
+
+
+def _publish_on_spark(context: dg.AssetExecutionContext, settings: PipelineSettings, facts: dict) -> dg.MaterializeResult:
+    """Write, audit and publish the release in the Spark catalog (``orchestration/publication_spark.py``)."""
+    from orchestration.publication_spark import SERVING, publish_on_spark
+
+    with settings.warehouse() as con, settings.open_warehouse() as warehouse:
+        as_of = settings.run_windows(warehouse, context.run_id).as_of
+        record = _run_record(context, settings, facts, as_of, landed=DuckDBWarehouse(con), warehouse=warehouse)
+        counts = publish_on_spark(warehouse, record, keep=settings.serving_versions)
+    context.log.info(f"published {counts} to the Spark catalog's {SERVING} views")
+    return dg.MaterializeResult(metadata={
+        "serving": f"Spark catalog: {SERVING}.*", "tables": dg.MetadataValue.json(counts),
+        "as_of_date": as_of.isoformat(), "rows_quarantined": dg.MetadataValue.json(record.quarantined_by_rule)})

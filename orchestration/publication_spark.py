@@ -1,0 +1,157 @@
+"""Publication on the Spark engine (issue 18): write, audit, then publish, inside the Spark catalog.
+
+On DuckDB a release is a new serving file swapped in (``orchestration/publication.py``). On Spark it lives in
+the catalog:
+
+* **write**: every published table (``PUBLISHED_TABLES``) and the run log get this run's rows as a partition
+  ``release = <run id>`` of ``serving_releases.<table>``;
+* **audit**: each partition holds as many rows as its warehouse query, and ``customer_scores`` one row per
+  customer; anything else stops here, with nothing readers see changed;
+* **publish**: readers query the views ``serving.<table>``, each of which shows the partition the one-row view
+  ``serving_releases.current`` names. Publishing replaces that view: one catalog operation switches every
+  published table at once, so a query never mixes two nights.
+
+The newest ``keep`` releases stay (``releases()``, ``rollback_to`` points ``current`` back at one); older
+partitions are dropped after the switch.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from orchestration import run_log
+from orchestration.publication import PUBLISHED_TABLES
+
+RELEASES = "serving_releases"
+SERVING = "serving"
+CURRENT = f"{RELEASES}.current"
+REGISTER = f"{RELEASES}.releases"  # one row per written release: release, as_of_date, written_at
+RUNS_DDL = run_log.DDL.replace("varchar", "string").replace("ops.pipeline_runs", f"{RELEASES}.pipeline_runs_log")
+
+
+class PublicationError(RuntimeError):
+    """The release was not published (an audit failed, or no such kept release); readers see what they saw."""
+
+
+def quote_literal(release: str) -> str:
+    """A release id (a run id: letters, digits, dashes) as a SQL literal; anything else is refused, never
+    escaped (Spark and DuckDB escape quotes differently)."""
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", str(release)):
+        raise PublicationError(f"not a release id: {release!r}")
+    return f"'{release}'"
+
+
+def _source(query: str) -> str:
+    """A published table's warehouse query without its ``order by`` (a partition keeps no order)."""
+    return query.split(" order by ")[0]
+
+
+def _write(warehouse, name: str, source: str, release: str) -> None:
+    """``source``'s rows as the partition ``release`` of ``serving_releases.<name>`` (created, or re-created
+    when the published columns changed: the kept releases of that table then go)."""
+    table = f"{RELEASES}.{name}"
+    columns = warehouse.arrow(f"select * from ({source}) q limit 0").column_names
+    if name in warehouse.tables(RELEASES) and warehouse.columns(table)[:-1] != columns:
+        warehouse.execute(f"drop table {table}")
+    if name not in warehouse.tables(RELEASES):
+        warehouse.execute(f"create table {table} using parquet partitioned by (release) as "
+                          f"select *, cast(null as string) as release from ({source}) q where 1 = 0")
+    warehouse.execute(f"insert overwrite table {table} partition (release = {quote_literal(release)}) "
+                      f"select * from ({source}) q")
+
+
+def releases(warehouse) -> list[tuple[str, str, datetime]]:
+    """The written releases, newest first: (release, as-of date, written at)."""
+    if "releases" not in warehouse.tables(RELEASES):
+        return []
+    return warehouse.rows(f"select release, as_of_date, written_at from {REGISTER} order by written_at desc")
+
+
+def current_release(warehouse) -> str | None:
+    """The published release (None before the first publication)."""
+    if not warehouse.session.catalog.tableExists(CURRENT):
+        return None
+    return warehouse.scalar(f"select release from {CURRENT}")
+
+
+def _switch(warehouse, release: str, names) -> None:
+    """Point ``current`` at ``release`` (one catalog operation); the table views are created the first time."""
+    first = current_release(warehouse) is None
+    if first:  # the table views need the pointer to exist; nothing is published before this anyway
+        warehouse.execute(f"create or replace view {CURRENT} as select {quote_literal(release)} as release")
+    for name in names:
+        columns = ", ".join(c for c in warehouse.columns(f"{RELEASES}.{name}") if c != "release")
+        warehouse.execute(f"create or replace view {SERVING}.{name} as select {columns} from {RELEASES}.{name} "
+                          f"where release = (select release from {CURRENT})")
+    if not first:
+        warehouse.execute(f"create or replace view {CURRENT} as select {quote_literal(release)} as release")
+
+
+def publish_on_spark(warehouse, record: run_log.RunRecord, *, keep: int) -> dict[str, int]:
+    """Write, audit and publish this run's release; returns the rows per published table. Raises
+    ``PublicationError`` before the switch when the audit fails (what readers see is unchanged)."""
+    release = record.run_id
+    for database in (RELEASES, SERVING):
+        warehouse.execute(f"create database if not exists {database}")
+    counts, expected = {}, {}
+    for name, query in PUBLISHED_TABLES.items():
+        source = _source(query)
+        _write(warehouse, name, source, release)
+        expected[name] = int(warehouse.scalar(f"select count(*) from ({source}) q"))
+    # audit
+    for name in expected:
+        counts[name] = int(warehouse.scalar(f"select count(*) from {RELEASES}.{name} where release = ?", [release]))
+    wrong = [f"{name}: {counts[name]:,} rows written, {expected[name]:,} expected" for name in expected
+             if counts[name] != expected[name]]
+    customers, distinct = warehouse.rows(f"select count(*), count(distinct customer_id) from "
+                                         f"{RELEASES}.customer_scores where release = ?", [release])[0]
+    if customers != distinct:
+        wrong.append(f"customer_scores: {customers - distinct:,} customer(s) appear more than once")
+    if wrong:
+        _drop(warehouse, release, PUBLISHED_TABLES)
+        raise PublicationError("the release failed its audit, nothing was published: " + "; ".join(wrong))
+    # the run log of the published runs, this one's row included, as the release's pipeline_runs
+    warehouse.execute(RUNS_DDL)
+    warehouse.replace_rows(f"{RELEASES}.pipeline_runs_log", pa.table(
+        {c: [v] for c, v in zip(run_log.COLUMNS, record.row())}), {"run_id": release})
+    _write(warehouse, "pipeline_runs", f"select * from {RELEASES}.pipeline_runs_log", release)
+    warehouse.execute(f"create table if not exists {REGISTER} (release string, as_of_date string, written_at timestamp)")
+    warehouse.replace_rows(REGISTER, pa.table({
+        "release": [release], "as_of_date": [record.as_of_date],
+        "written_at": pa.array([datetime.now(timezone.utc).replace(tzinfo=None)], pa.timestamp("us"))}),
+        {"release": release})
+    # publish: one switch
+    _switch(warehouse, release, [*PUBLISHED_TABLES, "pipeline_runs"])
+    counts["pipeline_runs"] = int(warehouse.scalar(f"select count(*) from {SERVING}.pipeline_runs"))
+    _prune(warehouse, keep, [*PUBLISHED_TABLES, "pipeline_runs"])
+    return counts
+
+
+def _prune(warehouse, keep: int, names) -> None:
+    """Drop every release but the newest ``keep`` and the current one."""
+    current = current_release(warehouse)
+    old = [r for r, _, _ in releases(warehouse)[max(keep, 1):] if r != current]
+    for release in old:
+        _drop(warehouse, release, names)
+    if old:
+        kept = ", ".join(quote_literal(r) for r, _, _ in releases(warehouse) if r not in old)
+        rows = warehouse.arrow(f"select * from {REGISTER} where release in ({kept})")
+        warehouse.write(REGISTER, rows)
+
+
+def _drop(warehouse, release: str, names) -> None:
+    for name in names:
+        warehouse.execute(f"alter table {RELEASES}.{name} drop if exists partition (release = {quote_literal(release)})")
+
+
+def rollback_to(warehouse, release_prefix: str) -> str:
+    """Point ``current`` at a kept release (a run id or its first characters); returns the full release id."""
+    found = [r for r, _, _ in releases(warehouse) if r.startswith(release_prefix)]
+    if len(found) != 1:
+        raise PublicationError(f"{len(found)} kept releases start with {release_prefix!r}; the kept ones: "
+                               + ", ".join(r[:8] for r, _, _ in releases(warehouse)))
+    _switch(warehouse, found[0], [*PUBLISHED_TABLES, "pipeline_runs"])
+    return found[0]
