@@ -322,9 +322,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     if settings.engine == "spark":
         return _usage_error(
-            "CRM_ENGINE=spark: a whole night on Spark is not available yet (so far the model steps run there, as "
-            "`make test-spark` shows; ingest, dbt, the checks and publication follow); run with CRM_ENGINE=duckdb, "
-            "the default")
+            "CRM_ENGINE=spark: a whole night on Spark is not available yet (every step from dbt to publication runs "
+            "there, as `make test-spark` shows; the run report, this command's summary and `rollback` follow); run "
+            "with CRM_ENGINE=duckdb, the default")
     if settings.source_database is None and not Path(settings.source_dir).is_dir():
         return _usage_error(
             f"source folder {settings.source_dir} does not exist (run `make sample` for the bundled sample)"

@@ -267,7 +267,9 @@ class PipelineSettings(dg.ConfigurableResource):
     engine: str = Field(
         default=_default("engine", "duckdb"),
         description="Where the warehouse's tables live: duckdb (the file CRM_WAREHOUSE) or spark (a Spark "
-        "catalog; work in progress: so far the model steps read and write there, and a whole run refuses it).",
+        "catalog; work in progress: every step from dbt to publication runs there, ingest lands the files in "
+        "CRM_WAREHOUSE first; `crm-potential run` refuses it until the run report and the CLI read a Spark "
+        "publication).",
     )
     spark_dir: str = Field(
         default=_default("spark_dir", ""),
