@@ -40,14 +40,18 @@ def _context(root: Path):
     return _CONTEXTS[key]
 
 
-def validate(root: Path, asset: str, frame: pd.DataFrame, suite) -> GxOutcome:
+def validate(root: Path, asset: str, frame, suite) -> GxOutcome:
+    """Validate ``frame`` (a pandas DataFrame, or a Spark DataFrame: GX's Spark engine then computes the metrics
+    on Spark) with ``suite``."""
     import great_expectations as gx
 
     ctx = _context(Path(root))
+    spark = not isinstance(frame, pd.DataFrame)
+    name = "pipeline_spark" if spark else "pipeline"
     try:
-        source = ctx.data_sources.get("pipeline")
+        source = ctx.data_sources.get(name)
     except (KeyError, ValueError, LookupError):
-        source = ctx.data_sources.add_pandas("pipeline")
+        source = ctx.data_sources.add_spark(name) if spark else ctx.data_sources.add_pandas(name)
     try:
         data_asset = source.get_asset(asset)
     except LookupError:
