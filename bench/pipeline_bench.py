@@ -120,14 +120,17 @@ def warehouse_of(work_root: Path, size: int) -> Path:
     return work_root / f"warehouse_{size}.duckdb"
 
 
-def run_once(source: Path, work: Path, env: dict[str, str] | None = None) -> RunMeasure:
+def run_once(source: Path, work: Path, env: dict[str, str] | None = None, cli: str = CLI,
+             extra: tuple[str, ...] = ()) -> RunMeasure:
+    """One ``crm-potential run`` (``cli``, with ``extra`` arguments) in a fresh ``work`` folder, its process tree
+    sampled: wall, CPU and peak memory, in total and per stage."""
     if work.exists():
         shutil.rmtree(work)
     (work / "dagster").mkdir(parents=True)
     (work / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(work / "dagster")}
-    cmd = [CLI, "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
-           "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet"]
+    cmd = [cli, "run", "--source", str(source), "--warehouse", str(work / "warehouse.duckdb"),
+           "--serving", str(work / "serving.duckdb"), "--models", str(work / "models"), "--quiet", *extra]
     done, started, finished, sampler = sampled(cmd, env=env, stderr=subprocess.STDOUT)
     import dagster as dg
 
@@ -159,6 +162,8 @@ def run_once(source: Path, work: Path, env: dict[str, str] | None = None) -> Run
         peak_stage = max(sampler.window(b, e)[1] for b, e in spans)
         measure.stages[stage] = {"wall": wall, "cpu": cpu, "peak": peak_stage}
 
+    if not (work / "serving.duckdb").exists():  # published elsewhere (the Spark catalog): no per-layer figures
+        return measure
     with duckdb.connect(str(work / "serving.duckdb"), read_only=True) as con:
         seconds, rows = con.execute("select stage_seconds, stage_rows from pipeline_runs order by finished_at desc "
                                     "limit 1").fetchall()[0]

@@ -8,8 +8,8 @@ Sections (``--only NAME`` to run one):
 * ``scale``: one run at 10,000,000 customers (``--scale-size``; generated in shards straight to Parquet) against
   the largest pipeline size measured in the same process, per stage, with the growth per 10x
   (``scale_section`` in ``bench/pipeline_bench.py``). About an hour on 2 cores: ``--skip scale`` leaves it out.
-* ``spark``: the whole dbt project on DuckDB against the same project on a local Spark session (dbt-spark,
-  ``local[2]``), at 100k and 1M customers (``bench/spark_bench.py``; needs ``.venv-spark``, which
+* ``spark``: the nightly job on DuckDB against the same job with ``--engine spark`` on a local Spark session
+  (``local[2]``), at 100k and 1M customers, per stage (``bench/spark_bench.py``; needs ``.venv-spark``, which
   ``make test-spark`` builds).
 * ``sample``: the learned models' back-test metrics and fit time by training sample size, on the
   warehouse of the largest pipeline size (``bench/sample_bench.py``).

@@ -165,7 +165,7 @@ def _failed_steps(events) -> list[str]:
 def alert_from_run(instance, run_id: str, settings=None) -> FailureAlert:
     """The alert for a failed run, from its Dagster event log (through ``failures.run_outcome``, the same lines the
     CLI prints) and, best effort, the run's warehouse. ``settings`` fill in what the run's config does not say."""
-    from orchestration.publication import published_run_id
+    from orchestration.published import published_run_id
     from orchestration.run_logging import run_log_path
 
     run = instance.get_run_by_id(run_id)
@@ -184,7 +184,7 @@ def alert_from_run(instance, run_id: str, settings=None) -> FailureAlert:
     record = instance.get_run_record_by_id(run_id)
     end = record.end_time if record and record.end_time else None
     when = datetime.fromtimestamp(end, timezone.utc) if end else datetime.now(timezone.utc)
-    published = outcome.published or published_run_id(settings.serving_file) == run_id
+    published = outcome.published or published_run_id(settings) == run_id
     return FailureAlert(run_id=run_id, job=run.job_name if run else "?", failed_steps=failed_steps,
                         error=error, as_of_date=as_of or None, when=when, serving_unchanged=not published,
                         serving=settings.serving_display, lines=lines or [error],
@@ -286,11 +286,11 @@ def alert_failed_run(settings, instance, run_id: str) -> list[str]:
         else:
             alert = alert_from_run(instance, run_id, settings)
     except Exception as exc:  # the alert must still go out, with less in it
-        from orchestration.publication import published_run_id
+        from orchestration.published import published_run_id
 
         alert = FailureAlert(run_id=run_id, job="?", failed_steps=[], as_of_date=settings.as_of_date or None,
                              error=f"the run's events could not be read ({type(exc).__name__}); see the run log",
                              when=datetime.now(timezone.utc),
-                             serving_unchanged=published_run_id(settings.serving_file) != run_id,
+                             serving_unchanged=published_run_id(settings) != run_id,
                              serving=settings.serving_display)
     return send_alert(settings, alert)

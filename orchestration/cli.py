@@ -106,6 +106,7 @@ def _settings_from_args(args: argparse.Namespace) -> "PipelineSettings":
         "model_registry_dir": str(Path(args.models).resolve()) if getattr(args, "models", None) else None,
         "erase_file": str(Path(args.erase).resolve()) if getattr(args, "erase", None) else None,
         "export_parquet_dir": str(Path(args.export_parquet).resolve()) if getattr(args, "export_parquet", None) else None,
+        "engine": getattr(args, "engine", None),
     }
     try:
         return PipelineSettings.from_env(config=getattr(args, "config", None), **overrides)
@@ -136,20 +137,21 @@ def _usage_error(message: str) -> int:
 
 
 def _print_summary(settings: "PipelineSettings", run_id: str, seconds: float) -> None:
-    import duckdb
-
     from orchestration import run_logging
+    from orchestration.published import open_published
 
-    with duckdb.connect(str(settings.serving_file), read_only=True) as con:
-        top = con.execute(
-            """select potential_rank, customer_id, potential_score, priority_tier, round(clv, 2),
+    with open_published(settings) as published:
+        top = published.warehouse.rows(
+            f"""select potential_rank, customer_id, potential_score, priority_tier, round(clv, 2),
                       round(churn_probability, 3), rfm_segment, next_best_action
-               from customer_scores order by potential_rank limit 10"""
-        ).fetchall()
-        n, as_of = con.execute("select count(*), any_value(as_of_date) from customer_scores").fetchall()[0]
-        stages = con.execute("select stage_seconds, stage_rows from pipeline_runs where run_id = ?", [run_id]).fetchall()[0]
-        night, night_rows = con.execute("select any_value(as_of_date), count(*) from customer_scores_history "
-                                        "where run_id = ?", [run_id]).fetchall()[0]
+               from {published.relation('customer_scores')} order by potential_rank limit 10""")
+        n, as_of = published.warehouse.rows(
+            f"select count(*), min(as_of_date) from {published.relation('customer_scores')}")[0]
+        stages = published.warehouse.rows(f"select stage_seconds, stage_rows from {published.relation('pipeline_runs')} "
+                                          "where run_id = ?", [run_id])[0]
+        night, night_rows = published.warehouse.rows(
+            f"select min(as_of_date), count(*) from {published.relation('customer_scores_history')} where run_id = ?",
+            [run_id])[0] if published.has("customer_scores_history") else (None, 0)
     if night is not None and night != as_of:  # a backfilled night: history only, the newer latest tables stay
         print(f"\nAdded the night of {night} to customer_scores_history ({night_rows:,} customers; run {run_id}, "
               f"{seconds:.1f}s). customer_scores stays as of {as_of}, a later night: an earlier night never "
@@ -157,7 +159,8 @@ def _print_summary(settings: "PipelineSettings", run_id: str, seconds: float) ->
     else:
         print(f"\nPublished {n:,} customer scores as of {as_of} (run {run_id}, {seconds:.1f}s)")
     print(f"  serving database : {settings.serving_display}")
-    print(f"  warehouse        : {settings.warehouse_path}")
+    print(f"  warehouse        : {settings.warehouse_path}" + (" (the landed source; the rest in the Spark catalog)"
+                                                                    if settings.engine == "spark" else ""))
     print(f"  Dagster runs     : {os.environ['DAGSTER_HOME']} (make ui)")
     print(f"  run log          : {run_logging.run_log_path(settings.warehouse_path, run_id)}")
     report = settings.reports_dir / f"run_{run_id}.html"
@@ -225,22 +228,20 @@ def _record_failure(settings: "PipelineSettings", run_id: str, messages: list[st
     from orchestration.failures import first_line
     from orchestration.publication import ensure_ops_tables
 
+    record = run_log.RunRecord(run_id=run_id, as_of_date=settings.as_of_date or None, started_at=started,
+                               status="failed", published=False, source_dir=settings.source_dir,
+                               parameters=settings.recorded_parameters(),
+                               message=scrub_text(" | ".join(messages))[:4000])
     try:
+        if settings.engine == "spark":  # the run log the next release publishes
+            from orchestration.publication_spark import record_run
+
+            with settings.open_warehouse() as warehouse:
+                record_run(warehouse, record)
+            return
         with settings.warehouse() as con:
             ensure_ops_tables(con)
-            run_log.insert(
-                con,
-                run_log.RunRecord(
-                    run_id=run_id,
-                    as_of_date=settings.as_of_date or None,
-                    started_at=started,
-                    status="failed",
-                    published=False,
-                    source_dir=settings.source_dir,
-                    parameters=settings.recorded_parameters(),
-                    message=scrub_text(" | ".join(messages))[:4000],
-                ),
-            )
+            run_log.insert(con, record)
     except Exception as exc:  # the warehouse itself may be the problem; the run's failure is what matters
         print(f"  (not recorded in pipeline_runs: {type(exc).__name__}: {first_line(str(exc), 200)})", file=sys.stderr)
 
@@ -251,6 +252,13 @@ def _note_warnings(settings: "PipelineSettings", run_id: str, warnings: list[str
     from orchestration.failures import first_line
 
     try:
+        if settings.engine == "spark":
+            from orchestration.publication_spark import add_warning
+
+            with settings.open_warehouse() as warehouse:
+                for warning in warnings:
+                    add_warning(warehouse, run_id, warning)
+            return
         with settings.warehouse() as con:
             for warning in warnings:
                 run_log.add_warning(con, run_id, warning)
@@ -320,11 +328,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
-    if settings.engine == "spark":
-        return _usage_error(
-            "CRM_ENGINE=spark: a whole night on Spark is not available yet (every step from dbt to publication runs "
-            "there, as `make test-spark` shows; the run report, this command's summary and `rollback` follow); run "
-            "with CRM_ENGINE=duckdb, the default")
+    if settings.engine == "spark" and (problem := _spark_problem()):
+        return _usage_error(problem)
+    if settings.engine == "spark" and (settings.serving_target is not None or settings.export_parquet_dir):
+        return _usage_error("--engine spark publishes in the Spark catalog (the views serving.*); a PostgreSQL "
+                            "--serving or --export-parquet is not available with it yet")
     if settings.source_database is None and not Path(settings.source_dir).is_dir():
         return _usage_error(
             f"source folder {settings.source_dir} does not exist (run `make sample` for the bundled sample)"
@@ -353,6 +361,27 @@ def _run(args: argparse.Namespace) -> int:
         print(f"crm-potential: {exc}; this run stopped before touching it, so it is not recorded in pipeline_runs. "
               "Run again when that run has ended, or add --wait to wait for it.", file=sys.stderr)
         return 1
+
+
+def _spark_problem() -> str | None:
+    """Why ``--engine spark`` cannot run here (PySpark, dbt-spark or Java missing), said before Dagster starts."""
+    import importlib.util
+    import shutil
+
+    def importable(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            return False
+
+    missing = [name for name, module in (("pyspark", "pyspark"), ("dbt-spark", "dbt.adapters.spark"))
+               if not importable(module)]
+    if missing:
+        return (f"--engine spark needs {' and '.join(missing)}: install the spark extra (pip install "
+                "'crm-potential[spark]'; `make test-spark` builds .venv-spark with it)")
+    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
+        return "--engine spark needs Java 17 (Debian: apt-get install default-jre-headless; or set JAVA_HOME)"
+    return None
 
 
 def _missing_source_files(settings: "PipelineSettings") -> str | None:
@@ -401,13 +430,13 @@ def _run_holding_lock(settings: "PipelineSettings", args: argparse.Namespace, ru
     if result.success:
         _print_summary(settings, result.run_id, seconds)
         return 0
-    from orchestration.publication import published_run_id
+    from orchestration.published import published_run_id
 
     ids = _erased_ids(settings)
     lines = [scrub_text(line, ids) for line in outcome.lines]
     # the serving file was swapped in (the publish step said so, or the file holds this run): what failed
     # after that is a warning on a published run, never "nothing was published"
-    if outcome.published or published_run_id(settings.serving_file) == result.run_id:
+    if outcome.published or published_run_id(settings) == result.run_id:
         _note_warnings(settings, result.run_id, lines)
         _print_summary(settings, result.run_id, seconds)
         print(f"\nPublished, but {len(lines)} later step(s) or check(s) failed:", file=sys.stderr)
@@ -596,6 +625,8 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
+    if settings.engine == "spark":
+        return _rollback_spark(settings, args)
     if settings.serving_target is not None:
         return _rollback_database(settings, args)
     from orchestration.publication import describe_publications, rollback, version_run_id
@@ -621,6 +652,40 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     print(f"rolled back {settings.serving_file} to run {version_run_id(chosen)} ({chosen.name}); readers see it on "
           "their next connection (once every connection of their process to the file is closed)")
+    return 0
+
+
+def _rollback_spark(settings: "PipelineSettings", args: argparse.Namespace) -> int:
+    """Rollback on Spark: the serving views point at a kept release (default: the newest before the current)."""
+    from orchestration.publication_spark import PublicationError, current_release, releases, rollback_to
+
+    if problem := _spark_problem():
+        return _usage_error(problem)
+    try:
+        with run_lock(settings.warehouse_path, f"rollback-{uuid.uuid4()}"), settings.open_warehouse() as warehouse:
+            kept, current = releases(warehouse), current_release(warehouse)
+            if args.list or not kept:
+                if not kept:
+                    print("no release in the Spark catalog yet")
+                for release, as_of, written in kept:
+                    print(f"{'*' if release == current else ' ':2}{release[:8]:10}{as_of:12}{written:%Y-%m-%d %H:%M}  "
+                          f"{release}" + ("  (current)" if release == current else ""))
+                return 0
+            ids = [r for r, _, _ in kept]
+            older = ids[ids.index(current) + 1:] if current in ids else ids  # newest first
+            target = args.to or (older[0] if older else None)
+            if target is None:
+                print("crm-potential: no release older than the current one is kept; nothing to roll back to",
+                      file=sys.stderr)
+                return 1
+            chosen = rollback_to(warehouse, target)
+    except RunLockHeld as exc:
+        print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
+        return 1
+    except PublicationError as exc:
+        return _usage_error(str(exc))
+    print(f"rolled back the Spark catalog's serving views to the release of run {chosen}; readers see it with their "
+          "next query")
     return 0
 
 
@@ -720,6 +785,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the latest order date, capped at today)",
     )
     run.add_argument("--warehouse", metavar="PATH", help="DuckDB file to build in ({env:warehouse_path}; default data/warehouse.duckdb)")
+    run.add_argument("--engine", choices=["duckdb", "spark"],
+                     help="where dbt, the models, the checks and the publication run ({env:engine}; default duckdb). "
+                     "spark: a local Spark session (its catalog in {env:spark_dir}, default spark/ beside the "
+                     "warehouse); the source still lands in the DuckDB file first; readers query the views serving.*")
     run.add_argument("--export-parquet", metavar="DIR",
                      help="also write each release as Parquet files into DIR ({env:export_parquet_dir}): "
                      "runs/<run id>/<table>.parquet with manifest.json; DIR/latest points at the newest")
@@ -803,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serving database: a DuckDB file (default data/serving.duckdb) or the PostgreSQL URL runs publish to")
     rb.add_argument("--warehouse", metavar="PATH",
                     help="the warehouse whose runs publish there (its run lock keeps a rollback and a run apart)")
+    rb.add_argument("--engine", choices=["duckdb", "spark"],
+                    help="spark: roll back the serving views of the Spark catalog (CRM_ENGINE; default duckdb)")
     rb.set_defaults(func=cmd_rollback, source=None, as_of=None, churn_horizon_days=None, clv_horizon_days=None)
 
     docs = sub.add_parser(

@@ -215,37 +215,25 @@ def versions_dir(serving_path: Path) -> Path:
 
 
 def published_run_id(serving_path: Path) -> str | None:
-    """The run whose publication ``serving_path`` holds (None when there is none or it cannot be read).
+    """The run whose publication the serving file holds (None when there is none or it cannot be read)."""
+    from orchestration.published import published_file
 
-    The CLI compares it with a failed run's id: equal means the run did swap its file in, so it must not
-    say that nothing was published."""
     try:
-        with duckdb.connect(str(serving_path), read_only=True) as con:
-            return con.execute("select run_id from pipeline_runs where published "
-                               "order by finished_at desc limit 1").fetchall()[0][0]
-    except (duckdb.Error, IndexError, OSError):
+        with published_file(serving_path) as published:
+            return published.published_run_id() if published else None
+    except duckdb.Error:
         return None
-
-
-def run_recorded(serving_path: Path, run_id: str) -> bool:
-    """Whether the run log in ``serving_path`` has ``run_id`` (a night that published or added to the history)."""
-    try:
-        with duckdb.connect(str(serving_path), read_only=True) as con:
-            return bool(con.execute("select count(*) from pipeline_runs where run_id = ?", [run_id]).fetchall()[0][0])
-    except (duckdb.Error, OSError):
-        return False
 
 
 def published_as_of(serving_path: Path) -> str | None:
-    """The as-of date (YYYY-MM-DD) of the latest tables in ``serving_path`` (None when there is none)."""
-    if not Path(serving_path).exists():
-        return None
+    """The as-of date (YYYY-MM-DD) of the latest tables in the serving file (None when there is none)."""
+    from orchestration.published import published_file
+
     try:
-        with duckdb.connect(str(serving_path), read_only=True) as con:
-            found = con.execute("select max(as_of_date) from customer_scores").fetchall()[0][0]
+        with published_file(serving_path) as published:
+            return published.as_of() if published else None
     except duckdb.Error:
         return None
-    return found.isoformat() if found else None
 
 
 def _without_erased(con: duckdb.DuckDBPyConnection, table: tuple[str, str, str],

@@ -29,7 +29,9 @@ RELEASES = "serving_releases"
 SERVING = "serving"
 CURRENT = f"{RELEASES}.current"
 REGISTER = f"{RELEASES}.releases"  # one row per written release: release, as_of_date, written_at
-RUNS_DDL = run_log.DDL.replace("varchar", "string").replace("ops.pipeline_runs", f"{RELEASES}.pipeline_runs_log")
+RUN_LOG = f"{RELEASES}.pipeline_runs_log"
+RELEASE_NAMES = (*PUBLISHED_TABLES, "pipeline_runs")  # the tables of a release, the views readers query
+RUNS_DDL = run_log.DDL.replace("varchar", "string").replace("ops.pipeline_runs", RUN_LOG)
 
 
 class PublicationError(RuntimeError):
@@ -114,20 +116,38 @@ def publish_on_spark(warehouse, record: run_log.RunRecord, *, keep: int) -> dict
         _drop(warehouse, release, PUBLISHED_TABLES)
         raise PublicationError("the release failed its audit, nothing was published: " + "; ".join(wrong))
     # the run log of the published runs, this one's row included, as the release's pipeline_runs
-    warehouse.execute(RUNS_DDL)
-    warehouse.replace_rows(f"{RELEASES}.pipeline_runs_log", pa.table(
-        {c: [v] for c, v in zip(run_log.COLUMNS, record.row())}), {"run_id": release})
-    _write(warehouse, "pipeline_runs", f"select * from {RELEASES}.pipeline_runs_log", release)
+    record_run(warehouse, record)
+    _write(warehouse, "pipeline_runs", f"select * from {RUN_LOG}", release)
     warehouse.execute(f"create table if not exists {REGISTER} (release string, as_of_date string, written_at timestamp)")
     warehouse.replace_rows(REGISTER, pa.table({
         "release": [release], "as_of_date": [record.as_of_date],
         "written_at": pa.array([datetime.now(timezone.utc).replace(tzinfo=None)], pa.timestamp("us"))}),
         {"release": release})
     # publish: one switch
-    _switch(warehouse, release, [*PUBLISHED_TABLES, "pipeline_runs"])
+    _switch(warehouse, release, RELEASE_NAMES)
     counts["pipeline_runs"] = int(warehouse.scalar(f"select count(*) from {SERVING}.pipeline_runs"))
-    _prune(warehouse, keep, [*PUBLISHED_TABLES, "pipeline_runs"])
+    _prune(warehouse, keep, RELEASE_NAMES)
     return counts
+
+
+def record_run(warehouse, record: run_log.RunRecord) -> None:
+    """The run's row in the run log (``serving_releases.pipeline_runs_log``) that each release publishes as its
+    ``pipeline_runs``; a failed run's row shows in the next release's."""
+    warehouse.execute(RUNS_DDL)
+    warehouse.replace_rows(RUN_LOG, pa.table({c: [v] for c, v in zip(run_log.COLUMNS, record.row())}),
+                           {"run_id": record.run_id})
+
+
+def add_warning(warehouse, run_id: str, warning: str) -> bool:
+    """Note on a published run's row of the run log that something after its publication failed."""
+    warehouse.execute(RUNS_DDL)
+    row = warehouse.arrow(f"select * from {RUN_LOG} where run_id = ?", [run_id])
+    if not row.num_rows:
+        return False
+    message = run_log.with_warning(row["message"][0].as_py(), warning)
+    row = row.set_column(row.column_names.index("message"), "message", pa.array([message], pa.string()))
+    warehouse.replace_rows(RUN_LOG, row, {"run_id": run_id})
+    return True
 
 
 def _prune(warehouse, keep: int, names) -> None:
@@ -153,5 +173,5 @@ def rollback_to(warehouse, release_prefix: str) -> str:
     if len(found) != 1:
         raise PublicationError(f"{len(found)} kept releases start with {release_prefix!r}; the kept ones: "
                                + ", ".join(r[:8] for r, _, _ in releases(warehouse)))
-    _switch(warehouse, found[0], [*PUBLISHED_TABLES, "pipeline_runs"])
+    _switch(warehouse, found[0], RELEASE_NAMES)
     return found[0]

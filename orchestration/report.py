@@ -7,10 +7,10 @@ and value distributions, segments by value against size, the lifecycle flows of 
 customers per tier and per action, model health (champion against baseline and its trend over the last
 runs, with the model plots folded behind it), campaigns and the quality summary.
 
-Everything is read from the published serving database (what BI sees), the previous publication kept in
-``.serving-versions/`` (for the changes) and the run's model plots; figures are inlined as base64 PNG, so
-the file can be mailed or archived as is. Its only link leaves to the run's quality page
-(``<run_id>/quality.html``, relative, self-contained). Columns are used only when the serving database has
+Everything is read from the publication (what BI sees: the serving file, or the serving views on Spark;
+``orchestration/published.py``), the one before it (for the changes) and the run's model plots; figures are
+inlined as base64 PNG, so the file can be mailed or archived as is. Its only link leaves to the run's quality
+page (``<run_id>/quality.html``, relative, self-contained). Columns are used only when the publication has
 them, and nothing assumes a fixed list of actions, channels, tiers or segments.
 """
 
@@ -24,15 +24,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 from ml import plots  # noqa: E402
-from orchestration.sql_quoting import quote_ident  # noqa: E402
+from orchestration.published import PublishedTables  # noqa: E402
 
 SECTIONS = ["Since the last run", "Five numbers", "Actions by channel", "Scores and value", "Segments",
             "Lifecycle funnel", "Top customers", "Model health", "Campaigns", "Quality"]
@@ -154,48 +154,33 @@ REPORT_COLUMNS: dict[str, list[str]] = {
 SHOWN_TEXTS = ["value_reasons", "potential_drivers", "top_reasons"]
 
 
-def _with_texts(serving_file: Path, frame: pd.DataFrame) -> pd.DataFrame:
+def _with_texts(published: PublishedTables, frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (some customers of the publication) with the ``SHOWN_TEXTS`` it lacks, read for its customers."""
-    with duckdb.connect(str(serving_file), read_only=True) as con:
-        have = {r[0] for r in con.execute("select column_name from duckdb_columns() "
-                                          "where table_name = 'customer_scores'").fetchall()}
-        wanted = [c for c in SHOWN_TEXTS if c in have and c not in frame]
-        if not wanted or frame.empty:
-            return frame
-        con.register("shown", pd.DataFrame({"customer_id": frame["customer_id"].astype(str).unique()}))
-        texts = con.sql(f"select customer_id, {', '.join(wanted)} from customer_scores "
-                        "where customer_id in (select customer_id from shown)").to_arrow_table().to_pandas()
+    wanted = [c for c in SHOWN_TEXTS if c in published.columns("customer_scores") and c not in frame]
+    if not wanted or frame.empty:
+        return frame
+    shown = pa.table({"customer_id": pd.unique(frame["customer_id"].astype(str))})
+    texts = published.frame("customer_scores", ["customer_id", *wanted],
+                            "customer_id in (select customer_id from shown)", inputs={"shown": shown})
     return frame.merge(texts, on="customer_id", how="left", validate="many_to_one").set_axis(frame.index)
 
 
-def _read(serving_file: Path, tables: list[str], columns: dict[str, list[str]] | None = None) -> dict[str, pd.DataFrame]:
-    """The ``tables`` present in ``serving_file``; of those ``columns`` names, only the listed columns present (a
+def _read(published: PublishedTables, tables: list[str],
+          columns: dict[str, list[str]] | None = None) -> dict[str, pd.DataFrame]:
+    """The ``tables`` present in ``published``; of those ``columns`` names, only the listed columns present (a
     table with none of them is not read: the report reads such a table as absent)."""
-    with duckdb.connect(str(serving_file), read_only=True) as con:
-        present = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-        frames = {}
-        for t in tables:
-            if t not in present:
+    frames = {}
+    for t in tables:
+        if not published.has(t):
+            continue
+        picked = None
+        if columns is not None and t in columns:
+            have = set(published.columns(t))
+            picked = [c for c in columns[t] if c in have]
+            if not picked:
                 continue
-            select = "*"
-            if columns is not None and t in columns:
-                have = {r[0] for r in con.execute("select column_name from duckdb_columns() where table_name = ?",
-                                                  [t]).fetchall()}
-                select = ", ".join(quote_ident(c) for c in columns[t] if c in have)
-                if not select:
-                    continue
-            frames[t] = con.sql(f"select {select} from {quote_ident(t)}").to_arrow_table().to_pandas()
-        return frames
-
-
-def previous_publication(serving_file: Path, run_id: str) -> Path | None:
-    """The newest kept publication (``.serving-versions/``) of another run than ``run_id``, if any."""
-    from orchestration.publication import list_versions
-
-    for version in list_versions(Path(serving_file)):
-        if not version.stem.endswith(f".{run_id}"):
-            return version
-    return None
+        frames[t] = published.frame(t, picked or published.columns(t))
+    return frames
 
 
 def value_at_risk(scores: pd.DataFrame, profile: pd.DataFrame | None) -> tuple[float, str]:
@@ -401,12 +386,12 @@ def _people(frame: pd.DataFrame, money: Money, why: bool = True) -> str:
                   widths=widths + [f"{52 / len(text):.2f}%"] * len(text))
 
 
-def _top_customers(s: pd.DataFrame, money: Money, serving_file: Path, per_tier: int = 3,
+def _top_customers(s: pd.DataFrame, money: Money, published: PublishedTables, per_tier: int = 3,
                    per_action: int = 3) -> list[str]:
     ranked = s.sort_values("potential_rank")
-    tiers = _with_texts(serving_file, ranked.groupby("priority_tier", sort=True).head(per_tier))
+    tiers = _with_texts(published, ranked.groupby("priority_tier", sort=True).head(per_tier))
     order = {a: i for i, a in enumerate(_ordered_actions(s))}
-    actions = _with_texts(serving_file, ranked.groupby("next_best_action").head(per_action).sort_values(
+    actions = _with_texts(published, ranked.groupby("next_best_action").head(per_action).sort_values(
         ["next_best_action", "potential_rank"], key=lambda c: c.map(order) if c.name == "next_best_action" else c))
     return [f"<h3>Top {per_tier} per tier</h3>", _people(tiers, money),
             f"<h3>Top {per_action} per action</h3>", _people(actions, money, why=False)]
@@ -610,19 +595,18 @@ code{font-size:12px}
 """
 
 
-def build_report(serving_file: Path, plots_dir: Path | None, checks: CheckSummary, run_id: str,
-                 currency: str = "EUR", quality_href: str | None = None,
+def build_report(published: PublishedTables, previous: PublishedTables | None, plots_dir: Path | None,
+                 checks: CheckSummary, run_id: str, currency: str = "EUR", quality_href: str | None = None,
                  columns: dict[str, list[str]] | None = REPORT_COLUMNS) -> str:
-    """The report's HTML for ``run_id``, from the serving database (and the previous kept publication); of the
-    per-customer tables only ``columns`` are read (None: every column)."""
+    """The report's HTML for ``run_id``, from the publication (``orchestration/published.py``) and the one
+    before it; of the per-customer tables only ``columns`` are read (None: every column)."""
     money = Money(currency)
-    data = _read(Path(serving_file), ["customer_scores", "customer_profile", "segment_summary", "lifecycle_funnel",
+    data = _read(published, ["customer_scores", "customer_profile", "segment_summary", "lifecycle_funnel",
                                       "campaign_effectiveness", "model_performance", "pipeline_runs"], columns)
     now = Snapshot(data["customer_scores"], data.get("customer_profile"))
-    prev_file = previous_publication(Path(serving_file), run_id)
     before = None
-    if prev_file is not None:
-        old = _read(prev_file, ["customer_scores", "customer_profile"], columns)
+    if previous is not None:
+        old = _read(previous, ["customer_scores", "customer_profile"], columns)
         if "customer_scores" in old and len(old["customer_scores"]):
             before = Snapshot(old["customer_scores"], old.get("customer_profile"))
     runs = data.get("pipeline_runs", pd.DataFrame(columns=["run_id", "as_of_date", "published", "finished_at"]))
@@ -658,7 +642,7 @@ def build_report(serving_file: Path, plots_dir: Path | None, checks: CheckSummar
                                          "Distributions of the potential score, CLV and churn probability")),
         section("Segments", *_segments(data.get("segment_summary", pd.DataFrame(columns=["cut_type"])), money)),
         section("Lifecycle funnel", *_funnel(data["lifecycle_funnel"])),
-        section("Top customers", *_top_customers(s, money, Path(serving_file))),
+        section("Top customers", *_top_customers(s, money, published)),
         section("Model health", *_models(data["model_performance"], runs, run_id, plots_dir)),
         section("Campaigns", *_campaigns(data["campaign_effectiveness"], money)),
         section("Quality", *_quality(checks, run, quality_href)),

@@ -224,10 +224,14 @@ def add_warning(con: duckdb.DuckDBPyConnection, run_id: str, warning: str) -> bo
     found = con.execute("select message from ops.pipeline_runs where run_id = ?", [run_id]).fetchall()
     if not found:
         return False
-    previous = found[0][0] or ""
-    message = (previous + "; " if previous.startswith("warning: ") else "warning: ") + warning
-    con.execute("update ops.pipeline_runs set message = ? where run_id = ?", [message[:4000], run_id])
+    con.execute("update ops.pipeline_runs set message = ? where run_id = ?", [with_warning(found[0][0], warning), run_id])
     return True
+
+
+def with_warning(message: str | None, warning: str) -> str:
+    """A published run's message with one more ``warning: ...`` (status stays ``success``)."""
+    previous = message or ""
+    return ((previous + "; " if previous.startswith("warning: ") else "warning: ") + warning)[:4000]
 
 
 def insert(con: duckdb.DuckDBPyConnection, record: RunRecord, schema: str = "ops") -> None:

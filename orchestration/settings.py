@@ -44,6 +44,8 @@ ENV_VARS = {
     "warehouse_path": "CRM_WAREHOUSE",
     "engine": "CRM_ENGINE",
     "spark_dir": "CRM_SPARK_DIR",
+    "spark_master": "CRM_SPARK_MASTER",
+    "spark_driver_memory": "CRM_SPARK_DRIVER_MEMORY",
     "serving_path": "CRM_SERVING",
     "churn_horizon_days": "CRM_CHURN_HORIZON_DAYS",
     "clv_horizon_days": "CRM_CLV_HORIZON_DAYS",
@@ -267,14 +269,24 @@ class PipelineSettings(dg.ConfigurableResource):
     engine: str = Field(
         default=_default("engine", "duckdb"),
         description="Where the warehouse's tables live: duckdb (the file CRM_WAREHOUSE) or spark (a Spark "
-        "catalog; work in progress: every step from dbt to publication runs there, ingest lands the files in "
-        "CRM_WAREHOUSE first; `crm-potential run` refuses it until the run report and the CLI read a Spark "
-        "publication).",
+        "catalog: dbt, the models, the checks and the publication run there; ingest lands the files in "
+        "CRM_WAREHOUSE first; readers query the views serving.*).",
     )
     spark_dir: str = Field(
         default=_default("spark_dir", ""),
-        description="The spark engine's local session: its catalog (metastore) and tables (empty: spark/ beside "
+        description="The spark engine's session: its catalog (metastore) and tables (empty: spark/ beside "
         "the warehouse).",
+    )
+    spark_master: str = Field(
+        default=_default("spark_master", ""),
+        description="The spark engine's master URL: empty for a local session on every core of this machine "
+        "(local[N]), or spark://host:7077, yarn, k8s://... (the pipeline's process is then the driver; dbt runs "
+        "in it, on the same session).",
+    )
+    spark_driver_memory: str = Field(
+        default=_default("spark_driver_memory", "2g"),
+        description="The spark engine's driver memory (a JVM size such as 2g or 8g; with a local master it is all "
+        "the memory Spark has).",
     )
     serving_path: str = Field(
         default=_default("serving_path", ""),
@@ -654,8 +666,15 @@ class PipelineSettings(dg.ConfigurableResource):
     @property
     def serving_display(self) -> str:
         """Where readers find the publication, in words (a URL without its password)."""
+        if self.engine == "spark":
+            return f"the views serving.* of the Spark catalog in {self.spark_folder}"
         target = self.serving_target
         return f"{target.display} (release file {self.serving_file})" if target else str(self.serving_file)
+
+    @property
+    def spark_folder(self) -> Path:
+        """The Spark session's folder (its catalog and tables): ``spark_dir``, by default spark/ beside the warehouse."""
+        return Path(self.spark_dir) if self.spark_dir else Path(self.warehouse_path).resolve().parent / "spark"
 
     @property
     def lineage(self) -> Lineage:
@@ -712,7 +731,8 @@ class PipelineSettings(dg.ConfigurableResource):
             from orchestration.spark_session import local_session
             from orchestration.warehouse_spark import SparkWarehouse
 
-            yield SparkWarehouse(local_session(self.spark_dir or Path(self.warehouse_path).resolve().parent / "spark"))
+            yield SparkWarehouse(local_session(self.spark_folder, driver_memory=self.spark_driver_memory,
+                                              master=self.spark_master or None))
             return
         with self.warehouse(for_models=for_models) as con:
             yield DuckDBWarehouse(con)

@@ -31,8 +31,9 @@ SESSION_CONF = {
 
 
 def local_session(folder: Path | str, cores: int | None = None, driver_memory: str = "2g",
-                  shuffle_partitions: int | None = None):
-    """The process's Spark session on this machine (``local[cores]``), its catalog and tables kept under ``folder``.
+                  shuffle_partitions: int | None = None, master: str | None = None):
+    """The process's Spark session on this machine (``local[cores]``; or on ``master``, a cluster, this process its
+    driver), its catalog and tables kept under ``folder``.
 
     A session that already exists in this process is returned as it is (Spark keeps one per process; its
     static settings cannot change once the JVM runs)."""
@@ -41,11 +42,12 @@ def local_session(folder: Path | str, cores: int | None = None, driver_memory: s
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     cores = cores or os.cpu_count() or 2
-    builder = (SparkSession.builder.master(f"local[{cores}]").appName("crm-potential")
+    builder = (SparkSession.builder.master(master or f"local[{cores}]").appName("crm-potential")
                .config("spark.sql.warehouse.dir", str(folder / "spark-warehouse"))
                .config("spark.driver.memory", driver_memory)
-               .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={folder / 'metastore'}")
-               .config("spark.sql.shuffle.partitions", str(shuffle_partitions or 2 * cores)))
+               .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={folder / 'metastore'}"))
+    if shuffle_partitions or not master:  # on a cluster, its own default (spark-defaults.conf) unless given
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions or 2 * cores))
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     session = builder.enableHiveSupport().getOrCreate()

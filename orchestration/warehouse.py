@@ -36,6 +36,11 @@ class Warehouse:
     def rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
         raise NotImplementedError
 
+    def native(self, sql: str):
+        """The query as the engine's own data frame, for a library that runs on the engine itself (Great
+        Expectations validates a Spark DataFrame with its Spark engine, where the data is): pandas on DuckDB."""
+        raise NotImplementedError
+
     def execute(self, sql: str, params: Sequence = ()) -> None:
         """A statement (DDL, or DML the engine supports on its tables)."""
         raise NotImplementedError
@@ -43,8 +48,9 @@ class Warehouse:
     def columns(self, table: str) -> list[str]:
         raise NotImplementedError
 
-    def tables(self, schema: str) -> list[str]:
-        """The names of the tables (not views) in ``schema``, sorted; none when it does not exist."""
+    def tables(self, schema: str, *, views: bool = False) -> list[str]:
+        """The names of the tables in ``schema`` (and its views, with ``views``), sorted; none when it does not
+        exist."""
         raise NotImplementedError
 
     def write(self, table: str, data: Data, *, append: bool = False) -> None:
@@ -123,16 +129,23 @@ class DuckDBWarehouse(Warehouse):
     def rows(self, sql, params=()):
         return self.con.execute(sql, list(params) or None).fetchall()
 
+    def native(self, sql):
+        return self.frame(sql)
+
     def execute(self, sql, params=()):
         self.con.execute(sql, list(params) or None)
 
     def columns(self, table):
         return self.con.sql(f"select * from {table} limit 0").columns
 
-    def tables(self, schema):
-        return [r[0] for r in self.con.execute(
-            "select table_name from duckdb_tables() where database_name = current_database() and schema_name = ? "
-            "order by 1", [schema]).fetchall()]
+    def tables(self, schema, *, views=False):
+        found = ("select table_name from duckdb_tables() where database_name = current_database() and "
+                 "schema_name = $schema")
+        if views:
+            found += (" union select view_name from duckdb_views() where database_name = current_database() and "
+                      "schema_name = $schema and not internal")
+        return [r[0] for r in self.con.execute(f"select * from ({found}) names order by 1",
+                                               {"schema": schema}).fetchall()]
 
     def _create_schema(self, table: str) -> None:
         if schema_of(table):

@@ -70,17 +70,20 @@ class SparkWarehouse(Warehouse):
     def rows(self, sql, params=()):
         return [tuple(row) for row in self._sql(sql, params).collect()]
 
+    def native(self, sql):
+        return self._sql(sql)
+
     def execute(self, sql, params=()):
         self._sql(sql, params).collect()
 
     def columns(self, table):
         return self.session.table(table).columns
 
-    def tables(self, schema):
+    def tables(self, schema, *, views=False):
         if not self.session.catalog.databaseExists(schema):
             return []
         return sorted(t.name for t in self.session.catalog.listTables(schema)
-                      if not t.isTemporary and t.tableType != "VIEW")
+                      if not t.isTemporary and (views or t.tableType != "VIEW"))
 
     def _create_schema(self, table: str) -> None:
         if schema_of(table):

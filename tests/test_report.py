@@ -258,12 +258,17 @@ def test_model_health_when_the_champion_beat_a_challenger_of_the_same_name():
 def test_the_report_reads_only_the_columns_it_shows(published):
     """``build_report`` reads ``REPORT_COLUMNS`` of customer_scores and customer_profile (memory at a million
     customers, twice with the previous publication): the page is the same as from every column."""
+    from orchestration.published import open_previous, open_published
     from orchestration.report import REPORT_COLUMNS, CheckSummary, build_report
+    from orchestration.settings import PipelineSettings
 
     work, _, second, scores, _, _ = published
     assert len(REPORT_COLUMNS["customer_scores"]) < len(scores.columns) * 0.6
-    narrow = build_report(work / "serving.duckdb", None, CheckSummary(), second)
-    every = build_report(work / "serving.duckdb", None, CheckSummary(), second, columns=None)
+    settings = PipelineSettings(warehouse_path=str(work / "warehouse.duckdb"), serving_path=str(work / "serving.duckdb"))
+    with open_published(settings) as now, open_previous(settings, second) as before:
+        assert before is not None
+        narrow = build_report(now, before, None, CheckSummary(), second)
+        every = build_report(now, before, None, CheckSummary(), second, columns=None)
     assert "compared with the publication as of" in narrow  # the previous publication was read too
     assert narrow == every
 

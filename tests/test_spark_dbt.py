@@ -246,33 +246,28 @@ def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duc
 
 
 def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(small_sample, duckdb_run, spark,
-                                                                               tmp_path):
-    """The nightly job with ``engine="spark"`` on the same source, every step but the run report (it still reads a
-    DuckDB serving file): ingest lands the files in the DuckDB file, the contract step copies the landed tables
-    into Spark, the three dbt steps build on Spark in this process, the model steps and the checks read and write
-    there, and publication writes, audits and publishes a release in the Spark catalog. Every model's table, the
-    scores, the run's model_performance rows and the published views must equal the DuckDB night's (the same
-    pseudonym key; each side trains in its own registry). Then: a second release, a rollback to the first, and a
-    release that fails its audit and changes nothing readers see."""
-    from orchestration.definitions import defs
-    from orchestration.jobs import NIGHTLY_JOB_NAME
-    from orchestration.partitions import night_of_run
-    from orchestration.settings import PipelineSettings
+                                                                               tmp_path, capsys, monkeypatch):
+    """``crm-potential run --engine spark`` on the same source: ingest lands the files in the DuckDB file, the
+    contract step copies the landed tables into Spark, the three dbt steps build on Spark in this process, the model
+    steps and the checks read and write there, publication writes, audits and publishes a release in the Spark
+    catalog, and the run report reads it there. Every model's table, the scores, the run's model_performance rows
+    and the published views must equal the DuckDB night's (the same pseudonym key; each side trains in its own
+    registry). Then: a night whose gate fails publishes nothing, a second release, a rollback to the first (the
+    CLI's), and a release that fails its audit and changes nothing readers see."""
+    from orchestration.cli import main
 
     shutil.copyfile(duckdb_run / ".pseudonym.key", tmp_path / ".pseudonym.key")
-    settings = PipelineSettings(engine="spark", source_dir=str(small_sample),
-                                warehouse_path=str(tmp_path / "warehouse.duckdb"),
-                                serving_path=str(tmp_path / "serving.duckdb"), model_registry_dir=str(tmp_path / "models"),
-                                spark_dir=str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
-    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
-    selection = [spec.key for spec in defs.resolve_all_asset_specs() if spec.key.path[-1] != "run_report"]
-    partition, tags = night_of_run(settings)
-    result = job.execute_in_process(run_config={"resources": {"settings": {"config": settings.recorded_parameters()}}},
-                                    instance=dg_instance(), partition_key=partition, tags=tags,
-                                    asset_selection=selection, raise_on_error=False)
-    failures = [e.message for e in result.all_events if e.is_failure]
-    assert result.success, failures
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
+    monkeypatch.setenv("CRM_SPARK_DIR", str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
+    capsys.readouterr()
+    assert main(run_args(small_sample, tmp_path, "--engine", "spark")) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
     assert not (tmp_path / "serving.duckdb").exists()  # published in the catalog, not in a file
+    run_id = spark.sql("select run_id from serving.pipeline_runs where published").collect()[0][0]
+    customers = spark.sql("select count(*) from serving.customer_scores").collect()[0][0]
+    assert f"Published {customers:,} customer scores" in said and run_id in said and "serving.* of the Spark" in said
+    report = (tmp_path / "reports" / f"run_{run_id}.html").read_text(encoding="utf-8")
+    assert "Top customers" in report and "first publication kept here" in report  # read from the catalog
     with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
         duck_run = con.execute("select run_id from ops.pipeline_runs where published").fetchall()[0][0]
         tables = [tuple(r) for r in con.execute(
@@ -285,12 +280,12 @@ def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(s
         with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
             ours = con.sql(query).to_arrow_table()
         theirs = spark.sql(query).toArrow()
-        differences += _table_differences(f"{schema}.{name}", ours, theirs, (duck_run, result.run_id), rel=1e-6)
+        differences += _table_differences(f"{schema}.{name}", ours, theirs, (duck_run, run_id), rel=1e-6)
     performance = "select * from ops.model_performance where run_id = '{}'"
     with duckdb.connect(str(duckdb_run / "warehouse.duckdb"), read_only=True) as con:
         ours = con.sql(performance.format(duck_run)).to_arrow_table()
-    differences += _table_differences("ops.model_performance", ours, spark.sql(performance.format(result.run_id)).toArrow(),
-                                      (duck_run, result.run_id), rel=1e-6)
+    differences += _table_differences("ops.model_performance", ours, spark.sql(performance.format(run_id)).toArrow(),
+                                      (duck_run, run_id), rel=1e-6)
     # what readers see: the serving views equal the DuckDB night's serving file
     from orchestration.publication import PUBLISHED_TABLES
 
@@ -298,18 +293,27 @@ def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(s
         query = f"select * from {name}" + (" where run_id = '{}'" if name == "model_performance" else "")
         with duckdb.connect(str(duckdb_run / "serving.duckdb"), read_only=True) as con:
             ours = con.sql(query.format(duck_run)).to_arrow_table()
-        theirs = spark.sql(query.replace(" from ", " from serving.", 1).format(result.run_id)).toArrow()
-        differences += _table_differences(f"serving.{name}", ours, theirs, (duck_run, result.run_id), rel=1e-6)
+        theirs = spark.sql(query.replace(" from ", " from serving.", 1).format(run_id)).toArrow()
+        differences += _table_differences(f"serving.{name}", ours, theirs, (duck_run, run_id), rel=1e-6)
     assert not differences, "\n".join(map(str, differences))
-    assert spark.sql(f"select published from serving.pipeline_runs where run_id = '{result.run_id}'").collect()[0][0]
 
-    _releases_switch_roll_back_and_refuse_a_bad_one(spark, result.run_id)
+    # a gate that fails on Spark (the churn model's AUC floor) stops the night before publication
+    monkeypatch.setenv("CRM_MIN_CHURN_AUC", "0.999")
+    assert main(run_args(small_sample, tmp_path, "--engine", "spark")) == 1
+    assert "nothing was published" in capsys.readouterr().err
+    assert spark.sql("select release from serving_releases.current").collect()[0][0] == run_id
+    failed = spark.sql("select run_id, status from serving_releases.pipeline_runs_log where not published").collect()
+    assert [r.status for r in failed] == ["failed"]  # in the run log the next release publishes
+    monkeypatch.delenv("CRM_MIN_CHURN_AUC")
+
+    _releases_switch_roll_back_and_refuse_a_bad_one(spark, run_id, tmp_path, capsys)
 
 
-def _releases_switch_roll_back_and_refuse_a_bad_one(spark, first: str) -> None:
+def _releases_switch_roll_back_and_refuse_a_bad_one(spark, first: str, work: Path, capsys) -> None:
     import dataclasses
 
     from orchestration import run_log
+    from orchestration.cli import main
     from orchestration.publication_spark import (PublicationError, current_release, publish_on_spark, releases,
                                                  rollback_to)
     from orchestration.warehouse_spark import SparkWarehouse
@@ -321,6 +325,11 @@ def _releases_switch_roll_back_and_refuse_a_bad_one(spark, first: str) -> None:
     counts = publish_on_spark(warehouse, record, keep=2)
     assert current_release(warehouse) == "second-release" and counts["customer_scores"] == rows
     assert {r for r, _, _ in releases(warehouse)} == {first, "second-release"}
+    rollback = ["rollback", "--engine", "spark", "--warehouse", str(work / "warehouse.duckdb")]
+    assert main([*rollback, "--list"]) == 0 and "(current)" in capsys.readouterr().out
+    assert main(rollback) == 0 and current_release(warehouse) == first  # the newest before the current
+    assert first in capsys.readouterr().out
+    assert rollback_to(warehouse, "second") == "second-release"
     assert rollback_to(warehouse, first[:8]) == first and current_release(warehouse) == first
     assert spark.sql("select count(*) from serving.pipeline_runs").collect()[0][0] == 1  # the first release's log
     # a release whose customer_scores holds a customer twice fails its audit; readers keep the first release
@@ -338,3 +347,33 @@ def dg_instance():
     import dagster as dg
 
     return dg.DagsterInstance.ephemeral()
+
+
+def test_great_expectations_on_spark_dataframes_finds_what_it_finds_on_pandas(duckdb_run, spark, tmp_path):
+    """On Spark the GX suites validate Spark DataFrames with GX's Spark engine (where the data is). The published
+    scores pass on both engines; with one customer twice and a churn probability of 1.5 both fail, alike."""
+    from datetime import datetime
+
+    import pyarrow as pa
+
+    from data_quality.gx_gate import validate
+    from data_quality.suites import COLUMNS, SUITES
+    from orchestration.warehouse_spark import spark_ready
+
+    with duckdb.connect(str(duckdb_run / "serving.duckdb"), read_only=True) as con:
+        good = con.sql(f"select {', '.join(COLUMNS['customer_scores'])} from customer_scores").to_arrow_table()
+    first = good.slice(0, 1)
+    wrong = first.set_column(first.column_names.index("churn_probability"), "churn_probability",
+                             pa.array([1.5], pa.float64()))
+    bad = pa.concat_tables([good, wrong])
+    outcomes = {}
+    for name, table in (("good", good), ("bad", bad)):
+        suite = lambda: SUITES["customer_scores"](good.num_rows, datetime(2026, 11, 30))  # noqa: E731
+        on_pandas = validate(tmp_path / "gx", "customer_scores", table.to_pandas(), suite())
+        on_spark = validate(tmp_path / "gx", "customer_scores", spark.createDataFrame(spark_ready(table)), suite())
+        outcomes[name] = on_pandas, on_spark
+    (pandas_good, spark_good), (pandas_bad, spark_bad) = outcomes["good"], outcomes["bad"]
+    assert pandas_good.success and spark_good.success and spark_good.evaluated == pandas_good.evaluated
+    assert not pandas_bad.success and not spark_bad.success
+    assert sorted(spark_bad.failures) == sorted(pandas_bad.failures), (spark_bad.failures, pandas_bad.failures)
+    assert any("churn_probability" in f for f in spark_bad.failures) and any("unique(customer_id)" in f for f in spark_bad.failures)

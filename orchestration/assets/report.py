@@ -45,23 +45,28 @@ def check_summary(context: dg.AssetExecutionContext, settings: PipelineSettings)
           "lifecycle flows, top customers per tier and action, model health, campaigns, quality; and the run's "
           "quality page (reports/<run_id>/quality.html). Self-contained, opens offline.")
 def run_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from orchestration.publication import published_as_of, published_run_id, run_recorded
+    from orchestration.published import open_previous, open_published
     from orchestration.report import build_quality_page, build_report, write_quality_page, write_report
 
     release_memory()  # the last step of a long night: start from what the publication left, not its peak
     checks = check_summary(context, settings)
     run_folder = settings.reports_dir / context.run_id
-    # materialised on its own (after a night killed in this step, say) this run published nothing: the report is
-    # the publication's, under its run
-    shown = context.run_id if run_recorded(settings.serving_file, context.run_id) else (
-        published_run_id(settings.serving_file) or context.run_id)
-    text = build_report(settings.serving_file, run_folder, checks, shown,
-                        currency=settings.reporting_currency, quality_href=f"{context.run_id}/quality.html")
+    with open_published(settings) as published:
+        if published is None:
+            raise RuntimeError(f"nothing is published in {settings.serving_display}: no report to write")
+        # materialised on its own (after a night killed in this step, say) this run published nothing: the report
+        # is the publication's, under its run
+        shown = context.run_id if published.recorded(context.run_id) else (
+            published.published_run_id() or context.run_id)
+        as_of = published.as_of()
+        with open_previous(settings, shown) as previous:
+            text = build_report(published, previous, run_folder, checks, shown, currency=settings.reporting_currency,
+                                quality_href=f"{context.run_id}/quality.html")
     path, latest = write_report(text, settings.reports_dir, context.run_id)
     data_docs = checks.data_docs
     docs_href = (os.path.relpath(data_docs, run_folder) if data_docs and data_docs.exists() else None)
     quality = write_quality_page(build_quality_page(checks, context.run_id,
-                                                    published_as_of(settings.serving_file) or "?",
+                                                    as_of or "?",
                                                     docs_href),
                                  settings.reports_dir, context.run_id)
     context.log.info(f"run report: {latest}")
