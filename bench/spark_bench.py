@@ -61,17 +61,17 @@ def _table(size: int, runs: dict[str, list[RunMeasure]]) -> list[str]:
     stages = list(dict.fromkeys(stage for rs in runs.values() for r in rs for stage in r.stages))
     lines = [f"### {size:,} customers", "",
              "| | " + " | ".join(f"{e} wall (s)" for e in ENGINES) + " | spark / duckdb | "
-             + " | ".join(f"{e} peak" for e in ENGINES) + " |",
-             "|---|" + "---|" * (2 * len(ENGINES) + 1)]
+             + " | ".join(f"{e} CPU (s)" for e in ENGINES) + " | " + " | ".join(f"{e} peak" for e in ENGINES) + " |",
+             "|---|" + "---|" * (3 * len(ENGINES) + 1)]
 
-    def row(name: str, wall, peak) -> str:
-        walls = [med([wall(r) for r in runs[e]]) for e in ENGINES]
+    def row(name: str, pick) -> str:
+        walls = [med([pick(r)["wall"] for r in runs[e]]) for e in ENGINES]
         ratio = f"{walls[1] / walls[0]:.2f}" if walls[0] else ""
         return (f"| {name} | " + " | ".join(f"{w:.1f}" for w in walls) + f" | {ratio} | "
-                + " | ".join(_fmt_bytes(med([peak(r) for r in runs[e]])) for e in ENGINES) + " |")
+                + " | ".join(f"{med([pick(r)['cpu'] for r in runs[e]]):.1f}" for e in ENGINES) + " | "
+                + " | ".join(_fmt_bytes(med([pick(r)["peak"] for r in runs[e]])) for e in ENGINES) + " |")
 
-    lines.append(row("**whole night**", lambda r: r.total_wall, lambda r: r.peak_rss))
+    lines.append(row("**whole night**", lambda r: {"wall": r.total_wall, "cpu": r.total_cpu, "peak": r.peak_rss}))
     for stage in stages:
-        lines.append(row(stage, lambda r: r.stages.get(stage, {}).get("wall", 0.0),
-                         lambda r: r.stages.get(stage, {}).get("peak", 0)))
+        lines.append(row(stage, lambda r: r.stages.get(stage, {"wall": 0.0, "cpu": 0.0, "peak": 0})))
     return lines + ["", f"Spark's whole night: {med([r.total_wall for r in runs['spark']]) / base:.1f}x DuckDB's.", ""]

@@ -80,13 +80,7 @@ def cutoff_rows(data: CutoffData, cutoff, *, horizon_days, levels, clv_horizon_d
         feats = data.features(cutoff, customers=customers)
     if feats.empty:
         raise ChurnTrainingError(f"no customers known at cutoff {cutoff}")
-    if fit is not None:
-        bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
-                          annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan), with_clv=False)
-    else:
-        bt = pd.DataFrame({c: np.full(len(feats), np.nan) for c in [*BTYD_COLUMNS, "btyd_prob_no_purchase_churn"]})
-    X = design_matrix(feats, bt, levels)
-    X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
+    X, bt = design_rows(feats, fit, horizon_days=horizon_days, clv_horizon_days=clv_horizon_days, levels=levels)
     y = None
     if with_labels:
         outcomes = data.outcomes(cutoff, ["customer_id", "churned", "churn_window_complete"], customers=customers)
@@ -95,6 +89,19 @@ def cutoff_rows(data: CutoffData, cutoff, *, horizon_days, levels, clv_horizon_d
             raise ChurnTrainingError(f"the churn window after {cutoff} is not complete by the as-of date")
         y = out.churned.astype(bool).to_numpy().astype(int)
     return feats, X, y, bt.btyd_prob_no_purchase_churn.to_numpy()
+
+
+def design_rows(feats: pd.DataFrame, fit: BtydFit | None, *, horizon_days, clv_horizon_days, levels):
+    """The model's inputs for feature rows ``feats``: the features and the BTYD outputs of ``fit`` (null where
+    there is no fit); returns (X, the BTYD outputs)."""
+    if fit is not None:
+        bt = btyd_predict(fit, feats, horizon_days=clv_horizon_days, churn_horizon_days=horizon_days,
+                          annual_discount_rate=0.0, leads=LeadRates(no_purchase_share=np.nan), with_clv=False)
+    else:
+        bt = pd.DataFrame({c: np.full(len(feats), np.nan) for c in [*BTYD_COLUMNS, "btyd_prob_no_purchase_churn"]})
+    X = design_matrix(feats, bt, levels)
+    X["btyd_prob_no_purchase"] = bt.btyd_prob_no_purchase_churn.to_numpy()
+    return X, bt
 
 
 def btyd_fit_at(data: CutoffData, cutoff, fits: dict | None = None, model: str = "bgnbd") -> BtydFit | None:
@@ -633,28 +640,56 @@ def reason_codes(models: ChurnModels, X: pd.DataFrame, *, top_units: int = 12, b
 
 
 @model_threads()
-def score(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, clv_horizon_days: int,
-          fits: dict | None = None, batch: int = SCORE_BATCH_ROWS, on_batch=None, btyd_model: str = "bgnbd") -> pd.DataFrame:
-    """Churn probability, evidence flag and reasons for every customer at ``cutoff``, read and scored
-    ``batch`` customers at a time (memory stays flat whatever the population)."""
-    fits = {} if fits is None else fits
-    importance = effects = None
-    parts = []
-    done = 0
-    total = data.count(cutoff)
-    for feats in data.batches(cutoff, batch):
-        _, X, _, _ = cutoff_rows(data, cutoff, horizon_days=horizon_days, levels=models.levels,
-                                 clv_horizon_days=clv_horizon_days, with_labels=False, fits=fits, feats=feats,
-                                 btyd_model=btyd_model)
-        if importance is None:  # from the first customers, as for a whole-population call
-            effects = tree_effects(models, X)  # the trees prepared once for every batch
-            importance = feature_importance(models, X, effects=effects)
-        parts.append(pd.DataFrame({
+@dataclass
+class ChurnScorer:
+    """Scores feature rows of the as-of date: churn probability, evidence flag and reasons. Everything it needs
+    travels with it (the models, the BTYD fit, the trees prepared once, the importance the reasons rank by), so
+    it scores any piece of the customers anywhere: here batch by batch, or on Spark's executors
+    (``Warehouse.write_mapped``). Each row's result depends on that row alone."""
+
+    models: ChurnModels
+    fit: BtydFit | None
+    horizon_days: int
+    clv_horizon_days: int
+    model_version: str
+    effects: object
+    importance: object
+    batch: int = SCORE_BATCH_ROWS
+
+    def __call__(self, feats: pd.DataFrame) -> pd.DataFrame:
+        X, _ = design_rows(feats, self.fit, horizon_days=self.horizon_days, clv_horizon_days=self.clv_horizon_days,
+                           levels=self.models.levels)
+        return pd.DataFrame({
             "customer_id": feats.customer_id.to_numpy(),
-            "churn_probability": models.predict_published(X),
-            "churn_flag": history_flag(feats, horizon_days).to_numpy(),
-            "churn_reasons": reason_codes(models, X, batch=batch, importance=importance, effects=effects).to_numpy(),
-        }))
+            "churn_probability": np.clip(self.models.predict_published(X), 0, 1),
+            "churn_model": self.model_version,
+            "churn_flag": history_flag(feats, self.horizon_days).to_numpy(),
+            "churn_reasons": reason_codes(self.models, X, batch=self.batch, importance=self.importance,
+                                          effects=self.effects).to_numpy(),
+        })
+
+
+def churn_scorer(data: CutoffData, cutoff, models: ChurnModels, *, horizon_days: int, clv_horizon_days: int,
+                 model_version: str, fits: dict | None = None, batch: int = SCORE_BATCH_ROWS,
+                 btyd_model: str = "bgnbd") -> ChurnScorer:
+    """The scorer for every customer at ``cutoff``: the BTYD fit at the cutoff, and the trees' effects and the
+    features' importance from the first ``batch`` customers (the same whoever scores, and however the rest are
+    split)."""
+    fits = {} if fits is None else fits
+    first = next(data.batches(cutoff, batch))
+    _, X, _, _ = cutoff_rows(data, cutoff, horizon_days=horizon_days, levels=models.levels,
+                             clv_horizon_days=clv_horizon_days, with_labels=False, fits=fits, feats=first,
+                             btyd_model=btyd_model)
+    effects = tree_effects(models, X)  # the trees prepared once for every batch
+    return ChurnScorer(models, btyd_fit_at(data, cutoff, fits, btyd_model), horizon_days, clv_horizon_days,
+                       model_version, effects, feature_importance(models, X, effects=effects), batch)
+
+
+def score(data: CutoffData, cutoff, scorer: ChurnScorer, on_batch=None) -> pd.DataFrame:
+    """Every customer at ``cutoff`` scored in memory, ``scorer.batch`` customers at a time."""
+    parts, done, total = [], 0, data.count(cutoff)
+    for feats in data.batches(cutoff, scorer.batch):
+        parts.append(scorer(feats))
         done += len(feats)
         if on_batch is not None:
             on_batch(done, total)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ml.churn import (
     BTYD_CHURN, CHURN_MODEL, LOGIT_BASELINE, ChurnTrainingError, cutoff_rows, evaluate, feature_importance,
-    history_flag, recency_baseline, score, train_churn_models, training_set,
+    ChurnScorer, churn_scorer, history_flag, recency_baseline, score, train_churn_models, training_set,
 )
 from ml.cutoff_data import EVAL_ROWS, CutoffData
 from ml.registry import (
@@ -51,11 +51,31 @@ class ChurnPolicy:
 
 @dataclass
 class ChurnOutcome:
-    predictions: pd.DataFrame  # customer_id, churn_probability, churn_model, churn_flag, churn_reasons
+    """What the churn step decided, and how every customer at the as-of date is scored: by ``scorer`` (the
+    model in charge) or, without one, the BTYD estimate ``fallback``. Rows: customer_id, churn_probability,
+    churn_model, churn_flag, churn_reasons."""
+    scorer: ChurnScorer | None
+    fallback: pd.DataFrame | None
     performance: list[dict]
     decision: dict
+    data: CutoffData
+    as_of: object
     notes: list[str] = field(default_factory=list)
     evaluation: tuple | None = None  # (y, {model: predictions}, importance) of a back-test, for plots
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """Every customer's row, in memory."""
+        return self.fallback if self.scorer is None else score(self.data, self.as_of, self.scorer)
+
+    def write(self, warehouse, table: str, on_batch=None) -> int:
+        """Every customer's row into ``table`` where the data is (``Warehouse.write_mapped``: batch by batch here,
+        on the executors on Spark); returns the rows written. ``on_batch(rows done)`` where batches pass here."""
+        if self.scorer is None:
+            warehouse.write(table, self.fallback)
+            return len(self.fallback)
+        return warehouse.write_mapped(table, self.data.batch_query(), [str(self.as_of)], self.scorer,
+                                      self.scorer.batch, on_batch)
 
 
 def _performance_rows(run_id, as_of, metrics, card: ModelCard, champion: bool, windows):
@@ -88,7 +108,7 @@ def published_model(metrics: dict[str, dict], btyd_name: str) -> str:
 
 def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, lineage: Lineage,
                      policy: ChurnPolicy, run_id: str, fallback: pd.DataFrame, btyd_model: str = "bgnbd",
-                     eval_rows: int = EVAL_ROWS, on_batch=None, log=lambda message: None) -> ChurnOutcome:
+                     eval_rows: int = EVAL_ROWS, log=lambda message: None) -> ChurnOutcome:
     """Decide, train if needed and score every customer at the as-of date (see the module docstring).
 
     ``fallback``: ``customer_id`` and ``prob_no_purchase_churn_horizon`` (the value models' BTYD estimate)."""
@@ -189,8 +209,8 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
 
     if active is not None:
         card, models = active
-        result = score(data, as_of, models, on_batch=on_batch, **kw)
-        result.insert(2, "churn_model", card.version)
+        scorer = churn_scorer(data, as_of, models, model_version=card.version, **kw)
+        return ChurnOutcome(scorer, None, performance, decision, data, as_of, notes, evaluation)
     else:
         now_feats = data.features(as_of, ["customer_id", "n_orders", "tenure_days"])
         est = now_feats[["customer_id"]].merge(fallback, on="customer_id", how="left").prob_no_purchase_churn_horizon
@@ -202,7 +222,7 @@ def run_churn_models(data: CutoffData, *, windows: Windows, registry: Registry, 
             "churn_reasons": f"churn model unavailable ({decision.get('error', 'no model')}): {btyd_model} estimate",
         })
     result["churn_probability"] = result.churn_probability.clip(0, 1)
-    return ChurnOutcome(result, performance, decision, notes, evaluation)
+    return ChurnOutcome(None, result, performance, decision, data, as_of, notes, evaluation)
 
 
 def _backtest(data: CutoffData, windows: Windows, levels, kw, test_ids, policy: ChurnPolicy, notes: list[str]):

@@ -63,7 +63,11 @@ class CutoffData:
 
     def batches(self, cutoff: date, size: int) -> Iterator[pd.DataFrame]:
         """Every feature row at ``cutoff`` in customer order, ``size`` rows (about) at a time."""
-        return self.warehouse.batches(self._sql(self.features_table, None, False), [str(cutoff)], size)
+        return self.warehouse.batches(self.batch_query(), [str(cutoff)], size)
+
+    def batch_query(self) -> str:
+        """The query behind ``batches`` (one parameter: the cutoff), for ``Warehouse.write_mapped``."""
+        return self._sql(self.features_table, None, False)
 
     # ------------------------------------------------------------------ customers
     def customer_ids(self, cutoff: date) -> np.ndarray:

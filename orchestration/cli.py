@@ -646,13 +646,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         with run_lock(settings.warehouse_path, f"rollback-{uuid.uuid4()}"):
             chosen = rollback(settings.serving_file, args.to)
     except RunLockHeld as exc:
-        print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
-        return 1
+        return _rollback_refused(exc)
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
     print(f"rolled back {settings.serving_file} to run {version_run_id(chosen)} ({chosen.name}); readers see it on "
           "their next connection (once every connection of their process to the file is closed)")
     return 0
+
+
+def _rollback_refused(exc: RunLockHeld) -> int:
+    print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
+    return 1
 
 
 def _rollback_spark(settings: "PipelineSettings", args: argparse.Namespace) -> int:
@@ -680,8 +684,7 @@ def _rollback_spark(settings: "PipelineSettings", args: argparse.Namespace) -> i
                 return 1
             chosen = rollback_to(warehouse, target)
     except RunLockHeld as exc:
-        print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
-        return 1
+        return _rollback_refused(exc)
     except PublicationError as exc:
         return _usage_error(str(exc))
     print(f"rolled back the Spark catalog's serving views to the release of run {chosen}; readers see it with their "
@@ -712,8 +715,7 @@ def _rollback_database(settings: "PipelineSettings", args: argparse.Namespace) -
             if local:
                 rollback(settings.serving_file, chosen.run_id)
     except RunLockHeld as exc:
-        print(f"crm-potential: {exc}; nothing was rolled back. Run it again when that run has ended.", file=sys.stderr)
-        return 1
+        return _rollback_refused(exc)
     except ServingTargetError as exc:
         print(f"crm-potential: {exc}", file=sys.stderr)
         return 1

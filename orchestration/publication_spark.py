@@ -18,11 +18,11 @@ partitions are dropped after the switch.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pyarrow as pa
 
-from orchestration import run_log
+from orchestration import run_log, score_history
 from orchestration.publication import PUBLISHED_TABLES
 
 RELEASES = "serving_releases"
@@ -30,7 +30,7 @@ SERVING = "serving"
 CURRENT = f"{RELEASES}.current"
 REGISTER = f"{RELEASES}.releases"  # one row per written release: release, as_of_date, written_at
 RUN_LOG = f"{RELEASES}.pipeline_runs_log"
-RELEASE_NAMES = (*PUBLISHED_TABLES, "pipeline_runs")  # the tables of a release, the views readers query
+RELEASE_NAMES = (*PUBLISHED_TABLES, "pipeline_runs", *score_history.HISTORY_TABLES)  # the tables of a release, the views readers query
 RUNS_DDL = run_log.DDL.replace("varchar", "string").replace("ops.pipeline_runs", RUN_LOG)
 
 
@@ -51,18 +51,18 @@ def _source(query: str) -> str:
     return query.split(" order by ")[0]
 
 
-def _write(warehouse, name: str, source: str, release: str) -> None:
+def _write(warehouse, name: str, source: str, release: str, inputs: dict[str, pa.Table] | None = None) -> None:
     """``source``'s rows as the partition ``release`` of ``serving_releases.<name>`` (created, or re-created
     when the published columns changed: the kept releases of that table then go)."""
     table = f"{RELEASES}.{name}"
-    columns = warehouse.arrow(f"select * from ({source}) q limit 0").column_names
+    columns = warehouse.arrow(f"select * from ({source}) q limit 0", inputs=inputs).column_names
     if name in warehouse.tables(RELEASES) and warehouse.columns(table)[:-1] != columns:
         warehouse.execute(f"drop table {table}")
     if name not in warehouse.tables(RELEASES):
         warehouse.execute(f"create table {table} using parquet partitioned by (release) as "
                           f"select *, cast(null as string) as release from ({source}) q where 1 = 0")
     warehouse.execute(f"insert overwrite table {table} partition (release = {quote_literal(release)}) "
-                      f"select * from ({source}) q")
+                      f"select * from ({source}) q", inputs=inputs)
 
 
 def releases(warehouse) -> list[tuple[str, str, datetime]]:
@@ -92,12 +92,21 @@ def _switch(warehouse, release: str, names) -> None:
         warehouse.execute(f"create or replace view {CURRENT} as select {quote_literal(release)} as release")
 
 
-def publish_on_spark(warehouse, record: run_log.RunRecord, *, keep: int) -> dict[str, int]:
+def publish_on_spark(warehouse, record: run_log.RunRecord, *, keep: int,
+                     erased: dict[str, list[str]] | None = None,
+                     retention: score_history.Retention = score_history.Retention()) -> dict[str, int]:
     """Write, audit and publish this run's release; returns the rows per published table. Raises
-    ``PublicationError`` before the switch when the audit fails (what readers see is unchanged)."""
+    ``PublicationError`` before the switch when the audit fails (what readers see is unchanged). ``erased``
+    (``publication.erased_keys``): the erased customers, left out of the score history and removed from every
+    kept release."""
     release = record.run_id
-    for database in (RELEASES, SERVING):
+    for database in (RELEASES, SERVING, score_history.SCHEMA):
         warehouse.execute(f"create database if not exists {database}")
+    published = _current_as_of(warehouse)
+    if published and record.as_of_date and record.as_of_date < published:
+        raise PublicationError(f"the night of {record.as_of_date} is older than the published one ({published}); "
+                               "a backfill of earlier nights is not available on the Spark engine yet")
+    erased = {column: values for column, values in (erased or {}).items() if values}
     counts, expected = {}, {}
     for name, query in PUBLISHED_TABLES.items():
         source = _source(query)
@@ -115,6 +124,7 @@ def publish_on_spark(warehouse, record: run_log.RunRecord, *, keep: int) -> dict
     if wrong:
         _drop(warehouse, release, PUBLISHED_TABLES)
         raise PublicationError("the release failed its audit, nothing was published: " + "; ".join(wrong))
+    counts.update(_write_history(warehouse, release, date.fromisoformat(record.as_of_date), retention, erased))
     # the run log of the published runs, this one's row included, as the release's pipeline_runs
     record_run(warehouse, record)
     _write(warehouse, "pipeline_runs", f"select * from {RUN_LOG}", release)
@@ -126,8 +136,89 @@ def publish_on_spark(warehouse, record: run_log.RunRecord, *, keep: int) -> dict
     # publish: one switch
     _switch(warehouse, release, RELEASE_NAMES)
     counts["pipeline_runs"] = int(warehouse.scalar(f"select count(*) from {SERVING}.pipeline_runs"))
+    _keep_history(warehouse, release)
     _prune(warehouse, keep, RELEASE_NAMES)
+    _scrub_kept(warehouse, release, erased)
     return counts
+
+
+def _current_as_of(warehouse) -> str | None:
+    current = current_release(warehouse)
+    return warehouse.scalar(f"select as_of_date from {REGISTER} where release = ?", [current]) if current else None
+
+
+def _erased_inputs(erased: dict[str, list[str]]) -> dict[str, pa.Table]:
+    """The erased customers' values per column as views ``erased_<column>`` (one column ``value``)."""
+    return {f"erased_{column}": pa.table({"value": pa.array(values, pa.string())}) for column, values in erased.items()}
+
+
+def _not_erased(columns, erased: dict[str, list[str]]) -> str:
+    """A condition keeping the rows of no erased customer (``_erased_inputs`` must be given to the query)."""
+    terms = [f"trim(cast({column} as string)) not in (select value from erased_{column})"
+             for column in erased if column in columns]
+    return " and ".join(terms) or "true"
+
+
+def _write_history(warehouse, release: str, as_of: date, retention: score_history.Retention,
+                   erased: dict[str, list[str]]) -> dict[str, int]:
+    """The release's score history (``orchestration/score_history.py``): the kept history (``history.<table>``,
+    the last release's) without ``as_of``'s night, plus tonight's rows; the nights ``retention`` keeps; no
+    erased customer. Returns rows per table."""
+    counts, inputs = {}, _erased_inputs(erased)
+    for table, (source, columns, _) in score_history.HISTORY_TABLES.items():
+        picked = ", ".join(columns) if columns else "*"
+        tonight = f"select {picked} from {source}"
+        names = warehouse.arrow(f"{tonight} limit 0").column_names
+        parts = [tonight]
+        if table in warehouse.tables(score_history.SCHEMA) and \
+                warehouse.columns(f"{score_history.SCHEMA}.{table}") == names:
+            parts.append(f"select {', '.join(names)} from {score_history.SCHEMA}.{table} "
+                         f"where as_of_date <> date'{as_of.isoformat()}'")
+        rows = f"select * from ({' union all '.join(parts)}) h where {_not_erased(names, erased)}"
+        nights = warehouse.arrow(f"select distinct as_of_date from ({rows}) n", inputs=inputs)["as_of_date"].to_pylist()
+        kept = ", ".join(f"date'{d.isoformat()}'" for d in retention.kept(nights)) or "null"
+        _write(warehouse, table, f"{rows} and as_of_date in ({kept})", release, inputs)
+        counts[table] = int(warehouse.scalar(f"select count(*) from {RELEASES}.{table} where release = ?", [release]))
+    return counts
+
+
+def _keep_history(warehouse, release: str) -> None:
+    """After the switch: ``history.<table>`` becomes what the release published, for the next night's release."""
+    for table in score_history.HISTORY_TABLES:
+        columns = ", ".join(c for c in warehouse.columns(f"{RELEASES}.{table}") if c != "release")
+        staged = f"{score_history.SCHEMA}.{table}__next"
+        warehouse.execute(f"drop table if exists {staged}")
+        warehouse.execute(f"create table {staged} using parquet as select {columns} from {RELEASES}.{table} "
+                          f"where release = {quote_literal(release)}")
+        warehouse.swap(staged, f"{score_history.SCHEMA}.{table}")
+
+
+def _scrub_kept(warehouse, release: str, erased: dict[str, list[str]]) -> None:
+    """Remove the erased customers from every kept release but ``release`` (written without them): each
+    partition that holds one is rewritten without its rows (through a scratch table: Spark does not overwrite
+    what it reads)."""
+    if not erased:
+        return
+    inputs = _erased_inputs(erased)
+    scratch = f"{RELEASES}.scrub_scratch"
+    for name in RELEASE_NAMES:
+        columns = [c for c in warehouse.columns(f"{RELEASES}.{name}") if c != "release"]
+        keep = _not_erased(columns, erased)
+        if keep == "true":
+            continue
+        for kept, _, _ in releases(warehouse):
+            if kept == release:
+                continue
+            where = f"release = {quote_literal(kept)}"
+            found = warehouse.arrow(f"select count(*) as n from {RELEASES}.{name} where {where} and not ({keep})",
+                                    inputs=inputs)["n"][0].as_py()
+            if not found:
+                continue
+            warehouse.execute(f"drop table if exists {scratch}")
+            warehouse.execute(f"create table {scratch} using parquet as select {', '.join(columns)} from "
+                              f"{RELEASES}.{name} where {where} and {keep}", inputs=inputs)
+            warehouse.execute(f"insert overwrite table {RELEASES}.{name} partition ({where}) select * from {scratch}")
+            warehouse.execute(f"drop table {scratch}")
 
 
 def record_run(warehouse, record: run_log.RunRecord) -> None:

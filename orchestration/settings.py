@@ -572,6 +572,14 @@ class PipelineSettings(dg.ConfigurableResource):
             raise ValueError(f"engine (CRM_ENGINE) must be duckdb or spark, got {value!r}")
         return value
 
+    @field_validator("spark_driver_memory")
+    @classmethod
+    def _valid_spark_memory(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]*[kmgt]", value.strip().lower()):
+            raise ValueError(f"spark_driver_memory (CRM_SPARK_DRIVER_MEMORY) must be a JVM size such as 2g or "
+                             f"8192m, got {value!r}")
+        return value.strip().lower()
+
     @field_validator("smtp_security")
     @classmethod
     def _valid_smtp_security(cls, value: str) -> str:
@@ -671,6 +679,12 @@ class PipelineSettings(dg.ConfigurableResource):
         target = self.serving_target
         return f"{target.display} (release file {self.serving_file})" if target else str(self.serving_file)
 
+    def spark_session(self):
+        """The process's Spark session for the spark engine (started on first use; ``spark_*`` settings)."""
+        from orchestration.spark_session import local_session
+
+        return local_session(self.spark_folder, driver_memory=self.spark_driver_memory, master=self.spark_master or None)
+
     @property
     def spark_folder(self) -> Path:
         """The Spark session's folder (its catalog and tables): ``spark_dir``, by default spark/ beside the warehouse."""
@@ -728,11 +742,9 @@ class PipelineSettings(dg.ConfigurableResource):
         (``warehouse``); on Spark the process's session (``orchestration/spark_session.py``), which outlives the
         step (a JVM takes seconds to start)."""
         if self.engine == "spark":
-            from orchestration.spark_session import local_session
             from orchestration.warehouse_spark import SparkWarehouse
 
-            yield SparkWarehouse(local_session(self.spark_folder, driver_memory=self.spark_driver_memory,
-                                              master=self.spark_master or None))
+            yield SparkWarehouse(self.spark_session())
             return
         with self.warehouse(for_models=for_models) as con:
             yield DuckDBWarehouse(con)

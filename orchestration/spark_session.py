@@ -17,6 +17,7 @@ Needs ``pyspark`` (the ``spark`` extra: ``make test-spark`` installs it into ``.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 SESSION_CONF = {
@@ -41,6 +42,8 @@ def local_session(folder: Path | str, cores: int | None = None, driver_memory: s
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    if not master:  # the Python workers of a local session run in this venv (the steps' code and libraries)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     cores = cores or os.cpu_count() or 2
     builder = (SparkSession.builder.master(master or f"local[{cores}]").appName("crm-potential")
                .config("spark.sql.warehouse.dir", str(folder / "spark-warehouse"))

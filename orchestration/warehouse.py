@@ -9,7 +9,7 @@ It is not an ORM: a step still writes its own queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import duckdb
@@ -41,8 +41,8 @@ class Warehouse:
         Expectations validates a Spark DataFrame with its Spark engine, where the data is): pandas on DuckDB."""
         raise NotImplementedError
 
-    def execute(self, sql: str, params: Sequence = ()) -> None:
-        """A statement (DDL, or DML the engine supports on its tables)."""
+    def execute(self, sql: str, params: Sequence = (), inputs: Mapping[str, pa.Table] | None = None) -> None:
+        """A statement (DDL, or DML the engine supports on its tables); ``inputs`` as for ``arrow``."""
         raise NotImplementedError
 
     def columns(self, table: str) -> list[str]:
@@ -55,6 +55,14 @@ class Warehouse:
 
     def write(self, table: str, data: Data, *, append: bool = False) -> None:
         """``data`` as ``table`` (created or replaced, its schema created when missing), or appended to it."""
+        raise NotImplementedError
+
+    def write_mapped(self, table: str, sql: str, params: Sequence, fn: Callable[[pd.DataFrame], pd.DataFrame],
+                     rows: int, on_batch: Callable[[int], None] | None = None) -> int:
+        """``fn`` applied to the query's rows, about ``rows`` at a time, written as ``table``; returns the rows
+        written. Where the data is: DuckDB streams the batches through this process (``on_batch(rows done)``
+        after each); Spark runs ``fn`` on its executors (``mapInPandas``), so no row passes through the driver.
+        ``fn`` must depend on each row alone and carry everything it needs (it is pickled to the executors)."""
         raise NotImplementedError
 
     def replace_rows(self, table: str, data: Data, where: Mapping[str, object]) -> None:
@@ -132,7 +140,11 @@ class DuckDBWarehouse(Warehouse):
     def native(self, sql):
         return self.frame(sql)
 
-    def execute(self, sql, params=()):
+    def execute(self, sql, params=(), inputs=None):
+        if inputs:
+            with self._cursor(inputs) as cursor:
+                cursor.execute(sql, list(params) or None)
+            return
         self.con.execute(sql, list(params) or None)
 
     def columns(self, table):
@@ -160,27 +172,39 @@ class DuckDBWarehouse(Warehouse):
         finally:
             self.con.unregister("_write_data")
 
-    def replace_rows(self, table, data, where):
-        condition = " and ".join(f"{column} = ?" for column in where)
+    def write_mapped(self, table, sql, params, fn, rows, on_batch=None):
+        done = 0
+        for number, batch in enumerate(self.batches(sql, params, rows)):
+            out = fn(batch)
+            self.write(table, out, append=number > 0)
+            done += len(out)
+            if on_batch is not None:
+                on_batch(done)
+        if not done:  # no rows: the table, empty, with the columns fn gives
+            self.write(table, fn(self.arrow(f"select * from ({sql}) q limit 0", params).to_pandas()))
+        return done
+
+    @contextmanager
+    def _transaction(self):
         self.con.execute("begin")
         try:
-            self.con.execute(f"delete from {table} where {condition}", list(where.values()))
-            if len(data):
-                self.write(table, data, append=True)
+            yield
             self.con.execute("commit")
         except BaseException:
             self.con.execute("rollback")
             raise
 
+    def replace_rows(self, table, data, where):
+        condition = " and ".join(f"{column} = ?" for column in where)
+        with self._transaction():
+            self.con.execute(f"delete from {table} where {condition}", list(where.values()))
+            if len(data):
+                self.write(table, data, append=True)
+
     def swap(self, staged, table):
-        self.con.execute("begin")
-        try:
+        with self._transaction():
             self.con.execute(f"drop table if exists {table}")
             self.con.execute(f"alter table {staged} rename to {table.split('.')[-1]}")
-            self.con.execute("commit")
-        except BaseException:
-            self.con.execute("rollback")
-            raise
 
     @classmethod
     def in_memory(cls) -> "DuckDBWarehouse":

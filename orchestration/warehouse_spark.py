@@ -73,8 +73,9 @@ class SparkWarehouse(Warehouse):
     def native(self, sql):
         return self._sql(sql)
 
-    def execute(self, sql, params=()):
-        self._sql(sql, params).collect()
+    def execute(self, sql, params=(), inputs=None):
+        with self._views(inputs):
+            self._sql(sql, params).collect()
 
     def columns(self, table):
         return self.session.table(table).columns
@@ -96,6 +97,27 @@ class SparkWarehouse(Warehouse):
             frame.select(*self.columns(table)).write.insertInto(table)
         else:
             frame.write.mode("overwrite").format("parquet").saveAsTable(table)
+
+    def write_mapped(self, table, sql, params, fn, rows, on_batch=None):
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        # the output's columns and types, from fn on the first rows (here, on the driver)
+        sample = fn(self.frame(f"select * from ({sql}) q limit 100", params))
+        schema = from_arrow_schema(spark_ready(sample).schema)
+
+        def mapped(batches):
+            for batch in batches:
+                yield fn(batch)
+
+        self._create_schema(table)
+        previous = self.session.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+        self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
+        try:
+            self._sql(sql, params).mapInPandas(mapped, schema).write.mode("overwrite").format("parquet") \
+                .saveAsTable(table)
+        finally:
+            self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
+        return int(self.scalar(f"select count(*) from {table}"))
 
     def replace_rows(self, table, data, where):
         schema = self.session.table(table).schema

@@ -115,3 +115,7 @@ def test_the_spark_engine_without_pyspark_says_what_to_install_before_anything_r
     monkeypatch.setenv("CRM_ENGINE", "sparkle")
     assert main(["run", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
     assert "CRM_ENGINE" in capsys.readouterr().err
+    monkeypatch.setenv("CRM_ENGINE", "spark")
+    monkeypatch.setenv("CRM_SPARK_DRIVER_MEMORY", "lots")
+    assert main(["run", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
+    assert "CRM_SPARK_DRIVER_MEMORY) must be a JVM size such as 2g" in capsys.readouterr().err

@@ -288,8 +288,9 @@ def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(s
                                       (duck_run, run_id), rel=1e-6)
     # what readers see: the serving views equal the DuckDB night's serving file
     from orchestration.publication import PUBLISHED_TABLES
+    from orchestration.score_history import HISTORY_TABLES
 
-    for name in PUBLISHED_TABLES:
+    for name in (*PUBLISHED_TABLES, *HISTORY_TABLES):
         query = f"select * from {name}" + (" where run_id = '{}'" if name == "model_performance" else "")
         with duckdb.connect(str(duckdb_run / "serving.duckdb"), read_only=True) as con:
             ours = con.sql(query.format(duck_run)).to_arrow_table()
@@ -319,11 +320,21 @@ def _releases_switch_roll_back_and_refuse_a_bad_one(spark, first: str, work: Pat
     from orchestration.warehouse_spark import SparkWarehouse
 
     warehouse = SparkWarehouse(spark)
-    rows = spark.sql("select count(*) from serving.customer_scores").collect()[0][0]
-    record = run_log.RunRecord(run_id="second-release", as_of_date="2026-06-30", started_at=None, status="success",
-                               published=True, source_dir="test")
-    counts = publish_on_spark(warehouse, record, keep=2)
+    rows, as_of, victim = spark.sql("select count(*), min(as_of_date), min(customer_id) from serving.customer_scores"
+                                    ).collect()[0]
+    record = run_log.RunRecord(run_id="second-release", as_of_date=as_of.isoformat(), started_at=None,
+                               status="success", published=True, source_dir="test")
+    with pytest.raises(PublicationError, match="older than the published one"):  # no backfill on Spark yet
+        publish_on_spark(warehouse, dataclasses.replace(record, as_of_date="2020-01-31"), keep=2)
+    # the same night again, one customer erased meanwhile: the kept first release loses that customer's rows
+    counts = publish_on_spark(warehouse, record, keep=2, erased={"customer_id": [victim]})
     assert current_release(warehouse) == "second-release" and counts["customer_scores"] == rows
+    assert counts["customer_scores_history"] == rows - 1  # tonight's night replaced, the erased customer left out
+    for release, expected in ((first, rows - 1), ("second-release", rows)):  # tonight's rows: erased at ingest
+        kept = spark.sql(f"select count(*), count_if(customer_id = '{victim}') from serving_releases.customer_scores "
+                         f"where release = '{release}'").collect()[0]
+        assert tuple(kept) == (expected, 0 if release == first else 1)
+    assert not spark.sql(f"select * from serving_releases.customer_scores_history where customer_id = '{victim}'").count()
     assert {r for r, _, _ in releases(warehouse)} == {first, "second-release"}
     rollback = ["rollback", "--engine", "spark", "--warehouse", str(work / "warehouse.duckdb")]
     assert main([*rollback, "--list"]) == 0 and "(current)" in capsys.readouterr().out
@@ -338,7 +349,7 @@ def _releases_switch_roll_back_and_refuse_a_bad_one(spark, first: str, work: Pat
     with pytest.raises(PublicationError, match="appear more than once"):
         publish_on_spark(warehouse, bad, keep=2)
     assert current_release(warehouse) == first
-    assert spark.sql("select count(*) from serving.customer_scores").collect()[0][0] == rows
+    assert spark.sql("select count(*) from serving.customer_scores").collect()[0][0] == rows - 1  # scrubbed above
     assert "third-release" not in {r for r, _, _ in releases(warehouse)}
     assert not spark.sql("select * from serving_releases.customer_scores where release = 'third-release'").count()
 

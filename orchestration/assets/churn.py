@@ -36,28 +36,32 @@ def customer_churn(context: dg.AssetExecutionContext, settings: PipelineSettings
         windows = settings.run_windows(warehouse, context.run_id)
         value = warehouse.frame(
             "select customer_id, prob_no_purchase_churn_horizon, btyd_model from scores.customer_value")
+        data = CutoffData(warehouse)
         outcome = run_churn_models(
-            CutoffData(warehouse), windows=windows, registry=Registry(settings.model_registry_dir, "churn", settings.lineage),
+            data, windows=windows, registry=Registry(settings.model_registry_dir, "churn", settings.lineage),
             lineage=settings.lineage, run_id=context.run_id, fallback=value,
             btyd_model=str(value.btyd_model.iloc[0]) if len(value) else "bgnbd",
             policy=ChurnPolicy(cadence_days=settings.churn_retrain_days, min_customers=settings.churn_min_customers),
-            on_batch=lambda done, total: context.log.info(f"churn: scored {done:,} of {total:,} customers"),
             log=context.log.info,
         )
-    plot_paths = plots.churn_plots(*outcome.evaluation, settings.reports_dir / context.run_id) if outcome.evaluation else {}
-    release_memory()
-    result = outcome.predictions
-    model_version = str(result.churn_model.iloc[0]) if len(result) else "none"
-    with settings.open_warehouse(for_models=True) as warehouse:
-        warehouse.write("scores.customer_churn", result)
+        del value
+        release_memory()
+        total = data.count(windows.as_of)
+        # every customer scored where the data is: batch by batch here, on the executors on Spark
+        rows = outcome.write(warehouse, "scores.customer_churn",
+                             on_batch=lambda done: context.log.info(f"churn: scored {done:,} of {total:,} customers"))
+        model_version, mean_churn = warehouse.rows(
+            "select coalesce(min(churn_model), 'none'), avg(churn_probability) from scores.customer_churn")[0]
         ensure_model_performance(warehouse)
         warehouse.replace_rows("ops.model_performance", pd.DataFrame(outcome.performance),
                                {"run_id": context.run_id, "task": "churn"})
+    plot_paths = plots.churn_plots(*outcome.evaluation, settings.reports_dir / context.run_id) if outcome.evaluation else {}
+    release_memory()
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(result),
+        "dagster/row_count": rows,
         "decision": dg.MetadataValue.json({k: str(v) for k, v in outcome.decision.items()}),
         "churn_model": model_version,
         "notes": dg.MetadataValue.json(outcome.notes),
-        "mean_churn_probability": float(result.churn_probability.mean()),
+        "mean_churn_probability": float(mean_churn) if mean_churn is not None else float("nan"),
         **{f"plot_{k}": dg.MetadataValue.path(str(v)) for k, v in plot_paths.items()},
     })

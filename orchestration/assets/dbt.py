@@ -60,8 +60,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSet
         if not dbt.runs_in_process():
             raise dg.Failure(f"CRM_ENGINE=spark runs dbt in the pipeline's process (its Spark session); unset "
                              f"{SUBPROCESS_ENV}")
-        with settings.open_warehouse():  # the session dbt-spark's `session` method then finds
-            pass
+        settings.spark_session()  # started first: dbt-spark's `session` method finds it and uses it
         args += ["--target", "spark"]
         context.log.info(f"dbt build as of {windows.as_of.isoformat()} on Spark")
     else:

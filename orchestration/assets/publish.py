@@ -10,11 +10,11 @@ from pathlib import Path
 import dagster as dg
 
 from data_quality.contract import ENTITIES
-from data_quality.pii import pseudonym_key
+from data_quality.pii import erased_ids, pseudonym_key
 from data_quality.quarantine import quarantine_counts
 from orchestration.assets.scoring import CUSTOMER_SCORES
 from orchestration.dbt_project import layer_seconds
-from orchestration.publication import WARNING_PREFIX, publish
+from orchestration.publication import WARNING_PREFIX, erased_keys, publish
 from orchestration.score_history import Retention
 from orchestration.source_database import commit_cursors
 from orchestration.run_log import DBT_OTHER, RunRecord, asset_steps, table_rows
@@ -149,7 +149,11 @@ def _publish_on_spark(context: dg.AssetExecutionContext, settings: PipelineSetti
     with settings.warehouse() as con, settings.open_warehouse() as warehouse:
         as_of = settings.run_windows(warehouse, context.run_id).as_of
         record = _run_record(context, settings, facts, as_of, landed=DuckDBWarehouse(con), warehouse=warehouse)
-        counts = publish_on_spark(warehouse, record, keep=settings.serving_versions)
+        counts = publish_on_spark(warehouse, record, keep=settings.serving_versions,
+                                  erased=erased_keys(erased_ids(con), pseudonym_key(settings.pseudonym_key_file)),
+                                  retention=Retention(settings.history_days, settings.history_months))
+        if settings.source_database is not None:  # published: the night's read is now the database cursor
+            commit_cursors(con, context.run_id)
     context.log.info(f"published {counts} to the Spark catalog's {SERVING} views")
     return dg.MaterializeResult(metadata={
         "serving": f"Spark catalog: {SERVING}.*", "tables": dg.MetadataValue.json(counts),
