@@ -153,8 +153,9 @@ def _erased_inputs(erased: dict[str, list[str]]) -> dict[str, pa.Table]:
 
 
 def _not_erased(columns, erased: dict[str, list[str]]) -> str:
-    """A condition keeping the rows of no erased customer (``_erased_inputs`` must be given to the query)."""
-    terms = [f"trim(cast({column} as string)) not in (select value from erased_{column})"
+    """A condition keeping the rows of no erased customer (``_erased_inputs`` must be given to the query); a row
+    whose column is null is kept."""
+    terms = [f"coalesce(trim(cast({column} as string)) not in (select value from erased_{column}), true)"
              for column in erased if column in columns]
     return " and ".join(terms) or "true"
 
