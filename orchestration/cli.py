@@ -515,10 +515,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"crm-potential: {failed}.", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="crm-validate-") as scratch:
-        # the last publication stays the reference of the row-count band; everything written goes to scratch
+        # the last publication stays the reference of the row-count band; everything written goes to scratch;
+        # on the embedded engine whatever CRM_ENGINE says (the contract's models compute the same on Spark, as
+        # `make test-spark` shows, and a scratch Spark catalog would cost a JVM and minutes)
         settings = real.model_copy(update={"warehouse_path": str(Path(scratch) / "warehouse.duckdb"),
                                            "serving_path": str(real.serving_file), "erase_file": "",
-                                           "export_parquet_dir": ""})
+                                           "export_parquet_dir": "", "engine": "duckdb"})
         print(f"crm-potential: validating {settings.source_display} (contract, quarantine and source checks; "
               "no models, nothing published)", flush=True)
         t0 = time.perf_counter()

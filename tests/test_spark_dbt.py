@@ -1,11 +1,13 @@
-"""The dbt project on Apache Spark computes what it computes on DuckDB (issue 18, first slice).
+"""The nightly job on Apache Spark computes what it computes on DuckDB (issue 18).
 
-One real nightly run of the small sample on DuckDB, with edge-case orders added to its raw orders and rebuilt by
-dbt, is the reference. Its dbt sources (the text the ingest loaded, the pseudonyms, the run's scores) are copied
-into a local Spark session's catalog, and the same dbt project is built there with dbt-spark (``--target spark``,
-the same vars): every model (contract, quarantine, staging, intermediate, marts, analytics) and every dbt test.
-Each model's table must then equal DuckDB's: the same columns with the same kinds of types, the same rows, floats
-within 1e-9 (relative).
+One real nightly run of the small sample on DuckDB is the reference. (1) With edge-case orders added to its raw
+orders, its dbt sources are copied into a local Spark session's catalog and the same dbt project is built there
+with dbt-spark (``--target spark``, the same vars): every model's table must equal DuckDB's (the same columns and
+kinds of types, the same rows, floats within 1e-9). (2) The value, churn and scoring steps run on both engines:
+their tables must be equal (floats within 1e-6). (3) ``crm-potential run --engine spark`` on the same source: every
+table, the published views and the score history equal the DuckDB night's; then a failing gate, a past night, a
+second release with an erased customer, rollbacks and a release that fails its audit. (4) The GX suites fail
+alike on a Spark DataFrame and on pandas.
 
 Runs under ``make test-spark`` (the ``spark`` marker; ``.venv-spark`` holds pyspark and dbt-spark, Java 17 from
 Debian), not under ``make test``.
