@@ -202,14 +202,13 @@ def _scrub_kept(warehouse, release: str, erased: dict[str, list[str]]) -> None:
         return
     inputs = _erased_inputs(erased)
     scratch = f"{RELEASES}.scrub_scratch"
+    earlier = [kept for kept, _, _ in releases(warehouse) if kept != release]
     for name in RELEASE_NAMES:
         columns = [c for c in warehouse.columns(f"{RELEASES}.{name}") if c != "release"]
         keep = _not_erased(columns, erased)
         if keep == "true":
             continue
-        for kept, _, _ in releases(warehouse):
-            if kept == release:
-                continue
+        for kept in earlier:
             where = f"release = {quote_literal(kept)}"
             found = warehouse.arrow(f"select count(*) as n from {RELEASES}.{name} where {where} and not ({keep})",
                                     inputs=inputs)["n"][0].as_py()

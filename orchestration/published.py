@@ -10,7 +10,7 @@ messages read it here, never an engine's files or catalog directly.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,7 +117,7 @@ def open_previous(settings: "PipelineSettings", run_id: str) -> Iterator[Publish
         from orchestration.publication import list_versions
 
         kept = [v for v in list_versions(settings.serving_file) if not v.stem.endswith(f".{run_id}")]
-        with published_file(kept[0]) if kept else _nothing() as published:
+        with published_file(kept[0]) if kept else nullcontext() as published:
             yield published
         return
     from orchestration.publication_spark import RELEASES, releases
@@ -125,11 +125,6 @@ def open_previous(settings: "PipelineSettings", run_id: str) -> Iterator[Publish
     with settings.open_warehouse() as warehouse:
         earlier = [release for release, _, _ in releases(warehouse) if release != run_id]
         yield PublishedTables(warehouse, RELEASES, release=earlier[0]) if earlier else None
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 def published_run_id(settings: "PipelineSettings") -> str | None:
