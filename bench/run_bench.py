@@ -154,14 +154,18 @@ def section_btyd(repeats: int) -> list[str]:
     return lines
 
 
+def keeper(name: str):
+    """``on_progress`` for a long section: its partial lines written to the results file as they come."""
+    def keep(partial: list[str]) -> None:
+        RESULTS.write_text("\n".join(HEADER + merge(RESULTS.read_text() if RESULTS.exists() else "",
+                                                     {name: partial})))
+    return keep
+
+
 def section_pipeline(repeats: int, sizes: list[int]) -> list[str]:
     from bench.pipeline_bench import section
 
-    def keep(partial: list[str]) -> None:
-        RESULTS.write_text("\n".join(HEADER + merge(RESULTS.read_text() if RESULTS.exists() else "",
-                                                     {"pipeline": partial})))
-
-    return section(sizes, repeats, generated, CACHE / "work", on_progress=keep)
+    return section(sizes, repeats, generated, CACHE / "work", on_progress=keeper("pipeline"))
 
 
 def section_scale(repeats: int, sizes: list[int]) -> list[str]:
@@ -173,7 +177,8 @@ def section_scale(repeats: int, sizes: list[int]) -> list[str]:
 def section_spark(repeats: int, sizes: list[int]) -> list[str]:
     from bench.spark_bench import section
 
-    return section([s for s in sizes if s in SPARK_SIZES], repeats, generated, CACHE / "work" / "spark")
+    return section([s for s in sizes if s in SPARK_SIZES], repeats, generated, CACHE / "work" / "spark",
+                   on_progress=keeper("spark"))
 
 
 def section_sample(repeats: int, sizes: list[int]) -> list[str]:

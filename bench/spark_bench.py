@@ -29,7 +29,7 @@ CLUSTER_CORES = 200  # e.g. 25 executors x 8 cores
 EFFICIENCY = 0.5  # of the cluster's cores doing useful work in a stage that scales out (shuffles, skew, stragglers)
 # stages whose per-customer work stays in one process as the code stands (the driver, or the DuckDB landing
 # file); every other stage runs its per-customer work on Spark's executors
-ONE_PROCESS = {"ingest": "DuckDB landing file, then copied into Spark (contract step)",
+ONE_PROCESS = {"ingest": "the source read into the DuckDB landing file (Spark's executors read it as Parquet)",
                "value models": "predictions for every customer on the driver",
                "scoring": "every customer's features on the driver"}
 FIXED = ("start-up (imports, definitions)", "shut-down")
@@ -41,15 +41,18 @@ def _run(engine: str, source: Path, work: Path) -> RunMeasure:
     return run_once(source, work, env=env, cli=str(SPARK_CLI), extra=("--engine", engine))
 
 
-def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[str]:
+def section(sizes: list[int], repeats: int, generated, work_root: Path, on_progress=None) -> list[str]:
+    """The section's lines; ``on_progress(lines)`` after each size, so a night that fails (or a bench stopped)
+    keeps the sizes measured before it."""
     lines = ["## The nightly job on DuckDB and on a local Spark session", "",
              "`crm-potential run` on the same generated source with the default engine and with `--engine spark` "
              f"(`local[2]`, driver memory {DRIVER_MEMORY}; see `bench/spark_bench.py`), both from `.venv-spark`; wall "
              f"time and peak memory of each run's process tree (the JVM included), medians of {repeats} run(s) "
              f"below {ONCE_FROM:,} customers, one run from there (a Spark night at a million takes most of an hour "
              "here). "
-             "On Spark the source still lands in the DuckDB file first (ingest), the contract step copies it into "
-             "the Spark catalog, and everything after runs on Spark.", ""]
+             "On Spark the source still lands in the DuckDB file first (ingest); the contract step has DuckDB write "
+             "the landed tables as Parquet, which Spark's executors read into its catalog, and everything after "
+             "runs on Spark.", ""]
     if not SPARK_CLI.exists():
         return lines + ["Not measured: `.venv-spark` is missing (`make test-spark` builds it).", ""]
     measured: dict[int, list[RunMeasure]] = {}
@@ -57,12 +60,19 @@ def section(sizes: list[int], repeats: int, generated, work_root: Path) -> list[
         runs: dict[str, list[RunMeasure]] = {engine: [] for engine in ENGINES}
         source = generated(size)
         times = repeats if size < ONCE_FROM else 1
-        for i in range(times):
-            for engine in ENGINES:
-                print(f"spark: {size:,} customers, the nightly job on {engine}, run {i + 1}/{times} ...", flush=True)
-                runs[engine].append(_run(engine, source, work_root / f"{engine}_{size}"))
+        try:
+            for i in range(times):
+                for engine in ENGINES:
+                    print(f"spark: {size:,} customers, the nightly job on {engine}, run {i + 1}/{times} ...", flush=True)
+                    runs[engine].append(_run(engine, source, work_root / f"{engine}_{size}"))
+        except RuntimeError as failed:  # what it got through is in the message
+            lines += [f"### {size:,} customers", "", "A night failed; the sizes above stand:", "", "```",
+                      *str(failed).splitlines()[:40], "```", ""]
+            break
         lines += _table(size, runs)
         measured[size] = runs["spark"]
+        if on_progress:
+            on_progress(lines)
     shutil.rmtree(work_root, ignore_errors=True)
     if len(measured) >= 2:
         lines += _projection(measured)
@@ -107,8 +117,9 @@ def _projection(measured: dict[int, list[RunMeasure]]) -> list[str]:
              "runs as measured; a stage whose per-customer work stays in one process as the code stands "
              "(marked) grows as its wall time and peak memory grew here. The local runs' CPU time counts the "
              "JVM's and the Python workers' alike; a cluster's executors are not faster per core than this "
-             "machine. Optimistic in one place: the contract step's copy of the landed tables into Spark goes "
-             "through the driver but is counted in the dbt stage, as executors' work.", "",
+             "machine. Optimistic in one place: the contract step's Parquet export of the landed tables is "
+             "DuckDB's work in one process but is counted in the dbt stage, as executors' work (it is seconds "
+             "at a million customers).", "",
              f"| stage | CPU at {small:,} (s) | CPU at {large:,} (s) | fixed (s) | per million customers (CPU s) | "
              f"where the per-customer work runs | projected wall at {TARGET / 1e6:,.0f}M (s) |",
              "|---|---|---|---|---|---|---|"]

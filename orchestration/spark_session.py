@@ -65,17 +65,34 @@ def dbt_sources(manifest: Path) -> list[tuple[str, str]]:
     return sorted((source["schema"], source["name"]) for source in json.loads(manifest.read_text())["sources"].values())
 
 
-def copy_sources(session, warehouse: Path | str, manifest: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+def copy_sources(session, warehouse: Path | str, manifest: Path, skip: tuple[str, ...] = (),
+                 staging: Path | str | None = None) -> list[tuple[str, str]]:
     """The dbt sources of a DuckDB warehouse (but those in the schemas ``skip``) copied into the session's catalog
-    as Parquet tables (replacing them): what a Spark build of the project reads. Returns the tables copied."""
+    as Parquet tables (replacing them): what a Spark build of the project reads. Returns the tables copied.
+
+    DuckDB writes each table as Parquet files under ``staging`` (by default ``landing/`` in the session's
+    warehouse folder) and Spark's executors read them and write the catalog table: nothing passes through the
+    driver's memory (``createDataFrame`` of an Arrow table did, and at a million customers that copy took longer
+    than the models it fed). ``staging`` must be a folder the executors can read: on a cluster, shared storage.
+    The staged files are removed once their table is written."""
+    import shutil
+
     import duckdb
 
+    if staging is None:
+        staging = Path(session.conf.get("spark.sql.warehouse.dir").removeprefix("file:")) / "landing"
+    staging = Path(staging)
     tables = [(schema, table) for schema, table in dbt_sources(manifest) if schema not in skip]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for schema, table in tables:
+            files = staging / schema / table
+            shutil.rmtree(files, ignore_errors=True)
+            files.mkdir(parents=True)
+            con.execute(f"copy (select * from \"{schema}\".\"{table}\") to '{files}' "
+                        "(format parquet, per_thread_output true, overwrite_or_ignore true)")
             session.sql(f"create database if not exists {schema}")
-            data = con.sql(f'select * from "{schema}"."{table}"').to_arrow_table()
-            session.createDataFrame(data).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{table}")
+            session.read.parquet(str(files)).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{table}")
+            shutil.rmtree(files)
     return tables
 
 

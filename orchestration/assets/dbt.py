@@ -74,14 +74,16 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSet
 
 def _land_on_engine(context: dg.AssetExecutionContext, settings: PipelineSettings) -> None:
     """On Spark: the tables ingest landed in the DuckDB file that dbt reads (the raw text, the pseudonyms) copied
-    into the Spark catalog; the scores dbt reads are the model steps' own, written there."""
+    into the Spark catalog (DuckDB writes Parquet under the Spark folder, the executors read it); the scores dbt
+    reads are the model steps' own, written there."""
     if settings.engine != "spark":
         return
     from orchestration.dbt_project import dbt_project as project
     from orchestration.spark_session import copy_sources
 
     with settings.open_warehouse() as warehouse:
-        copied = copy_sources(warehouse.session, settings.warehouse_path, project.manifest_path, skip=("scores",))
+        copied = copy_sources(warehouse.session, settings.warehouse_path, project.manifest_path, skip=("scores",),
+                              staging=settings.spark_folder / "landing")
     context.log.info(f"copied {len(copied)} landed table(s) into Spark: {', '.join('.'.join(t) for t in copied)}")
 
 
