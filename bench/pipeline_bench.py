@@ -176,7 +176,7 @@ def run_once(source: Path, work: Path, env: dict[str, str] | None = None, cli: s
 
 def compute_floor(source: Path, work: Path) -> dict[str, float]:
     """The same work without orchestration, on a copy of the run's warehouse."""
-    from ml.churn import cutoff_rows, score, train_churn_models, training_set
+    from ml.churn import churn_scorer, cutoff_rows, score, train_churn_models, training_set
     from ml.cutoff_data import EVAL_ROWS, CutoffData
     from ml.scoring import ScoringRules, score_customers
     from ml.value_models import CATEGORICAL, run_value_models
@@ -217,6 +217,7 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     data = CutoffData(DuckDBWarehouse(con), "warehouse.marts.customer_features_history", "warehouse.marts.customer_outcomes")
     t0 = time.perf_counter()
     value = run_value_models(data, windows=windows, annual_discount_rate=settings.annual_discount_rate, run_id="floor")
+    predictions = value.predictions
     floor["value models"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -231,14 +232,14 @@ def compute_floor(source: Path, work: Path) -> dict[str, float]:
     models = train_churn_models(training_set(data, windows.churn_production_train, levels=levels, **kw),
                                 min_customers=settings.churn_min_customers, baseline=False)
     models.levels = levels
-    churn = score(data, as_of, models, **kw).assign(churn_model="floor")
+    churn = score(data, as_of, churn_scorer(data, as_of, models, model_version="floor", **kw))
     floor["churn model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     features = con.sql("select * from marts.customer_features").to_arrow_table().to_pandas()
     categories = con.sql("select customer_id, product_category, n_orders, last_ordered_at from "
                              "intermediate.int_customer_categories where cutoff_date = ?", params=[as_of]).to_arrow_table().to_pandas()
-    score_customers(features, value.predictions, churn, run_id="floor", categories=categories, rules=ScoringRules())
+    score_customers(features, predictions, churn, run_id="floor", categories=categories, rules=ScoringRules())
     floor["scoring"] = time.perf_counter() - t0
     con.close()
     copy.unlink()

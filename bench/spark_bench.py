@@ -30,7 +30,8 @@ EFFICIENCY = 0.5  # of the cluster's cores doing useful work in a stage that sca
 # stages whose per-customer work stays in one process as the code stands (the driver, or the DuckDB landing
 # file); every other stage runs its per-customer work on Spark's executors
 ONE_PROCESS = {"ingest": "the source read into the DuckDB landing file (Spark's executors read it as Parquet)",
-               "value models": "predictions for every customer on the driver",
+               "value models": "the BTYD fits and their bootstrap read every customer's summary on the driver "
+                               "(the predictions run on the executors)",
                "scoring": "every customer's features on the driver"}
 FIXED = ("start-up (imports, definitions)", "shut-down")
 ONCE_FROM = 1_000_000  # from this size, one run per engine
@@ -152,5 +153,6 @@ def _projection(measured: dict[int, list[RunMeasure]]) -> list[str]:
               f"one process ({', '.join(f'{s} {w / 3600:.1f} h' for s, w in bottlenecks)}); the stages on the "
               f"executors take {(total - one) / 3600:.1f} h. A night at {TARGET / 1e6:,.0f}M customers fits a night "
               "only once those stages run on the executors too (issue 18's remaining work: ingest straight into "
-              "Spark, value predictions and scoring with mapInPandas as churn already does).", ""]
+              "Spark, the BTYD fits on unique summary rows aggregated by Spark, ranks in SQL and scoring with mapInPandas as "
+              "churn and the value predictions already do).", ""]
     return lines

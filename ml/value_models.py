@@ -63,6 +63,9 @@ INTERVAL_LEVEL = 0.8
 # and can differ in the last bit with the batch
 ROW_BY_ROW = ("bgnbd", "mbgnbd")
 BOOTSTRAP_FITS = 12
+BLOCK = "value_block"  # the interval block of a customer (ValueScorer)
+BLOCK_ROWS = 20_000  # customers per block, at most (about: md5's first digits split them evenly)
+INTERVAL_SEED = 2
 
 
 def btyd_model_name(family: str) -> str:
@@ -107,8 +110,107 @@ class BtydFit:
 
 
 @dataclass
+class ValueScorer:
+    """Every ``customer_value`` column for any piece of the customers at the as-of date, from what the step
+    decided (the production BTYD fit, its bootstrap draws, the lead rates, a learned champion, the bias factors):
+    here batch by batch, or on Spark's executors (``Warehouse.write_mapped`` with ``group=BLOCK``).
+
+    A row's point predictions depend on the row alone. Its 80 % interval is simulated (``ml/intervals.py``) with
+    the random draws of its block: the customers whose ``md5(customer_id)`` starts with the same hex digits
+    (``block_query``), simulated together in ``customer_id`` order from a seed of the block's own. So a customer's
+    interval is the same however the customers are split, on one machine or on many."""
+
+    production: BtydFit
+    as_of: date
+    horizon_days: int  # H
+    value_window_days: int  # L
+    churn_horizon_days: int
+    annual_discount_rate: float
+    leads: LeadRates  # at the as-of date, over H days
+    draws: list | None  # (params, gamma-gamma params) of the point fit and the bootstrap; None: point intervals
+    factors: dict  # bias factors of purchases and spend (nan: none)
+    learned: object | None = None  # the learned champion (trained on the test window), if it is the champion
+    levels: dict = field(default_factory=dict)  # its categories
+    batch: int = PREDICT_BATCH_ROWS
+
+    @property
+    def clv_model(self) -> str:
+        return f"{LEARNED_MODEL if self.learned is not None else self.production.name}@{self.as_of}"
+
+    def __call__(self, feats: pd.DataFrame) -> pd.DataFrame:
+        feats = feats.sort_values("customer_id", kind="stable").reset_index(drop=True)
+        H, L = self.horizon_days, self.value_window_days
+        kw = dict(churn_horizon_days=self.churn_horizon_days, annual_discount_rate=self.annual_discount_rate)
+        pred = btyd_predict(self.production, feats, horizon_days=H, leads=self.leads, **kw)
+        result = pd.DataFrame({"customer_id": feats.customer_id.to_numpy()})
+        result["p_alive"] = pred.p_alive
+        result["expected_purchases"] = pred.btyd_expected_purchases
+        result["prob_no_purchase_churn_horizon"] = pred.btyd_prob_no_purchase_churn
+        result["expected_spend"] = pred.btyd_expected_spend
+        result["clv"] = pred.btyd_clv
+        result["clv_model"] = self.clv_model
+        result["btyd_model"] = self.production.model
+        self._intervals(result, feats)
+        if self.learned is not None:  # its L-day prediction scaled to H days by the BTYD model's own ratio
+            bt = pred if L == H else btyd_predict(self.production, feats, horizon_days=L, leads=self.leads.scaled(L / H),
+                                                  with_clv=False, **kw)
+            spend_L = predict_spend(self.learned, design_matrix(feats, bt, self.levels))
+            btyd_L = bt.btyd_expected_spend.to_numpy()
+            to_horizon = np.where(btyd_L > 0, result.expected_spend / np.maximum(btyd_L, 1e-12), H / L)
+            spend = spend_L * to_horizon
+            scale = np.where(result.expected_spend > 0, spend / np.maximum(result.expected_spend, 1e-12), 1.0)
+            for col in ("clv_low", "clv_high"):
+                result[col] = result[col] * scale
+            result["expected_spend"] = spend
+            result["clv"] = spend * discount_factor(H, self.annual_discount_rate)
+        for what, cols in (("purchases", ("expected_purchases", "expected_purchases_low", "expected_purchases_high")),
+                           ("spend", ("expected_spend", "clv", "clv_low", "clv_high"))):
+            if np.isfinite(self.factors[what]):
+                for col in cols:
+                    result[col] = result[col] * self.factors[what]
+        _hold_point(result)
+        if not np.isfinite(result.select_dtypes("number").to_numpy()).all():
+            raise btyd.BtydFitError("value predictions contain non-finite values; refusing to publish them")
+        return result
+
+    def _intervals(self, result: pd.DataFrame, feats: pd.DataFrame) -> None:
+        """80 % intervals of purchases and CLV per customer, simulated block by block (leads: 0 to the leads'
+        upper quantile; without bootstrap draws, the point prediction)."""
+        n, H = len(feats), self.horizon_days
+        low_p, high_p = np.zeros(n), np.full(n, self.leads.purchases_high)
+        low_c = np.zeros(n)
+        high_c = np.full(n, self.leads.spend_high * discount_factor(H, self.annual_discount_rate))
+        buyer = (feats.n_orders > 0).to_numpy()
+        if self.draws is None:
+            low_p[buyer] = high_p[buyer] = result.expected_purchases[buyer]
+            low_c[buyer] = high_c[buyer] = result.clv[buyer]
+        else:
+            blocks = feats[BLOCK].to_numpy()
+            for block in pd.unique(blocks[buyer]):
+                rows = np.flatnonzero(buyer & (blocks == block))
+                _, x, tx, T, m = _buyers(feats.iloc[rows])
+                iv = predictive_intervals(self.production.model, self.draws, x, tx, T, m, horizon=H,
+                                          level=INTERVAL_LEVEL, annual_discount_rate=self.annual_discount_rate,
+                                          seed=[INTERVAL_SEED, int(block, 16)])
+                low_p[rows], high_p[rows] = iv.expected_purchases_low, iv.expected_purchases_high
+                low_c[rows], high_c[rows] = iv.clv_low, iv.clv_high
+        result["expected_purchases_low"], result["expected_purchases_high"] = low_p, high_p
+        result["clv_low"], result["clv_high"] = low_c, high_c
+
+
+def block_query(data: CutoffData, customers: int) -> str:
+    """``data``'s features at a cutoff (one parameter) with each customer's interval block (``BLOCK``): the first
+    hex digits of ``md5(customer_id)``, as many as keep a block near ``BLOCK_ROWS`` customers (at least one)."""
+    digits = 1
+    while customers / 16 ** digits > BLOCK_ROWS:
+        digits += 1
+    return f"select q.*, substr(md5(q.customer_id), 1, {digits}) as {BLOCK} from ({data.batch_query()}) q"
+
+
+@dataclass
 class ValueResult:
-    predictions: pd.DataFrame
+    scorer: ValueScorer
+    data: CutoffData
     performance: list[dict]
     champion: str
     fits: dict[str, BtydFit] = field(default_factory=dict)
@@ -116,6 +218,24 @@ class ValueResult:
     backtest: pd.DataFrame | None = None  # per customer at the back-test cutoff: actual and predictions
     btyd_model: str = "bgnbd"  # the chosen BTYD family member
     card: dict = field(default_factory=dict)  # what the value model card records
+
+    def _query(self) -> tuple[str, list]:
+        return block_query(self.data, self.data.count(self.scorer.as_of)), [str(self.scorer.as_of)]
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """Every customer's row, in memory (in ``customer_id`` order)."""
+        sql, params = self._query()
+        parts = [self.scorer(feats) for feats in self.data.warehouse.batches(sql, params, self.scorer.batch, BLOCK)]
+        if not parts:
+            return self.scorer(self.data.warehouse.frame(f"select * from ({sql}) q limit 0", params))
+        return pd.concat(parts, ignore_index=True).sort_values("customer_id", ignore_index=True)
+
+    def write(self, warehouse, table: str, on_batch=None) -> int:
+        """Every customer's row into ``table`` where the data is (``Warehouse.write_mapped``: whole blocks at a
+        time here, on the executors on Spark); returns the rows written."""
+        sql, params = self._query()
+        return warehouse.write_mapped(table, sql, params, self.scorer, self.scorer.batch, on_batch, group=BLOCK)
 
 
 def lead_rates(features: pd.DataFrame, outcomes: pd.DataFrame, window: str) -> LeadRates:
@@ -513,59 +633,21 @@ def run_value_models(
         chosen = _best_by_likelihood(now, notes)
         champion = btyd_model_name(chosen)
     fits["production"] = production = fit_btyd(now, chosen)
-    pred = btyd_predict(production, now, horizon_days=H, leads=leads_now, **kw)
-    result = pd.DataFrame({"customer_id": now.customer_id})
-    result["p_alive"] = pred.p_alive
-    result["expected_purchases"] = pred.btyd_expected_purchases
-    result["prob_no_purchase_churn_horizon"] = pred.btyd_prob_no_purchase_churn
-    result["expected_spend"] = pred.btyd_expected_spend
-    result["clv"] = pred.btyd_clv
-    result["clv_model"] = f"{production.name}@{as_of}"
-    result["btyd_model"] = chosen
-    _production_intervals(result, production, now, leads_now, horizon=H, bootstrap=bootstrap,
-                          annual_discount_rate=annual_discount_rate, notes=notes)
+    learned = None
     if champion == LEARNED_MODEL:
         # trained on the test window, with the BTYD outputs the back-test already computed there
-        model = train_spend_model(design_matrix(test.features, fam[chosen][1], levels), test.spend,
-                                  max_rows=max_train_rows)
-        spend_L, btyd_L = [], []  # learned and BTYD spend over L days, every customer, in batches
-        done = 0
-        for feats in data.batches(as_of, batch_rows):
-            if L == H and chosen in ROW_BY_ROW:  # the production predictions already are these, row for row
-                bt = pred.iloc[done:done + len(feats)].reset_index(drop=True)
-            else:
-                bt = btyd_predict(production, feats, horizon_days=L, leads=leads_now.scaled(L / H), with_clv=False, **kw)
-            done += len(feats)
-            spend_L.append(predict_spend(model, design_matrix(feats, bt, levels)))
-            btyd_L.append(bt.btyd_expected_spend.to_numpy())
-        spend_L, btyd_L = np.concatenate(spend_L), np.concatenate(btyd_L)
-        if len(spend_L) != len(result):
-            raise RuntimeError(f"{len(spend_L)} learned predictions for {len(result)} customers at {as_of}")
-        to_horizon = np.where(btyd_L > 0, result.expected_spend / np.maximum(btyd_L, 1e-12), H / L)
-        spend = spend_L * to_horizon
-        scale = np.where(result.expected_spend > 0, spend / np.maximum(result.expected_spend, 1e-12), 1.0)
-        for col in ("clv_low", "clv_high"):
-            result[col] = result[col] * scale
-        result["expected_spend"] = spend
-        result["clv"] = spend * discount_factor(H, annual_discount_rate)
-        result["clv_model"] = f"{LEARNED_MODEL}@{as_of}"
+        learned = train_spend_model(design_matrix(test.features, fam[chosen][1], levels), test.spend,
+                                    max_rows=max_train_rows)
         if L < H:
             notes.append(f"learned model predicts {L} days; scaled to {H} days by the {production.name} ratio per customer")
-    for what, cols in (("purchases", ("expected_purchases", "expected_purchases_low", "expected_purchases_high")),
-                       ("spend", ("expected_spend", "clv", "clv_low", "clv_high"))):
-        if np.isfinite(factors[what]):
-            for col in cols:
-                result[col] = result[col] * factors[what]
-    _hold_point(result)
-    numeric = result.select_dtypes("number")
-    if not np.isfinite(numeric.to_numpy()).all():
-        raise btyd.BtydFitError("value predictions contain non-finite values; refusing to publish them")
+    scorer = ValueScorer(production, as_of, H, L, h, annual_discount_rate, leads_now,
+                         _interval_draws(production, now, bootstrap, notes), factors, learned, levels, batch_rows)
     card.update(
         champion=champion, btyd_model=btyd_model_name(chosen), btyd_chosen_on=chosen_on or "log-likelihood at the as-of date",
         parameters=production.as_dict(), gamma_gamma_independence=gamma_gamma_independence(now),
         bias_factors={k: (v if np.isfinite(v) else None) for k, v in factors.items()}, leads=leads_now.source,
     )
-    return ValueResult(result, performance, champion, fits, notes, backtest, chosen, card)
+    return ValueResult(scorer, data, performance, champion, fits, notes, backtest, chosen, card)
 
 
 def _safe_ratio(a: float, b: float) -> float:
@@ -593,26 +675,15 @@ def _best_by_likelihood(now: pd.DataFrame, notes: list[str]) -> str:
     return best
 
 
-def _production_intervals(result: pd.DataFrame, fit: BtydFit, now: pd.DataFrame, leads: LeadRates, *, horizon: int,
-                          bootstrap: int, annual_discount_rate: float, notes: list[str]) -> None:
-    """80 % intervals of purchases and CLV for every customer (leads: 0 to the leads' upper quantile)."""
-    n = len(now)
-    low_p, high_p = np.zeros(n), np.full(n, leads.purchases_high)
-    low_c = np.zeros(n)
-    high_c = np.full(n, leads.spend_high * discount_factor(horizon, annual_discount_rate))
-    buyer, x, tx, T, m = _buyers(now)
+def _interval_draws(fit: BtydFit, now: pd.DataFrame, bootstrap: int, notes: list[str]) -> list | None:
+    """The parameter draws the production intervals simulate from: the point fit and ``bootstrap`` refits on
+    resampled customers (None, noted, when they cannot be had: intervals are then the point predictions)."""
+    _, x, tx, T, m = _buyers(now)
     try:
-        boot = [(fit.params, fit.gg)] + bootstrap_fits(fit.model, x, tx, T, m, n_boot=bootstrap, seed=0)
-        iv = predictive_intervals(fit.model, boot, x, tx, T, m, horizon=horizon, level=INTERVAL_LEVEL,
-                                  annual_discount_rate=annual_discount_rate, seed=2)
-        low_p[buyer], high_p[buyer] = iv.expected_purchases_low, iv.expected_purchases_high
-        low_c[buyer], high_c[buyer] = iv.clv_low, iv.clv_high
+        return [(fit.params, fit.gg)] + bootstrap_fits(fit.model, x, tx, T, m, n_boot=bootstrap, seed=0)
     except (btyd.BtydFitError, ValueError) as exc:
         notes.append(f"intervals from the point fit only: {exc}")
-        low_p[buyer], high_p[buyer] = result.expected_purchases[buyer], result.expected_purchases[buyer]
-        low_c[buyer], high_c[buyer] = result.clv[buyer], result.clv[buyer]
-    result["expected_purchases_low"], result["expected_purchases_high"] = low_p, high_p
-    result["clv_low"], result["clv_high"] = low_c, high_c
+        return None
 
 
 def _hold_point(result: pd.DataFrame) -> None:

@@ -156,7 +156,8 @@ SHOWN_TEXTS = ["value_reasons", "potential_drivers", "top_reasons"]
 
 def _with_texts(published: PublishedTables, frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (some customers of the publication) with the ``SHOWN_TEXTS`` it lacks, read for its customers."""
-    wanted = [c for c in SHOWN_TEXTS if c in published.columns("customer_scores") and c not in frame]
+    have = set(published.columns("customer_scores"))
+    wanted = [c for c in SHOWN_TEXTS if c in have and c not in frame]
     if not wanted or frame.empty:
         return frame
     shown = pa.table({"customer_id": pd.unique(frame["customer_id"].astype(str))})

@@ -58,11 +58,14 @@ class Warehouse:
         raise NotImplementedError
 
     def write_mapped(self, table: str, sql: str, params: Sequence, fn: Callable[[pd.DataFrame], pd.DataFrame],
-                     rows: int, on_batch: Callable[[int], None] | None = None) -> int:
+                     rows: int, on_batch: Callable[[int], None] | None = None, group: str | None = None) -> int:
         """``fn`` applied to the query's rows, about ``rows`` at a time, written as ``table``; returns the rows
         written. Where the data is: DuckDB streams the batches through this process (``on_batch(rows done)``
         after each); Spark runs ``fn`` on its executors (``mapInPandas``), so no row passes through the driver.
-        ``fn`` must depend on each row alone and carry everything it needs (it is pickled to the executors)."""
+        ``fn`` must depend on each row alone and carry everything it needs (it is pickled to the executors).
+        With ``group`` (a column of the query), a row's result may depend on the rows that share its value:
+        ``fn`` gets whole groups, one or several (Spark: ``groupBy(group).applyInPandas``, one group a call),
+        their rows in no particular order."""
         raise NotImplementedError
 
     def replace_rows(self, table: str, data: Data, where: Mapping[str, object]) -> None:
@@ -82,17 +85,29 @@ class Warehouse:
         found = self.rows(sql, params)
         return found[0][0] if found else None
 
-    def batches(self, sql: str, params: Sequence, size: int) -> Iterator[pd.DataFrame]:
-        """The query's rows, in order, as frames of about ``size`` rows (the engine's batches regrouped)."""
+    def batches(self, sql: str, params: Sequence, size: int, group: str | None = None) -> Iterator[pd.DataFrame]:
+        """The query's rows, in order, as frames of about ``size`` rows (the engine's batches regrouped). With
+        ``group`` (a column), ordered by it and cut only between groups: a frame holds whole groups."""
+        if group is not None:
+            sql = f"select * from ({sql}) q order by {group}"
         pending, rows = [], 0
         for batch in self.stream(sql, params, size):
             pending.append(batch)
             rows += batch.num_rows
             if rows >= size:
-                yield pa.Table.from_batches(pending).to_pandas()
-                pending, rows = [], 0
+                table = pa.Table.from_batches(pending)
+                cut = rows if group is None else _last_group_start(table.column(group).to_pandas())
+                if cut:
+                    yield table.slice(0, cut).to_pandas()
+                    pending, rows = table.slice(cut).to_batches(), rows - cut
         if rows:
             yield pa.Table.from_batches(pending).to_pandas()
+
+
+def _last_group_start(keys: pd.Series) -> int:
+    """Where the run of the last key begins (keys sorted): 0 when the frame is one group."""
+    other = (keys != keys.iloc[-1]).to_numpy().nonzero()[0]
+    return int(other[-1]) + 1 if len(other) else 0
 
 
 def as_arrow(data: Data) -> pa.Table:
@@ -172,9 +187,9 @@ class DuckDBWarehouse(Warehouse):
         finally:
             self.con.unregister("_write_data")
 
-    def write_mapped(self, table, sql, params, fn, rows, on_batch=None):
+    def write_mapped(self, table, sql, params, fn, rows, on_batch=None, group=None):
         done = 0
-        for number, batch in enumerate(self.batches(sql, params, rows)):
+        for number, batch in enumerate(self.batches(sql, params, rows, group)):
             out = fn(batch)
             self.write(table, out, append=number > 0)
             done += len(out)

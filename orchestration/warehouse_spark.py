@@ -98,7 +98,7 @@ class SparkWarehouse(Warehouse):
         else:
             frame.write.mode("overwrite").format("parquet").saveAsTable(table)
 
-    def write_mapped(self, table, sql, params, fn, rows, on_batch=None):
+    def write_mapped(self, table, sql, params, fn, rows, on_batch=None, group=None):
         from pyspark.sql.pandas.types import from_arrow_schema
 
         # the output's columns and types, from fn on the first rows (here, on the driver)
@@ -113,8 +113,9 @@ class SparkWarehouse(Warehouse):
         previous = self.session.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
         self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
         try:
-            self._sql(sql, params).mapInPandas(mapped, schema).write.mode("overwrite").format("parquet") \
-                .saveAsTable(table)
+            query = self._sql(sql, params)
+            out = query.mapInPandas(mapped, schema) if group is None else query.groupBy(group).applyInPandas(fn, schema)
+            out.write.mode("overwrite").format("parquet").saveAsTable(table)
         finally:
             self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
         return int(self.scalar(f"select count(*) from {table}"))

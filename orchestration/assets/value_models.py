@@ -59,6 +59,11 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
         median_t = float(warehouse.scalar(
             f"select median(btyd_t_days) from {data.features_table} where as_of_date = ? and n_orders > 0",
             [windows.as_of]) or 0.0)
+        total = data.count(windows.as_of)
+        release_memory()
+        # every customer predicted where the data is: whole interval blocks here, on the executors on Spark
+        rows = result.write(warehouse, "scores.customer_value", on_batch=lambda done: context.log.info(
+            f"value models: predicted {done:,} of {total:,} customers"))
     for note in result.notes:
         context.log.info(f"value models: {note}")
     context.log.info(f"value models: champion {result.champion} (BTYD model {result.btyd_model})")
@@ -83,18 +88,17 @@ def customer_value(context: dg.AssetExecutionContext, settings: PipelineSettings
             result.backtest, models, result.champion, report_dir / "spend_by_decile.png")
 
     with settings.open_warehouse(for_models=True) as warehouse:
-        warehouse.write("scores.customer_value", result.predictions)
         ensure_model_performance(warehouse)
         warehouse.replace_rows("ops.model_performance", pd.DataFrame(result.performance), {"run_id": context.run_id})
 
     fits = {name: fit.as_dict() for name, fit in result.fits.items()}
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(result.predictions),
+            "dagster/row_count": rows,
             "champion": result.champion,
             "btyd_model": result.btyd_model,
             "model_card": dg.MetadataValue.path(str(Registry(settings.model_registry_dir, "value").dir / version / "card.md")),
-            "clv_model": str(result.predictions.clv_model.iloc[0]),
+            "clv_model": result.scorer.clv_model,
             "fitted_parameters": dg.MetadataValue.json(fits),
             "backtest": dg.MetadataValue.md(_metrics_markdown(result.performance)),
             "notes": dg.MetadataValue.json(result.notes),

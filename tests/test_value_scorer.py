@@ -1,0 +1,65 @@
+"""The value step's predictions for every customer (``ml/value_models.py`` ``ValueScorer``): the same however
+the customers are split into batches, in memory or written through the warehouse interface, because a
+customer's simulated interval uses the random draws of its block (``md5(customer_id)``'s first digits), never
+those of whatever batch it happens to travel in (Spark's executors split the customers their own way)."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.cutoff_data import CutoffData
+from ml.value_models import BLOCK, run_value_models
+from orchestration.settings import PipelineSettings
+from orchestration.warehouse import DuckDBWarehouse
+
+
+@pytest.fixture(scope="module")
+def value_result(two_publications, tmp_path_factory):
+    work, _, _ = two_publications
+    copy = tmp_path_factory.mktemp("value") / "warehouse.duckdb"
+    shutil.copyfile(work / "warehouse.duckdb", copy)
+    con = duckdb.connect(str(copy))
+    warehouse = DuckDBWarehouse(con)
+    windows = PipelineSettings(warehouse_path=str(copy)).resolve_windows(warehouse)
+    result = run_value_models(CutoffData(warehouse), windows=windows, annual_discount_rate=0.1, run_id="test")
+    yield result, warehouse
+    con.close()
+
+
+def test_a_customers_prediction_does_not_depend_on_the_batch_it_is_predicted_in(value_result):
+    result, warehouse = value_result
+    whole = result.predictions
+    n = len(whole)
+    assert n == result.data.count(result.scorer.as_of) > 1000
+    assert whole.customer_id.is_unique and whole.customer_id.is_monotonic_increasing
+    result.scorer.batch = 97  # much smaller than a block: a batch is then one whole block
+    try:
+        split = result.predictions
+        assert result.write(warehouse, "scores.value_split") == n
+    finally:
+        result.scorer.batch = 200_000
+    pd.testing.assert_frame_equal(split, whole)
+    written = warehouse.frame("select * from scores.value_split order by customer_id")
+    pd.testing.assert_frame_equal(written, whole, check_dtype=False)
+
+
+def test_intervals_are_simulated_per_block_and_hold_their_point(value_result):
+    result, warehouse = value_result
+    whole = result.predictions
+    for point in ("expected_purchases", "clv"):
+        assert (whole[f"{point}_low"] <= whole[point] + 1e-12).all()
+        assert (whole[point] <= whole[f"{point}_high"] + 1e-12).all()
+    buyers = whole[warehouse.frame("select customer_id, n_orders from marts.customer_features")
+                   .set_index("customer_id").loc[whole.customer_id, "n_orders"].to_numpy() > 0]
+    assert buyers.expected_purchases_high.gt(buyers.expected_purchases_low).mean() > 0.5  # a real interval
+    # md5's first digit splits the customers into 16 blocks of about the same size
+    blocks = warehouse.frame(f"select customer_id, substr(md5(customer_id), 1, 1) as {BLOCK} "
+                             "from marts.customer_features")
+    sizes = blocks[BLOCK].value_counts()
+    assert len(sizes) == 16 and sizes.max() < 2 * sizes.mean()
+    assert np.isfinite(whole.select_dtypes("number").to_numpy()).all()
