@@ -38,21 +38,28 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # ---------------------------------------------------------------- sampling the process tree
 
 def _stat(pid: int) -> tuple[int, float, int] | None:
-    """(parent pid, CPU seconds incl. reaped children, resident bytes) of a process."""
+    """(parent pid, CPU seconds of the process itself, resident bytes) of a process."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = raw[raw.rindex(")") + 2:].split()
     ppid = int(fields[1])
-    cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK  # utime stime cutime cstime
+    cpu = sum(int(fields[i]) for i in (11, 12)) / TICK  # utime stime
     return ppid, cpu, int(fields[21]) * PAGE
 
 
 class TreeSampler(threading.Thread):
+    """Samples a process tree every ``interval`` seconds: (time, CPU seconds so far, resident bytes).
+
+    The CPU total never goes down: a member that exits keeps the CPU it was last seen with (a reaped child's
+    time is not taken from its parent's ``cutime``, which would count it twice, or miss it when the parent is
+    gone first, as Spark's Python workers go). A child that lives less than one interval is not seen."""
+
     def __init__(self, root: int, interval: float = 0.05):
         super().__init__(daemon=True)
         self.root, self.interval, self.samples, self.stop = root, interval, [], threading.Event()
+        self.seen: dict[int, float] = {}  # CPU seconds of every member seen, by pid
 
     def tree(self) -> tuple[float, int]:
         stats = {}
@@ -68,9 +75,11 @@ class TreeSampler(threading.Thread):
                 if ppid == parent and pid not in members:
                     members.add(pid)
                     frontier.append(pid)
-        cpu = sum(stats[p][1] for p in members if p in stats)
+        for p in members:
+            if p in stats:  # a pid reused by an unrelated process would not be in the tree
+                self.seen[p] = max(self.seen.get(p, 0.0), stats[p][1])
         rss = sum(stats[p][2] for p in members if p in stats)
-        return cpu, rss
+        return sum(self.seen.values()), rss
 
     def run(self):
         while not self.stop.is_set():
