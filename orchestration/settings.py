@@ -688,7 +688,9 @@ class PipelineSettings(dg.ConfigurableResource):
     @property
     def spark_folder(self) -> Path:
         """The Spark session's folder (its catalog and tables): ``spark_dir``, by default spark/ beside the warehouse."""
-        return Path(self.spark_dir) if self.spark_dir else Path(self.warehouse_path).resolve().parent / "spark"
+        from orchestration.spark_session import local_path
+
+        return local_path(self.spark_dir) if self.spark_dir else Path(self.warehouse_path).resolve().parent / "spark"
 
     @property
     def lineage(self) -> Lineage:

@@ -58,6 +58,15 @@ def local_session(folder: Path | str, cores: int | None = None, driver_memory: s
     return session
 
 
+def local_path(path: str | Path) -> Path:
+    """A local folder given as a path or as Spark writes one (``file:/x``, ``file:///x``): the path."""
+    text = str(path)
+    for prefix in ("file://", "file:"):
+        if text.startswith(prefix):
+            return Path(text[len(prefix):])
+    return Path(text)
+
+
 def dbt_sources(manifest: Path) -> list[tuple[str, str]]:
     """(schema, table) of every dbt source the project reads (raw text, pseudonyms, the run's scores)."""
     import json
@@ -79,9 +88,7 @@ def copy_sources(session, warehouse: Path | str, manifest: Path, skip: tuple[str
 
     import duckdb
 
-    if staging is None:
-        staging = Path(session.conf.get("spark.sql.warehouse.dir").removeprefix("file:")) / "landing"
-    staging = Path(staging)
+    staging = local_path(session.conf.get("spark.sql.warehouse.dir")) / "landing" if staging is None else local_path(staging)
     tables = [(schema, table) for schema, table in dbt_sources(manifest) if schema not in skip]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for schema, table in tables:

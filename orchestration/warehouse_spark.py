@@ -114,7 +114,10 @@ class SparkWarehouse(Warehouse):
         self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
         try:
             query = self._sql(sql, params)
-            out = query.mapInPandas(mapped, schema) if group is None else query.groupBy(group).applyInPandas(fn, schema)
+            # applyInPandas passes the group's key too to a function of two arguments (a callable object's
+            # `self` counts as one): a plain function of the frame hides the signature
+            out = (query.mapInPandas(mapped, schema) if group is None
+                   else query.groupBy(group).applyInPandas(lambda frame: fn(frame), schema))
             out.write.mode("overwrite").format("parquet").saveAsTable(table)
         finally:
             self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)

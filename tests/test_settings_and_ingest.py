@@ -21,6 +21,14 @@ def test_env_vars_then_overrides(monkeypatch, tmp_path):
     assert PipelineSettings.from_env(churn_horizon_days=30).churn_horizon_days == 30
 
 
+def test_the_spark_folder_is_a_local_path_however_it_is_written(tmp_path):
+    """``CRM_SPARK_DIR`` as a path or as Spark writes one (``spark.sql.warehouse.dir`` says ``file:/...``): DuckDB
+    stages the landed tables there and the session keeps its metastore there, so it must be the path itself."""
+    for given in (str(tmp_path), f"file:{tmp_path}", f"file://{tmp_path}"):
+        assert PipelineSettings(spark_dir=given).spark_folder == tmp_path
+    assert PipelineSettings(warehouse_path=str(tmp_path / "w.duckdb")).spark_folder == tmp_path / "spark"
+
+
 def test_bad_values_are_clear_errors(monkeypatch):
     monkeypatch.setenv("CRM_CLV_HORIZON_DAYS", "a year")
     with pytest.raises(SettingsError, match="CRM_CLV_HORIZON_DAYS='a year' is not a number"):
