@@ -56,17 +56,39 @@ def _describe(z_centroid: np.ndarray) -> str:
     return ", ".join(words)
 
 
+@dataclass
+class ClusterModel:
+    """A fitted clustering: assigns any customers (picklable: Spark's executors assign their own)."""
+
+    scaler: StandardScaler | None  # None: too few buyers, every buyer is cluster 1
+    model: KMeans | None
+    renumber: np.ndarray  # KMeans' cluster -> the published number (1 = highest mean spend)
+    k: int
+    silhouette: float
+    descriptions: dict[int, str]
+
+    def assign(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(cluster, label) per row of ``features`` (the ``CLUSTER_COLUMNS``)."""
+        n = len(features)
+        cluster = np.zeros(n, dtype=np.int64)
+        buyers = features["n_orders"].to_numpy(float) > 0
+        if self.model is None:
+            cluster[buyers] = 1
+        elif buyers.any():
+            with model_threads():
+                cluster[buyers] = self.renumber[self.model.predict(self.scaler.transform(_matrix(features.loc[buyers])))]
+        labels = np.array([self.descriptions[c] for c in range(max(self.k, 1) + 1)], dtype=object)
+        return cluster, labels[cluster]
+
+
 @model_threads()
-def behaviour_clusters(features: pd.DataFrame, seed: int = 0) -> Clusters:
-    n = len(features)
-    cluster = np.zeros(n, dtype=np.int64)
-    label = np.full(n, PROSPECT_LABEL, dtype=object)
+def fit_clusters(features: pd.DataFrame, seed: int = 0) -> ClusterModel:
+    """Scales on the buyers of ``features`` and fits k-means on at most ``FIT_SAMPLE`` of them."""
     buyers = features["n_orders"].to_numpy(float) > 0
     if buyers.sum() < max(K_RANGE) * 10:  # too few buyers to cluster: one buyer cluster
-        cluster[buyers] = 1
-        label[buyers] = "1: all buyers (too few to cluster)"
-        return Clusters(cluster, label, int(buyers.any()), float("nan"),
-                        {0: PROSPECT_LABEL, 1: "1: all buyers (too few to cluster)"})
+        k = int(buyers.any())
+        return ClusterModel(None, None, np.arange(1, 2), k, float("nan"),
+                            {0: PROSPECT_LABEL, 1: "1: all buyers (too few to cluster)"})
     X = _matrix(features.loc[buyers])
     scaler = StandardScaler().fit(X)
     Z = scaler.transform(X)
@@ -80,13 +102,17 @@ def behaviour_clusters(features: pd.DataFrame, seed: int = 0) -> Clusters:
         if best is None or score > best[0] + 1e-9:
             best = (score, k, model)
     score, k, model = best
-    raw = model.predict(Z)
     spend_order = np.argsort(-model.cluster_centers_[:, 0], kind="stable")  # cluster 1 = highest mean spend
     renumber = np.empty(k, dtype=np.int64)
     renumber[spend_order] = np.arange(1, k + 1)
     descriptions = {0: PROSPECT_LABEL}
     for old in range(k):
         descriptions[int(renumber[old])] = f"{int(renumber[old])}: {_describe(model.cluster_centers_[old])}"
-    cluster[buyers] = renumber[raw]
-    label[buyers] = np.array([descriptions[c] for c in range(k + 1)], dtype=object)[cluster[buyers]]
-    return Clusters(cluster, label, k, float(score), dict(sorted(descriptions.items())))
+    return ClusterModel(scaler, model, renumber, k, float(score), dict(sorted(descriptions.items())))
+
+
+def behaviour_clusters(features: pd.DataFrame, seed: int = 0) -> Clusters:
+    """Fits on ``features`` and assigns them."""
+    fitted = fit_clusters(features, seed)
+    cluster, label = fitted.assign(features)
+    return Clusters(cluster, label, fitted.k, fitted.silhouette, fitted.descriptions)

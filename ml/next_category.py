@@ -69,6 +69,14 @@ class CategoryMix:
             self.by_cluster[c] += own[clusters == c].sum(axis=0)
         self.overall = self.overall + own.sum(axis=0)
 
+    def add_sums(self, sums: pd.DataFrame) -> None:
+        """Adds weights already summed per (``cluster``, ``product_category``) (``weight``; see ``category_weight``):
+        the engine sums them where the data is (ml/scoring.py)."""
+        col = np.searchsorted(self.names, sums["product_category"].astype(str).to_numpy())
+        row = sums["cluster"].to_numpy(np.int64)
+        np.add.at(self.by_cluster, (row, col), sums["weight"].to_numpy(float))
+        self.overall = self.by_cluster.sum(axis=0)
+
     def peers(self, clusters: np.ndarray) -> np.ndarray:
         """Each customer's cluster mix (every cluster without purchases: the mix over all customers)."""
         overall = self.overall / self.overall.sum()
@@ -91,12 +99,17 @@ def _own_weights(customer_ids: pd.Series, categories: pd.DataFrame, names: np.nd
     cats = categories.loc[known]
     row = position[known]
     col = np.searchsorted(names, cats["product_category"].astype(str).to_numpy())
-    age = (pd.Timestamp(as_of) + pd.Timedelta(days=1) - pd.to_datetime(cats["last_ordered_at"])).dt.days.to_numpy(float)
-    weight = cats["n_orders"].to_numpy(float) * 0.5 ** (np.maximum(age, 0) / HALF_LIFE_DAYS)
+    weight = category_weight(cats, as_of)
     k = len(names)
     own = np.bincount(row * k + col, weights=weight, minlength=n * k).reshape(n, k)
     orders = np.bincount(row, weights=cats["n_orders"].to_numpy(float), minlength=n)
     return own, orders
+
+
+def category_weight(categories: pd.DataFrame, as_of: date) -> np.ndarray:
+    """Each row's own-history weight: ``n_orders * 0.5 ** (days since last_ordered_at / HALF_LIFE_DAYS)``."""
+    age = (pd.Timestamp(as_of) + pd.Timedelta(days=1) - pd.to_datetime(categories["last_ordered_at"])).dt.days
+    return categories["n_orders"].to_numpy(float) * 0.5 ** (np.maximum(age.to_numpy(float), 0) / HALF_LIFE_DAYS)
 
 
 def category_probabilities(customer_ids: pd.Series, clusters: np.ndarray, categories: pd.DataFrame,

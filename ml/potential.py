@@ -62,29 +62,34 @@ def _consent(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return (consent.eq(True).fillna(False).to_numpy(bool), consent.eq(False).fillna(False).to_numpy(bool))
 
 
-def headroom_parts(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+def headroom_parts(features: pd.DataFrame, scores: pd.DataFrame, spend_growth=None, most_categories=None) -> pd.DataFrame:
     """The three parts of ``headroom`` (0..1 each; their mean is the headroom) and the raw figures behind them
     (``growth``: expected spend minus the last 365 days' spend; ``trend``: engagement trend in -1..1;
-    ``n_categories`` and ``n_sold``)."""
+    ``n_categories`` and ``n_sold``). Two of them compare a customer with every other: the growth's percentile
+    and the most categories anyone bought. Computed here, the rows are every customer; a batch of them is given
+    ``spend_growth`` (the percentile, aligned) and ``most_categories`` (ml/scoring.py computes both in SQL)."""
     growth = (scores["expected_spend"].astype(float) - features["spend_last_365d"].astype(float).fillna(0))
-    most = features["n_categories"].max()  # NaN when nobody (or no one with a known count) is there
-    n_sold = max(int(most), 1) if pd.notna(most) else 1
+    most = features["n_categories"].max() if most_categories is None else most_categories
+    n_sold = max(int(most), 1) if pd.notna(most) else 1  # NaN when nobody (or no one with a known count) is there
     n_categories = features["n_categories"].to_numpy(float)
     trend = (_trend(features["orders_last_90d"], features["orders_last_365d"])
              + _trend(features["n_interactions_90d"], features["n_interactions_365d"])) / 2
     return pd.DataFrame({
-        "spend_growth": growth.rank(method="average", pct=True).to_numpy(),
+        "spend_growth": (growth.rank(method="average", pct=True).to_numpy() if spend_growth is None
+                         else np.asarray(spend_growth, float)),
         "cross_sell_room": 1 - np.clip(n_categories / n_sold, 0, 1),
         "engagement": (trend + 1) / 2,
         "growth": growth.to_numpy(), "trend": trend, "n_categories": n_categories, "n_sold": float(n_sold),
     }, index=features.index)
 
 
-def potential_parts(features: pd.DataFrame, scores: pd.DataFrame, sub: pd.DataFrame | None = None) -> pd.DataFrame:
+def potential_parts(features: pd.DataFrame, scores: pd.DataFrame, sub: pd.DataFrame | None = None,
+                    value=None) -> pd.DataFrame:
     """The four parts (0..1) per customer; ``features``, ``scores`` and ``sub`` (``headroom_parts``, computed
-    here when not given) are aligned row by row."""
-    clv = scores["clv"].astype(float)
-    value = clv.rank(method="average", pct=True).to_numpy()
+    here when not given) are aligned row by row. ``value``: the CLV percentiles (aligned), when the rows are a
+    batch of the customers; computed here over the rows otherwise."""
+    value = (scores["clv"].astype(float).rank(method="average", pct=True).to_numpy() if value is None
+             else np.asarray(value, float))
     retention = 1 - scores["churn_probability"].to_numpy(float)
     sub = headroom_parts(features, scores) if sub is None else sub
     headroom = ((sub["spend_growth"] + sub["cross_sell_room"] + sub["engagement"]) / 3).to_numpy()
@@ -144,6 +149,7 @@ class Population:
 
     @classmethod
     def of(cls, parts: pd.DataFrame, sub: pd.DataFrame) -> Population:
+        """Over ``parts`` and ``sub`` in memory (every customer's; ml/scoring.py averages in SQL instead)."""
         return cls(parts[list(PARTS)].mean(), sub[list(HEADROOM_PARTS)].mean(), len(parts))
 
 

@@ -65,8 +65,6 @@ def priority_tier(rank: pd.Series, bounds: dict[str, float] = DEFAULT_TIER_BOUND
     group: its position among the group's members ordered by ``rank``, over the group's size."""
     if not bounds or abs(max(bounds.values()) - 1.0) > 1e-9:
         raise ValueError("tier bounds must end at 1.0 so that every customer gets a tier")
-    names = list(bounds)
-    edges = np.array([bounds[n] for n in names])
     if groups is None:
         pct = rank.to_numpy(dtype=float) / max(len(rank), 1)
     else:
@@ -74,5 +72,12 @@ def priority_tier(rank: pd.Series, bounds: dict[str, float] = DEFAULT_TIER_BOUND
             raise ValueError("tier groups must name a group for every ranked customer")
         by_group = pd.Series(rank.to_numpy(dtype=float)).groupby(groups.to_numpy())
         pct = (by_group.rank(method="first") / by_group.transform("size")).to_numpy()
-    idx = np.searchsorted(edges, pct - 1e-12, side="left")
-    return pd.Series(np.array(names, dtype=object)[idx], index=rank.index)
+    return pd.Series(tier_of(pct, bounds), index=rank.index)
+
+
+def tier_of(pct, bounds: dict[str, float] = DEFAULT_TIER_BOUNDS) -> np.ndarray:
+    """The tier of each rank percentile (position / size, in (0, 1]): the first whose bound is >= it."""
+    names = list(bounds)
+    edges = np.array([bounds[n] for n in names])
+    idx = np.searchsorted(edges, np.asarray(pct, float) - 1e-12, side="left")
+    return np.array(names, dtype=object)[idx]

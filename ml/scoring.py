@@ -13,6 +13,23 @@ next best action, one row per customer.
   (``ml/clusters.py``), ``next_category`` (``ml/next_category.py``) and the next best action
   (``ml/actions.py`` with its rule table).
 * ``previous_*``: the customer's segment, stage, tier and rank in the last publication (null if none).
+
+How (``score_in_warehouse``; one path on every engine, so no step pulls every customer through one process):
+
+1. the clusters are fitted on a sample of buyers pulled to this process (``ml/clusters.py``);
+2. **pass one** (SQL, then a mapped function): the percentiles that compare a customer with everyone (CLV,
+   spend growth, R, F and M among buyers; pandas' average-rank percentile, written as window functions) and
+   the most categories anyone bought come from the engine; ``PassOne`` turns each customer's row into the
+   parts, the potential score, RFM, value segment and cluster (``scores.scoring_pass1``);
+3. the categories' mix per cluster is summed where the data is (``MixSums``, then a ``group by``), and the
+   population means behind ``value_reasons`` are one ``avg`` query;
+4. **pass two**: ``potential_rank`` and the tier's rank percentile within its group are window functions;
+   ``PassTwo`` writes every ``customer_scores`` column for a block of customers (``ml/blocks.py``) with their
+   reasons, keys, category rows and last publication's segments joined in.
+
+The functions of pass one and two depend on each customer's row (and the small state they carry) alone:
+DuckDB runs them batch by batch in this process, Spark on its executors (``Warehouse.write_mapped``).
+``score_customers`` scores frames in memory through the same path (an in-memory DuckDB).
 """
 
 from __future__ import annotations
@@ -25,12 +42,13 @@ import numpy as np
 import pandas as pd
 
 from ml.actions import load_rules, next_best_actions
-from ml.clusters import behaviour_clusters
-from ml.next_category import CategoryMix, category_names, next_category
-from ml.potential import (DEFAULT_WEIGHTS, PARTS, Population, headroom_parts, potential_drivers, potential_parts,
-                          potential_score, value_reasons)
-from ml.ranking import DEFAULT_TIER_BOUNDS, potential_rank, priority_tier, tier_group
-from ml.segments import rfm_scores, rfm_segment
+from ml.blocks import block_key
+from ml.clusters import FIT_SAMPLE, ClusterModel, fit_clusters
+from ml.next_category import CLUSTER_COLUMNS, CategoryMix, category_weight, next_category
+from ml.potential import (DEFAULT_WEIGHTS, HEADROOM_PARTS, PARTS, Population, headroom_parts, potential_drivers,
+                          potential_parts, potential_score, value_reasons)
+from ml.ranking import DEFAULT_TIER_BOUNDS, tier_group, tier_of
+from ml.segments import rfm_from_percentiles, rfm_segment
 
 RULES_VERSION = "rules-3"
 SCORE_COLUMNS = [
@@ -68,129 +86,261 @@ def value_segment(clv: pd.Series) -> pd.Series:
     return pd.Series(out, index=clv.index, dtype=object)
 
 
-class Scorer:
-    """Scores customers in two passes, so a batch's text never needs every customer's in memory at once.
+VALUE_COLUMNS = ["p_alive", "expected_purchases", "expected_spend", "clv", "clv_model", "expected_purchases_low",
+                 "expected_purchases_high", "clv_low", "clv_high"]
+CHURN_COLUMNS = ["churn_probability", "churn_flag", "churn_model"]
+PASS1 = "scores.scoring_pass1"  # work tables, dropped when the step ends
+MIX = "scores.scoring_mix"
+CLUSTER_ROWS = 5 * FIT_SAMPLE  # buyers pulled to fit the clusters' scaling (k-means: FIT_SAMPLE of them)
+BLOCK = "score_block"
 
-    Pass 1 (``Scorer(...)``, then ``learn_categories`` once or batch by batch): everything that compares a
-    customer with all the others: CLV, spend-growth and RFM percentiles, the potential score and rank, tiers,
-    value segments, behavioural clusters, the population means behind ``value_reasons`` and the categories'
-    mix per cluster; numbers and a few shared labels per customer.
-    Pass 2 (``batch``): the columns written per customer (next category, next best action, reasons, drivers,
-    the pseudonymous key, last publication's segments) for a range of customers in ``customer_id`` order.
-    ``features``, ``value`` and ``churn`` hold every customer (``churn`` without ``churn_reasons`` is enough:
-    those come with each batch)."""
 
-    def __init__(self, features: pd.DataFrame, value: pd.DataFrame, churn: pd.DataFrame, *, run_id: str,
-                 rules: ScoringRules | None = None) -> None:
-        self.rules = rules = rules or ScoringRules()
-        f = features.sort_values("customer_id").reset_index(drop=True)
-        v = f[["customer_id"]].merge(value, on="customer_id", how="left", validate="one_to_one")
-        c = f[["customer_id"]].merge(churn.drop(columns="churn_reasons", errors="ignore"), on="customer_id",
-                                     how="left", validate="one_to_one")
-        if v.clv.isna().any() or c.churn_probability.isna().any():
-            raise ValueError(
-                f"{int(v.clv.isna().sum())} customers have no value prediction, "
-                f"{int(c.churn_probability.isna().sum())} no churn prediction"
-            )
-        out = pd.DataFrame({"customer_id": f["customer_id"].astype(str)})
-        out["as_of_date"] = f["as_of_date"]
-        out["run_id"] = run_id
-        out["churn_probability"] = c["churn_probability"].clip(0, 1).to_numpy()
-        no_purchase = f["n_orders"].fillna(0).eq(0).to_numpy()
-        out["p_alive"] = np.where(no_purchase, np.nan, v["p_alive"].clip(0, 1).to_numpy())
-        out["expected_purchases"] = v["expected_purchases"].to_numpy()
-        out["expected_spend"] = v["expected_spend"].to_numpy()
-        out["clv"] = v["clv"].to_numpy()
-        out["clv_model"] = v["clv_model"].to_numpy()
-        for col in ("expected_purchases_low", "expected_purchases_high", "clv_low", "clv_high"):
-            out[col] = v[col].to_numpy()
+@dataclass
+class ScoringRules:
+    """The configurable parts of scoring (settings: potential_weights, tier_bounds, action_rules_file)."""
 
-        self.headroom = headroom_parts(f, out)
-        self.parts = parts = potential_parts(f, out, self.headroom)
-        self.population = Population.of(parts, self.headroom)
-        out["potential_score"] = potential_score(parts, rules.weights)
-        out["potential_rank"] = potential_rank(out["potential_score"], out["clv"], out["customer_id"])
-        out["priority_tier"] = priority_tier(out["potential_rank"], rules.tier_bounds,
-                                             groups=tier_group(f["lifecycle_stage"]))
-        rfm = rfm_scores(f["recency_days"], f["n_orders"], f["monetary_total"])
-        out["rfm_segment"] = rfm_segment(rfm["r_score"], rfm["f_score"], rfm["m_score"])
-        out["lifecycle_stage"] = f["lifecycle_stage"].astype(object).to_numpy()
-        out["value_segment"] = value_segment(out["clv"])
-        self.clusters = clusters = behaviour_clusters(f)
-        self.as_of = pd.Timestamp(f["as_of_date"].iloc[0]).date() if len(f) else date.today()
-        versions = {"clv": str(v["clv_model"].iloc[0]) if len(v) else "",
-                    "churn": str(c["churn_model"].iloc[0]) if len(c) else "", "scores": RULES_VERSION}
-        out["model_versions"] = json.dumps(versions, sort_keys=True)
-        flag = c["churn_flag"].astype(object)
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    tier_bounds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIER_BOUNDS))
+    action_rules: pd.DataFrame = field(default_factory=load_rules)
+
+
+@dataclass(frozen=True)
+class ScoringSources:
+    """Where scoring reads: tables (or parenthesised queries) of the warehouse. ``categories`` has a
+    ``cutoff_date``; ``previous`` (the last publication's ``customer_id`` and ``PREVIOUS`` columns) and
+    ``pseudonyms`` may be missing (then those columns are null)."""
+
+    features: str = "marts.customer_features"
+    value: str = "scores.customer_value"
+    churn: str = "scores.customer_churn"
+    categories: str = "intermediate.int_customer_categories"
+    pseudonyms: str | None = "ops.customer_pseudonyms"
+    previous: str | None = None
+
+
+def value_segment(clv: pd.Series, pct=None) -> pd.Series:
+    """high (top 20 % by CLV), medium (next 30 %), low, or none (no value expected); ``pct``: the CLV
+    percentiles when ``clv`` is a batch of the customers."""
+    pct = clv.rank(method="average", pct=True).to_numpy() if pct is None else np.asarray(pct, float)
+    out = np.where(clv <= 0, "none", np.where(pct > 0.8, "high", np.where(pct > 0.5, "medium", "low")))
+    return pd.Series(out, index=clv.index, dtype=object)
+
+
+def _percentile(column: str, descending: bool = False, among: str | None = None) -> str:
+    """SQL for pandas' ``rank(method="average", pct=True)`` of ``column`` (null stays null; the percentage is
+    of the non-null values), over every row or, with ``among``, within the rows that share its value: the
+    first rank of a value's ties plus half their number less one, over the count."""
+    over = f"partition by {among} " if among else ""
+    ties = f"partition by {among + ', ' if among else ''}{column}"
+    order = f"{column} {'desc' if descending else 'asc'} nulls last"
+    return (f"case when {column} is null then null else (cast(rank() over ({over}order by {order}) as double) "
+            f"+ (cast(count(*) over ({ties}) as double) - 1) / 2) / count({column}) over ({over.strip()}) end")
+
+
+def _pass1_query(src: ScoringSources) -> str:
+    return f"""
+with f as (select {', '.join(FEATURE_COLUMNS)} from {src.features}),
+v as (select customer_id, {', '.join(VALUE_COLUMNS)} from {src.value}),
+c as (select customer_id, {', '.join(CHURN_COLUMNS)} from {src.churn}),
+joined as (
+    select f.*, {', '.join('v.' + c for c in VALUE_COLUMNS)}, {', '.join('c.' + c for c in CHURN_COLUMNS)},
+           v.expected_spend - coalesce(f.spend_last_365d, 0) as growth,
+           case when f.n_orders > 0 then 1 else 0 end as buyer
+    from f left join v on v.customer_id = f.customer_id left join c on c.customer_id = f.customer_id
+)
+select j.*, {_percentile('clv')} as clv_pct, {_percentile('growth')} as growth_pct,
+       max(n_categories) over () as most_categories,
+       case when buyer = 1 then {_percentile('recency_days', True, 'buyer')} end as r_pct,
+       case when buyer = 1 then {_percentile('n_orders', False, 'buyer')} end as f_pct,
+       case when buyer = 1 then {_percentile('monetary_total', False, 'buyer')} end as m_pct
+from joined j"""
+
+
+@dataclass
+class PassOne:
+    """Pass one for any customers' rows of ``_pass1_query``: every number of ``customer_scores`` that does not
+    need a rank (kept here unrounded: ``part_*``, ``sub_*``, for pass two), and the cluster."""
+
+    weights: dict[str, float]
+    clusters: ClusterModel
+
+    def __call__(self, s: pd.DataFrame) -> pd.DataFrame:
+        s = s.sort_values("customer_id").reset_index(drop=True)
+        out = pd.DataFrame({"customer_id": s["customer_id"].astype(str), "as_of_date": s["as_of_date"]})
+        out["churn_probability"] = s["churn_probability"].astype(float).clip(0, 1)
+        no_purchase = s["n_orders"].fillna(0).eq(0).to_numpy()
+        out["p_alive"] = np.where(no_purchase, np.nan, s["p_alive"].astype(float).clip(0, 1).to_numpy())
+        for col in VALUE_COLUMNS[1:]:
+            out[col] = s[col].to_numpy()
+        sub = headroom_parts(s, out, spend_growth=s["growth_pct"], most_categories=s["most_categories"].max())
+        parts = potential_parts(s, out, sub, value=s["clv_pct"])
+        out["potential_score"] = potential_score(parts, self.weights)
+        out["tier_group"] = tier_group(s["lifecycle_stage"]).to_numpy()
+        rfm = rfm_from_percentiles(s["r_pct"], s["f_pct"], s["m_pct"])
+        out["rfm_segment"] = rfm_segment(rfm["r_score"], rfm["f_score"], rfm["m_score"]).to_numpy()
+        out["lifecycle_stage"] = s["lifecycle_stage"].astype(object).to_numpy()
+        out["value_segment"] = value_segment(out["clv"], s["clv_pct"]).to_numpy()
+        versions = pd.Series(list(zip(s["clv_model"].astype(str), s["churn_model"].astype(str))), dtype=object)
+        codes, pairs = pd.factorize(versions)
+        texts = np.array([json.dumps({"clv": a, "churn": b, "scores": RULES_VERSION}, sort_keys=True)
+                          for a, b in pairs] or [""], dtype=object)
+        out["model_versions"] = texts[codes] if len(s) else pd.Series([], dtype=object)
+        flag = s["churn_flag"].astype(object)
         out["churn_flag"] = pd.array(flag.where(flag.notna() & flag.ne(""), None), dtype="string")
-        out[["r_score", "f_score", "m_score"]] = rfm
+        for col in ("r_score", "f_score", "m_score"):
+            out[col] = rfm[col].to_numpy()
         for part in PARTS:
             out[f"score_{part}"] = np.round(parts[part].to_numpy(), 4)
-        out["behaviour_cluster"] = clusters.cluster
-        out["behaviour_cluster_label"] = clusters.label
-        self.scores = out
-        self.features = f[["marketing_consent", "preferred_channel"]]
-        self.mix: CategoryMix | None = None
-        self.facts = {"clusters_k": clusters.k, "clusters_silhouette": clusters.silhouette,
-                      "cluster_descriptions": clusters.descriptions}
+        out["behaviour_cluster"], out["behaviour_cluster_label"] = self.clusters.assign(s)
+        for part in PARTS:
+            out[f"part_{part}"] = parts[part].to_numpy()
+        for column in (*HEADROOM_PARTS, "growth", "trend", "n_categories", "n_sold"):
+            out[f"sub_{column}"] = sub[column].to_numpy(float)
+        out["marketing_consent"] = s["marketing_consent"].to_numpy()
+        out["preferred_channel"] = s["preferred_channel"].to_numpy()
+        return out
 
-    def __len__(self) -> int:
-        return len(self.scores)
 
-    def customer_ids(self, start: int = 0, stop: int | None = None) -> pd.Series:
-        return self.scores["customer_id"].iloc[start:stop]
+@dataclass
+class MixSums:
+    """The categories' own-history weights of some customers, summed per (cluster, category)."""
 
-    def learn_categories(self, categories: pd.DataFrame, names: np.ndarray | None = None,
-                         start: int = 0, stop: int | None = None) -> None:
-        """Adds the categories bought by the customers ``start:stop`` to the per-cluster mix; ``names``: every
-        category sold (by default, those in ``categories``, which must then be every customer's)."""
-        if self.mix is None:
-            self.mix = CategoryMix(category_names(categories) if names is None else names, self.clusters.k + 1)
-        if categories.empty:
-            return
-        self.mix.add(self.customer_ids(start, stop), self.clusters.cluster[start:stop], categories, self.as_of)
+    as_of: date
 
-    def batch(self, start: int = 0, stop: int | None = None, *, churn_reasons: pd.DataFrame | None = None,
-              categories: pd.DataFrame | None = None, pseudonyms: pd.DataFrame | None = None,
-              previous: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Every ``customer_scores`` column for the customers ``start:stop`` (in ``customer_id`` order). The
-        frames need only hold those customers' rows (others are ignored): ``churn_reasons`` (``customer_id``,
-        ``churn_reasons``), ``categories``, ``pseudonyms`` (``customer_id``, ``customer_key``) and ``previous``
-        (the last publication's ``PREVIOUS`` columns)."""
-        rules = self.rules
-        out = self.scores.iloc[start:stop].copy()
-        f = self.features.iloc[start:stop]
-        parts, sub = self.parts.iloc[start:stop], self.headroom.iloc[start:stop]
-        ids = out[["customer_id"]]
-        categories = _or_empty(categories, ["customer_id", "product_category"])
-        if self.mix is None:
-            self.learn_categories(categories)
-        nxt = next_category(out["customer_id"], self.clusters.cluster[start:stop], categories, self.as_of,
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame({"cluster": rows["cluster"].astype("int64"),
+                              "product_category": rows["product_category"].astype(str),
+                              "weight": category_weight(rows, self.as_of) if len(rows) else np.array([], float)})
+        return frame.groupby(["cluster", "product_category"], as_index=False)["weight"].sum()
+
+
+@dataclass
+class PassTwo:
+    """Pass two for whole blocks of customers (rows of ``_pass2_query``: one per customer and category bought):
+    every ``customer_scores`` column, in ``SCORE_COLUMNS`` order."""
+
+    rules: ScoringRules
+    mix: CategoryMix
+    population: Population
+    as_of: date
+    run_id: str
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        cats = rows.loc[rows["cat_category"].notna(), ["customer_id", "cat_category", "cat_orders", "cat_last_ordered_at"]]
+        cats = cats.set_axis(["customer_id", "product_category", "n_orders", "last_ordered_at"], axis=1)
+        out = rows.drop_duplicates("customer_id").sort_values("customer_id").reset_index(drop=True)
+        out["run_id"] = self.run_id
+        out["priority_tier"] = tier_of(out["tier_pct"], self.rules.tier_bounds)
+        parts = pd.DataFrame({p: out[f"part_{p}"].astype(float) for p in PARTS})
+        sub = pd.DataFrame({c: out[f"sub_{c}"].astype(float)
+                            for c in (*HEADROOM_PARTS, "growth", "trend", "n_categories", "n_sold")})
+        nxt = next_category(out["customer_id"], out["behaviour_cluster"].to_numpy(np.int64), cats, self.as_of,
                             mix=self.mix)
-        actions = next_best_actions(out, f["marketing_consent"], f["preferred_channel"], rules.action_rules)
-        out["next_best_action"] = actions["next_best_action"].to_numpy()
+        actions = next_best_actions(out, out["marketing_consent"], out["preferred_channel"], self.rules.action_rules)
+        for col in ("next_best_action", "action_channel", "action_reason"):
+            out[col] = actions[col].to_numpy()
         out["next_category"] = nxt["next_category"].to_numpy()
-        reasons = _or_empty(churn_reasons, ["customer_id", "churn_reasons"])
-        out["top_reasons"] = ids.merge(reasons[["customer_id", "churn_reasons"]], on="customer_id", how="left",
-                                       validate="one_to_one")["churn_reasons"].to_numpy()
-        out["potential_drivers"] = potential_drivers(parts, f, out["churn_probability"].to_numpy(), rules.weights)
-        keys = _or_empty(pseudonyms, ["customer_id", "customer_key"])
-        out["customer_key"] = ids.merge(keys, on="customer_id", how="left")["customer_key"].to_numpy()
-        out["next_category_probability"] = np.round(nxt["next_category_probability"].to_numpy(), 4)
-        out["action_channel"] = actions["action_channel"].to_numpy()
-        out["action_reason"] = actions["action_reason"].to_numpy()
-        prev = (_or_empty(previous, ["customer_id", *PREVIOUS]).drop_duplicates("customer_id")
-                .rename(columns={k: f"previous_{k}" for k in PREVIOUS}))
-        joined = ids.merge(prev, on="customer_id", how="left")
-        for k in PREVIOUS:
-            out[f"previous_{k}"] = joined[f"previous_{k}"].astype("Int64" if k == "potential_rank" else "string").set_axis(out.index)
-        out["value_reasons"] = value_reasons(parts, f, out, rules.weights, sub=sub, population=self.population)
+        out["next_category_probability"] = np.round(nxt["next_category_probability"].to_numpy(float), 4)
+        churn = out["churn_probability"].to_numpy(float)
+        out["potential_drivers"] = potential_drivers(parts, out, churn, self.rules.weights)
+        out["value_reasons"] = value_reasons(parts, out, out, self.rules.weights, sub=sub, population=self.population)
+        for col in ("potential_rank", "behaviour_cluster"):
+            out[col] = out[col].astype("int64")
+        for col in ("r_score", "f_score", "m_score", "previous_potential_rank"):
+            out[col] = out[col].astype("Int64")
+        for col in ("churn_flag", "previous_rfm_segment", "previous_lifecycle_stage", "previous_priority_tier"):
+            out[col] = out[col].astype("string")
         return out[SCORE_COLUMNS]
 
 
-def _or_empty(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
-    """``frame``, or no rows of text ``columns`` when there is none (joins on ``customer_id`` then find nothing)."""
-    return frame if frame is not None else pd.DataFrame(columns=columns, dtype=str)
+def _pass2_query(src: ScoringSources, customers: int) -> str:
+    def joined(table: str | None, alias: str, columns: dict[str, str]) -> tuple[str, str]:
+        if table is None:
+            return ", ".join(f"cast(null as {kind}) as {name}" for name, kind in columns.items()), ""
+        picked = ", ".join(f"{alias}.{column} as {name}" for name, column in
+                           ((n, n.removeprefix("previous_")) for n in columns))
+        return picked, f"left join {table} {alias} on {alias}.customer_id = t.customer_id"
+
+    prev_cols, prev_join = joined(src.previous, "pv", {f"previous_{k}": "bigint" if k == "potential_rank" else "string"
+                                                       for k in PREVIOUS})
+    key_cols, key_join = joined(src.pseudonyms, "k", {"customer_key": "string"})
+    return f"""
+with ranked as (
+    select p.*, row_number() over (order by potential_score desc, clv desc, customer_id) as potential_rank
+    from {PASS1} p
+),
+tiered as (
+    select r.*, cast(row_number() over (partition by tier_group order by potential_rank) as double)
+                / count(*) over (partition by tier_group) as tier_pct
+    from ranked r
+)
+select t.*, rs.churn_reasons as top_reasons, {key_cols}, {prev_cols},
+       g.product_category as cat_category, g.n_orders as cat_orders, g.last_ordered_at as cat_last_ordered_at,
+       {block_key('t.customer_id', customers)} as {BLOCK}
+from tiered t
+left join {src.churn} rs on rs.customer_id = t.customer_id
+{key_join}
+{prev_join}
+left join (select customer_id, product_category, n_orders, last_ordered_at from {src.categories}
+           where cutoff_date = ?) g on g.customer_id = t.customer_id"""
+
+
+def _clusters(warehouse, src: ScoringSources) -> ClusterModel:
+    """Fitted on at most ``CLUSTER_ROWS`` buyers (by md5 of the id: any engine picks the same), in id order."""
+    sample = warehouse.frame(f"select * from (select {', '.join(CLUSTER_COLUMNS)} from {src.features} "
+                             f"where n_orders > 0 order by md5(customer_id) limit {CLUSTER_ROWS}) s order by customer_id")
+    return fit_clusters(sample)
+
+
+def _population(warehouse) -> Population:
+    names = [f"part_{p}" for p in PARTS] + [f"sub_{p}" for p in HEADROOM_PARTS]
+    found = warehouse.rows(f"select {', '.join(f'avg({n})' for n in names)}, count(*) from {PASS1}")[0]
+    means = [float("nan") if x is None else float(x) for x in found[:-1]]
+    return Population(pd.Series(means[:len(PARTS)], index=list(PARTS)),
+                      pd.Series(means[len(PARTS):], index=list(HEADROOM_PARTS)), int(found[-1]))
+
+
+def _mix(warehouse, src: ScoringSources, clusters: ClusterModel, as_of: date, rows: int) -> CategoryMix:
+    at = [str(as_of)]
+    names = warehouse.frame(f"select distinct product_category from {src.categories} where cutoff_date = ? "
+                            "order by 1", at)["product_category"].astype(str).to_numpy(dtype=object)
+    mix = CategoryMix(names, clusters.k + 1)
+    warehouse.write_mapped(MIX, f"select g.product_category, g.n_orders, g.last_ordered_at, p.behaviour_cluster as cluster "
+                           f"from {src.categories} g join {PASS1} p on p.customer_id = g.customer_id "
+                           "where g.cutoff_date = ?", at, MixSums(as_of), rows)
+    mix.add_sums(warehouse.frame(f"select cluster, product_category, sum(weight) as weight from {MIX} group by 1, 2"))
+    return mix
+
+
+def score_in_warehouse(warehouse, *, as_of: date, run_id: str, target: str, sources: ScoringSources | None = None,
+                       rules: ScoringRules | None = None, rows: int = 500_000, on_batch=None, log=None) -> dict:
+    """Writes every customer's ``customer_scores`` row into ``target`` (replaced) and returns facts for metadata
+    (the clusters). ``rows``: customers a mapped call takes at a time; ``on_batch(rows done)`` after each of
+    pass two's batches (DuckDB)."""
+    src, rules = sources or ScoringSources(), rules or ScoringRules()
+    say = log or (lambda text: None)
+    missing = warehouse.rows(
+        f"select coalesce(sum(case when v.clv is null then 1 else 0 end), 0), "
+        f"coalesce(sum(case when c.churn_probability is null then 1 else 0 end), 0), count(*) "
+        f"from {src.features} f left join {src.value} v on v.customer_id = f.customer_id "
+        f"left join {src.churn} c on c.customer_id = f.customer_id")[0]
+    if missing[0] or missing[1]:
+        raise ValueError(f"{int(missing[0])} customers have no value prediction, {int(missing[1])} no churn prediction")
+    customers = int(missing[2])
+    clusters = _clusters(warehouse, src)
+    try:
+        warehouse.write_mapped(PASS1, _pass1_query(src), [], PassOne(rules.weights, clusters), rows)
+        say(f"pass one: the numbers of {customers:,} customers; {clusters.k} behavioural clusters")
+        mix = _mix(warehouse, src, clusters, as_of, rows)
+        population = _population(warehouse)
+        warehouse.execute(f"drop table if exists {target}")
+        warehouse.write_mapped(target, _pass2_query(src, customers), [str(as_of)],
+                               PassTwo(rules, mix, population, as_of, run_id), rows, on_batch=on_batch, group=BLOCK)
+    finally:
+        for table in (PASS1, MIX):
+            warehouse.execute(f"drop table if exists {table}")
+    return {"clusters_k": clusters.k, "clusters_silhouette": clusters.silhouette,
+            "cluster_descriptions": clusters.descriptions, "customers": customers}
 
 
 def score_customers(
@@ -205,13 +355,29 @@ def score_customers(
     rules: ScoringRules | None = None,
     batch_rows: int | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """One row per customer of ``features`` with every ``customer_scores`` column, and facts for metadata.
-    ``batch_rows``: write the per-customer columns that many customers at a time (the result is the same)."""
-    scorer = Scorer(features, value, churn, run_id=run_id, rules=rules)
-    categories = _or_empty(categories, ["customer_id", "product_category"])
-    scorer.learn_categories(categories)
-    reasons = churn[["customer_id", "churn_reasons"]]
-    step = batch_rows or max(len(scorer), 1)
-    batches = [scorer.batch(start, start + step, churn_reasons=reasons, categories=categories, pseudonyms=pseudonyms,
-                            previous=previous) for start in range(0, max(len(scorer), 1), step)]
-    return pd.concat(batches) if len(batches) > 1 else batches[0], scorer.facts
+    """``score_in_warehouse`` on frames (in an in-memory DuckDB): one row per customer of ``features`` with every
+    ``customer_scores`` column (in ``customer_id`` order), and the facts. ``categories``: the customers' rows of
+    int_customer_categories at the features' as-of date; ``batch_rows``: customers per mapped call."""
+    from orchestration.warehouse import DuckDBWarehouse
+
+    as_of = pd.Timestamp(features["as_of_date"].iloc[0]).date() if len(features) else date.today()
+    warehouse = DuckDBWarehouse.in_memory()
+    try:
+        cats = (categories if categories is not None else
+                pd.DataFrame({"customer_id": pd.Series(dtype=str), "product_category": pd.Series(dtype=str),
+                              "n_orders": pd.Series(dtype=float), "last_ordered_at": pd.Series(dtype="datetime64[us]")}))
+        inputs = {"features": features, "value": value, "churn": churn,
+                  "categories": cats.assign(cutoff_date=pd.Timestamp(as_of).date()),
+                  "pseudonyms": pseudonyms, "previous": previous}
+        for name, frame in inputs.items():
+            if frame is not None:
+                warehouse.write(f"inputs.{name}", frame)
+        sources = ScoringSources(*(f"inputs.{n}" for n in ("features", "value", "churn", "categories")),
+                                 pseudonyms=None if pseudonyms is None else "inputs.pseudonyms",
+                                 previous=None if previous is None else "inputs.previous")
+        facts = score_in_warehouse(warehouse, as_of=as_of, run_id=run_id, target="scores.customer_scores",
+                                   sources=sources, rules=rules, rows=batch_rows or max(len(features), 1))
+        scores = warehouse.frame("select * from scores.customer_scores order by customer_id")
+    finally:
+        warehouse.con.close()
+    return scores, facts

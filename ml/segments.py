@@ -32,8 +32,19 @@ RFM_SEGMENTS = [name for name, _, _ in RFM_RULES] + [PROSPECT]
 
 def quintile_score(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
     """Scores 1..5 by percentile rank (ties share a score); NaN stays NaN."""
-    pct = values.rank(method="average", pct=True, ascending=higher_is_better)
+    return quintile(values.rank(method="average", pct=True, ascending=higher_is_better))
+
+
+def quintile(pct):
+    """The score 1..5 of a percentile rank (0..1]; NaN stays NaN."""
     return np.ceil(pct * 5).clip(1, 5)
+
+
+def rfm_from_percentiles(r_pct: pd.Series, f_pct: pd.Series, m_pct: pd.Series) -> pd.DataFrame:
+    """``rfm_scores`` from the percentile ranks among buyers (null for customers without a purchase), as
+    ml/scoring.py computes them in SQL for a batch of customers."""
+    return pd.DataFrame({name: quintile(pd.Series(pct, dtype=float)).astype("Int64")
+                         for name, pct in (("r_score", r_pct), ("f_score", f_pct), ("m_score", m_pct))})
 
 
 def rfm_scores(recency_days: pd.Series, n_orders: pd.Series, monetary_total: pd.Series) -> pd.DataFrame:

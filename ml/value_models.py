@@ -37,6 +37,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from ml import btyd
+from ml.blocks import block_key
 from ml.btyd_family import MODELS
 from ml.cutoff_data import EVAL_ROWS, TRAIN_ROWS, CutoffData
 from ml.intervals import bootstrap_fits, interval_coverage, predictive_intervals
@@ -64,7 +65,6 @@ INTERVAL_LEVEL = 0.8
 ROW_BY_ROW = ("bgnbd", "mbgnbd")
 BOOTSTRAP_FITS = 12
 BLOCK = "value_block"  # the interval block of a customer (ValueScorer)
-BLOCK_ROWS = 20_000  # customers per block, at most (about: md5's first digits split them evenly)
 INTERVAL_SEED = 2
 
 
@@ -200,11 +200,8 @@ class ValueScorer:
 
 def block_query(data: CutoffData, customers: int) -> str:
     """``data``'s features at a cutoff (one parameter) with each customer's interval block (``BLOCK``): the first
-    hex digits of ``md5(customer_id)``, as many as keep a block near ``BLOCK_ROWS`` customers (at least one)."""
-    digits = 1
-    while customers / 16 ** digits > BLOCK_ROWS:
-        digits += 1
-    return f"select q.*, substr(md5(q.customer_id), 1, {digits}) as {BLOCK} from ({data.batch_query()}) q"
+    hex digits of ``md5(customer_id)`` (``ml/blocks.py``)."""
+    return f"select q.*, {block_key('q.customer_id', customers)} as {BLOCK} from ({data.batch_query()}) q"
 
 
 @dataclass

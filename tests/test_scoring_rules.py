@@ -177,3 +177,25 @@ def test_the_scoring_step_writes_the_same_scores_in_batches(two_publications, tm
     whole, _ = score_customers(**inputs, run_id=second, categories=categories)
     parts, _ = score_customers(**inputs, run_id=second, categories=categories, batch_rows=199)
     pd.testing.assert_frame_equal(whole, parts)
+
+
+def test_the_engine_percentiles_are_pandas_average_rank_percentiles():
+    """Scoring computes the percentiles that compare a customer with everyone in SQL (ml/scoring.py
+    ``_percentile``, so the engine does it where the data is): they equal pandas' ``rank(method="average",
+    pct=True)``, ties, nulls, descending order and groups included."""
+    from ml.scoring import _percentile
+    from orchestration.warehouse import DuckDBWarehouse
+
+    rng = np.random.default_rng(3)
+    x = pd.Series(rng.integers(0, 40, 2000).astype(float))
+    x[rng.random(2000) < 0.05] = np.nan
+    frame = pd.DataFrame({"i": np.arange(2000), "x": x, "g": rng.integers(0, 2, 2000)})
+    warehouse = DuckDBWarehouse.in_memory()
+    warehouse.write("t", frame)
+    got = warehouse.frame(f"select i, {_percentile('x')} as up, {_percentile('x', True)} as down, "
+                          f"{_percentile('x', False, 'g')} as within from t order by i")
+    np.testing.assert_array_equal(got.up.to_numpy(), x.rank(method="average", pct=True).to_numpy())
+    np.testing.assert_array_equal(got.down.to_numpy(), x.rank(method="average", pct=True, ascending=False).to_numpy())
+    np.testing.assert_array_equal(got.within.to_numpy(),
+                                  x.groupby(frame.g).rank(method="average", pct=True).to_numpy())
+    assert got.up.isna().sum() == x.isna().sum() > 0

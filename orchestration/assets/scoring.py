@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from ml.windows import Windows
 from orchestration.assets.churn import CUSTOMER_CHURN
@@ -33,29 +34,24 @@ CUSTOMER_SCORES = dg.AssetKey(["scores", "customer_scores"])
     "next category and next best action (see ml/scoring.py); the next-category back-test in model_performance.",
 )
 def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    from ml.scoring import FEATURE_COLUMNS, Scorer
+    from ml.scoring import ScoringSources, score_in_warehouse
 
     release_memory()
     rules = settings.scoring_rules()
     with settings.open_warehouse(for_models=True) as warehouse:
         windows = settings.run_windows(warehouse, context.run_id)
-        as_of = windows.as_of
-        features = warehouse.frame(f"select {', '.join(FEATURE_COLUMNS)} from marts.customer_features")
-        value = warehouse.frame("select * from scores.customer_value")
-        churn_columns = [c for c in warehouse.columns("scores.customer_churn") if c != "churn_reasons"]
-        churn = warehouse.frame(f"select {', '.join(churn_columns)} from scores.customer_churn")
-        names = warehouse.frame("select distinct product_category from intermediate.int_customer_categories "
-                                "where cutoff_date = ? order by 1", [as_of])
-    # pass 1, with the connection closed: DuckDB's cache of what was just read is not held meanwhile
-    scorer = Scorer(features, value, churn, run_id=context.run_id, rules=rules)
-    del features, value, churn
-    release_memory()
-    names = names["product_category"].astype(str).to_numpy(dtype=object)
-    with settings.open_warehouse(for_models=True) as warehouse, _serving(settings.serving_file) as serving:
-        _write_in_batches(warehouse, serving, scorer, names, as_of, settings.scoring_batch_rows, context.log)
+        previous = _previous_publication(settings, warehouse)
+        try:
+            facts = score_in_warehouse(
+                warehouse, as_of=windows.as_of, run_id=context.run_id, target=STAGED,
+                sources=ScoringSources(previous=previous), rules=rules, rows=settings.scoring_batch_rows,
+                on_batch=lambda done: context.log.info(f"scores written for {done:,} customers"), log=context.log.info)
+        finally:
+            if previous == PREVIOUS_COPY:
+                warehouse.execute(f"drop table if exists {PREVIOUS_COPY}")
+        warehouse.swap(STAGED, "scores.customer_scores")
         summary = _summary(warehouse)
-    facts, n = scorer.facts, len(scorer)
-    del scorer
+    n = facts["customers"]
     context.log.info(f"scored {n:,} customers; {facts['clusters_k']} behavioural clusters "
                      f"(silhouette {facts['clusters_silhouette']:.3f})")
     release_memory()
@@ -72,53 +68,35 @@ def customer_scores(context: dg.AssetExecutionContext, settings: PipelineSetting
     )
 
 
-CATEGORIES = "select customer_id, product_category, n_orders, last_ordered_at from intermediate.int_customer_categories"
+STAGED = "scores.customer_scores__next"
+PREVIOUS_COPY = "scores.scoring_previous"
 
 
-def _write_in_batches(warehouse: Warehouse, serving: Warehouse | None, scorer, names, as_of, batch_rows: int,
-                      log) -> None:
-    """Pass 2 of ``Scorer``: learns the categories' mix per cluster, then writes ``scores.customer_scores``
-    ``batch_rows`` customers at a time into a new table that replaces the old one in one transaction. Each batch
-    reads its customers' reasons, keys, categories and last publication's segments by ``customer_id`` range."""
+def _previous_publication(settings: PipelineSettings, warehouse: Warehouse) -> str | None:
+    """A table of the warehouse with the last publication's ``customer_id`` and ``PREVIOUS`` columns, or None
+    before the first publication (or one from before those columns). On Spark the published view
+    ``serving.customer_scores``; on DuckDB the publication is another file: its columns are copied in
+    (``PREVIOUS_COPY``, dropped after scoring)."""
     from ml.scoring import PREVIOUS
 
-    n = len(scorer)
-    batches = [(start, min(start + batch_rows, n)) for start in range(0, n, batch_rows)]
-    # one batch: its categories are read once, learnt from and predicted for
-    everyone = _batch_rows(warehouse, CATEGORIES, scorer, *batches[0], as_of) if len(batches) == 1 else None
+    columns = ["customer_id", *PREVIOUS]
+    if settings.engine == "spark":
+        from orchestration.publication_spark import SERVING
 
-    def categories(start: int, stop: int) -> pd.DataFrame:
-        return everyone if everyone is not None else _batch_rows(warehouse, CATEGORIES, scorer, start, stop, as_of)
-
-    for start, stop in batches:
-        scorer.learn_categories(categories(start, stop), names, start, stop)
-    warehouse.execute("create schema if not exists scores")
-    warehouse.execute("drop table if exists scores.customer_scores__next")
-    for number, (start, stop) in enumerate(batches or [(0, 0)], 1):
-        part = scorer.batch(
-            start, stop,
-            churn_reasons=_batch_rows(warehouse, "select customer_id, churn_reasons from scores.customer_churn",
-                                      scorer, start, stop),
-            categories=categories(start, stop),
-            pseudonyms=_batch_rows(warehouse, "select customer_id, customer_key from ops.customer_pseudonyms",
-                                   scorer, start, stop),
-            previous=None if serving is None else _batch_rows(
-                serving, f"select customer_id, {', '.join(PREVIOUS)} from customer_scores", scorer, start, stop))
-        warehouse.write("scores.customer_scores__next", part, append=number > 1)
-        del part
-        if len(batches) > 1:
-            log.info(f"scores written for {stop:,} of {n:,} customers (batch {number} of {len(batches)})")
-    warehouse.swap("scores.customer_scores__next", "scores.customer_scores")
-
-
-def _batch_rows(warehouse: Warehouse, select: str, scorer, start: int, stop: int, as_of=None) -> pd.DataFrame:
-    """``select``'s rows for the customers ``start:stop`` of ``scorer`` (a range of ``customer_id``; the engines
-    and Python order text the same way, by code point), at ``as_of``'s cutoff when given."""
-    ids = scorer.customer_ids(start, stop)
-    if ids.empty:
-        return warehouse.frame(f"select * from ({select}) picked limit 0")
-    where = " where customer_id between ? and ?" + (" and cutoff_date = ?" if as_of is not None else "")
-    return warehouse.frame(select + where, [ids.iloc[0], ids.iloc[-1]] + ([as_of] if as_of is not None else []))
+        if "customer_scores" in warehouse.tables(SERVING, views=True) and \
+                set(columns) <= set(warehouse.columns(f"{SERVING}.customer_scores")):
+            return f"{SERVING}.customer_scores"
+        return None
+    with _serving(settings.serving_file) as serving:
+        if serving is None:
+            return None
+        warehouse.execute(f"drop table if exists {PREVIOUS_COPY}")
+        warehouse.execute("create schema if not exists scores")
+        empty = serving.arrow(f"select {', '.join(columns)} from customer_scores limit 0")
+        warehouse.write(PREVIOUS_COPY, empty)
+        for batch in serving.stream(f"select {', '.join(columns)} from customer_scores"):
+            warehouse.write(PREVIOUS_COPY, pa.Table.from_batches([batch]), append=True)
+    return PREVIOUS_COPY
 
 
 def _summary(warehouse: Warehouse) -> dict:
