@@ -45,7 +45,7 @@ from ml.metrics import churn_metrics
 from ml.threads import model_threads
 from ml.tree_effects import TreeEffects
 from ml.cutoff_data import TRAIN_ROWS, CutoffData
-from ml.value_models import BTYD_COLUMNS, BTYD_INPUTS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
+from ml.value_models import BTYD_COLUMNS, BtydFit, LeadRates, btyd_predict, design_matrix, fit_btyd
 
 CHURN_MODEL = "churn_hgb"
 LOGIT_BASELINE = "churn_logit"
@@ -111,7 +111,7 @@ def btyd_fit_at(data: CutoffData, cutoff, fits: dict | None = None, model: str =
     if fits is not None and key in fits:
         return fits[key]
     try:
-        fit = fit_btyd(data.features(cutoff, BTYD_INPUTS), model)
+        fit = fit_btyd(data.btyd_summary(cutoff), model)
     except btyd.BtydFitError as exc:
         fit = None
         if fits is not None:

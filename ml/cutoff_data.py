@@ -82,11 +82,31 @@ class CutoffData:
         return self._counts[cutoff]
 
     def sample(self, cutoff: date, n: int, seed: int = 0) -> np.ndarray | None:
-        """``n`` customers drawn at random (same seed, same customers), or None when all fit."""
+        """``n`` customers drawn at random (same seed, same customers; in order), or None when all fit. The
+        engine draws them (by ``md5`` of the id and the seed): the ids of every customer never leave it."""
         if self.count(cutoff) <= n:
             return None
-        ids = self.customer_ids(cutoff)
-        return np.sort(ids[np.random.default_rng(seed).choice(len(ids), n, replace=False)])
+        picked = self.warehouse.frame(
+            f"select customer_id from {self.features_table} where as_of_date = cast(? as date) "
+            f"order by md5(concat(customer_id, '/{int(seed)}')) limit {int(n)}", [str(cutoff)])
+        return np.sort(picked.customer_id.to_numpy())
+
+    def btyd_summary(self, cutoff: date):
+        """The buyers' BTYD summaries at ``cutoff``, aggregated by the engine (``ml/btyd_summary.py``)."""
+        from ml.btyd_summary import SPEND_ROWS, BtydSummary
+
+        at = [str(cutoff)]
+        where = f"from {self.features_table} where as_of_date = cast(? as date) and n_orders > 0"
+        rows = self.warehouse.frame(
+            f"select frequency as x, btyd_recency_days as tx, btyd_t_days as T, count(*) as n {where} "
+            "group by 1, 2, 3 order by 1, 2, 3", at)
+        repeat = f"{where} and frequency > 0 and repeat_spend_mean is not null"
+        spend_of, corr = self.warehouse.rows(f"select count(*), corr(frequency, repeat_spend_mean) {repeat}", at)[0]
+        picked = (f"select frequency, repeat_spend_mean {repeat}" if spend_of <= SPEND_ROWS else
+                  f"select frequency, repeat_spend_mean {repeat} order by md5(customer_id) limit {SPEND_ROWS}")
+        spend = self.warehouse.frame(f"select frequency as x, repeat_spend_mean as m, count(*) as n from ({picked}) s "
+                                     "group by 1, 2 order by 1, 2", at)
+        return BtydSummary.from_rows(rows, spend, spend_of, corr if spend_of >= 3 else None)
 
     def category_levels(self, cutoffs, columns: list[str], limit: int = 250) -> dict[str, list]:
         """The categories of each column seen at any of ``cutoffs`` (sorted, at most ``limit``)."""

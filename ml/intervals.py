@@ -5,9 +5,10 @@ two sources of uncertainty:
 
 * **Parameters**: a Poisson bootstrap over customers (``bootstrap_fits``). Each of ``n_boot`` refits gives
   every customer a weight ``w ~ Poisson(1)`` (the large-sample limit of the ordinary bootstrap's
-  multinomial counts); the weights of identical summary rows are added (the fit functions take
-  ``weights=``), and the same per-customer weights go into the purchase model's fit and into Gamma-Gamma,
-  so the two stay jointly resampled. Refits that fail (``BtydFitError``) are skipped and counted.
+  multinomial counts), drawn as one Poisson(n) per unique summary row of ``n`` customers (the fit
+  functions take ``weights=``; ``ml/btyd_summary.py``), for the purchase model's rows and Gamma-Gamma's
+  rows independently (their rows are aggregated apart, by the engine; Gamma-Gamma assumes spend
+  independent of the purchase process anyway). Refits that fail (``BtydFitError``) are skipped and counted.
 * **Purchase process**, given one parameter draw and a customer's ``(x, t_x, T)``. Conditional on being
   alive at ``T`` the latent rates have independent posteriors, and the future count follows:
 
@@ -132,43 +133,42 @@ class BootstrapFits(list):
 
 
 def bootstrap_fits(
-    model_name: str, x, tx, T, m, *, n_boot: int = 20, seed: int = 0, time_unit: str = "days",
+    model_name: str, x, tx=None, T=None, m=None, *, n_boot: int = 20, seed: int = 0, time_unit: str = "days",
     penalizer: float = 0.0,
 ) -> BootstrapFits:
-    """``n_boot`` refits of the purchase model and Gamma-Gamma on Poisson(1)-weighted customers.
+    """``n_boot`` refits of the purchase model and Gamma-Gamma on Poisson-reweighted customers.
 
-    ``x, tx, T`` are the BTYD summaries of the buyers, ``m`` their mean repeat spend (NaN or 0 without a
-    repeat purchase). Each customer's weight is shared by both fits; the purchase model sees the weights
-    summed over identical ``(x, tx, T)`` rows, Gamma-Gamma over identical ``(x, m)`` rows."""
+    ``x`` is a ``BtydSummary`` (``ml/btyd_summary.py``: unique rows with their number of customers, as the
+    engine aggregates them), or ``x, tx, T, m`` the BTYD summaries of the buyers and their mean repeat spend
+    (NaN or 0 without a repeat purchase). Each replicate draws a Poisson(n) weight for every unique row of a
+    fit (``n`` customers each: the sum of their Poisson(1) weights), for the purchase model's rows and
+    Gamma-Gamma's rows independently."""
+    from ml.btyd_summary import BtydSummary
+
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    x, tx, T, m = _validate(x, tx, T, m)
+    summary = x if isinstance(x, BtydSummary) else BtydSummary.of(*_validate(x, tx, T, m))
     model = _model(model_name)
-    if x.size == 0:
+    if summary.x.size == 0:
         raise btyd.BtydFitError(f"{model_name}: no customers with a purchase to bootstrap")
     rng = np.random.default_rng(seed)
-    rows, inv_rows, _ = btyd._unique_rows(x, tx, T)
-    repeat = (x > 0) & np.isfinite(m) & (m > 0)
-    gg_rows, inv_gg = np.unique(np.column_stack([x[repeat], m[repeat]]), axis=0, return_inverse=True)
-    inv_gg = inv_gg.ravel()
     # one BLAS thread: the fits' dot products are small, and OpenBLAS threads waiting on a busy machine
     # made each fit 10-20x slower
     with threadpool_limits(1, user_api="blas"):
-        return _refit(model, rng, rows, inv_rows, gg_rows, inv_gg, repeat, n_boot, time_unit, penalizer)
+        return _refit(model, rng, summary, n_boot, time_unit, penalizer)
 
 
-def _refit(model, rng, rows, inv_rows, gg_rows, inv_gg, repeat, n_boot, time_unit, penalizer) -> BootstrapFits:
-    """The bootstrap loop: per-customer Poisson(1) weights summed onto the unique rows of each fit."""
+def _refit(model, rng, s, n_boot, time_unit, penalizer) -> BootstrapFits:
+    """The bootstrap loop: Poisson(n) weights on the unique rows of each fit."""
     fits, failures = [], []
     for _ in range(n_boot):
-        w = rng.poisson(1.0, size=repeat.size).astype(float)
-        w_rows = np.bincount(inv_rows, weights=w, minlength=len(rows))
-        w_gg = np.bincount(inv_gg, weights=w[repeat], minlength=len(gg_rows))
+        w_rows = rng.poisson(s.n).astype(float)
+        w_gg = rng.poisson(s.spend_n).astype(float)
         keep, keep_gg = w_rows > 0, w_gg > 0
         try:
-            params = model.fit(rows[keep, 0], rows[keep, 1], rows[keep, 2], weights=w_rows[keep],
+            params = model.fit(s.x[keep], s.tx[keep], s.T[keep], weights=w_rows[keep],
                                time_unit=time_unit, penalizer=penalizer)
-            gg = btyd.fit_gamma_gamma(gg_rows[keep_gg, 0], gg_rows[keep_gg, 1], weights=w_gg[keep_gg])
+            gg = btyd.fit_gamma_gamma(s.spend_x[keep_gg], s.spend_m[keep_gg], weights=w_gg[keep_gg])
         except btyd.BtydFitError as exc:
             failures.append(str(exc))
             continue

@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from ml import btyd
 from ml.blocks import block_key
+from ml.btyd_summary import BtydSummary
 from ml.btyd_family import MODELS
 from ml.cutoff_data import EVAL_ROWS, TRAIN_ROWS, CutoffData
 from ml.intervals import bootstrap_fits, interval_coverage, predictive_intervals
@@ -259,15 +260,16 @@ def _buyers(features: pd.DataFrame):
             features.btyd_t_days.to_numpy(float)[buyer], features.repeat_spend_mean.to_numpy(float)[buyer])
 
 
-def fit_btyd(features: pd.DataFrame, model: str = "bgnbd") -> BtydFit:
-    """``model`` and Gamma-Gamma fitted on every buyer of ``features`` (raises ``btyd.BtydFitError``).
+def fit_btyd(summary: BtydSummary | pd.DataFrame, model: str = "bgnbd") -> BtydFit:
+    """``model`` and Gamma-Gamma fitted on the buyers' summaries (``CutoffData.btyd_summary``: unique rows,
+    aggregated by the engine; or feature rows of every customer) (raises ``btyd.BtydFitError``).
 
     BLAS runs single-threaded here: the fits' small dot products were 10-20 times slower with OpenBLAS
     threads on a busy machine."""
-    _, x, tx, T, m = _buyers(features)
+    s = summary if isinstance(summary, BtydSummary) else BtydSummary.of_features(summary)
     with threadpool_limits(1, user_api="blas"):
-        params = MODELS[model].fit(x, tx, T, time_unit="days")
-        return BtydFit(model, params, btyd.fit_gamma_gamma(x, m))
+        params = MODELS[model].fit(s.x, s.tx, s.T, weights=s.n, time_unit="days")
+        return BtydFit(model, params, btyd.fit_gamma_gamma(s.spend_x, s.spend_m, weights=s.spend_n))
 
 
 def discounted_purchases(fit: BtydFit, x, tx, T, *, horizon: float, annual_discount_rate: float,
@@ -407,15 +409,6 @@ def naive_last_period(features: pd.DataFrame, window_days: int) -> tuple[np.ndar
             features[f"orders_last_{w}d"].to_numpy(float) * scale)
 
 
-def gamma_gamma_independence(features: pd.DataFrame) -> float:
-    """Pearson correlation of repeat purchases and mean repeat spend among repeat buyers (Gamma-Gamma
-    assumes the two are independent; near 0 is good)."""
-    rep = features[(features.frequency > 0) & features.repeat_spend_mean.notna()]
-    if len(rep) < 3:
-        return float("nan")
-    return float(np.corrcoef(rep.frequency.to_numpy(float), rep.repeat_spend_mean.to_numpy(float))[0, 1])
-
-
 # ---------------------------------------------------------------------------------------------
 # one window: actuals of a cutoff's customers and the BTYD family's predictions
 # ---------------------------------------------------------------------------------------------
@@ -439,9 +432,9 @@ def _window(data: CutoffData, cutoff: date, ids) -> _Window:
                    joined.purchase_days_value_window.fillna(0).to_numpy(float), ready)
 
 
-def _family_predictions(summary: pd.DataFrame, w: _Window, *, window_days: int, churn_horizon_days: int,
+def _family_predictions(summary: BtydSummary, w: _Window, *, window_days: int, churn_horizon_days: int,
                         leads: LeadRates, notes: list[str], label: str) -> dict[str, tuple[BtydFit, pd.DataFrame]]:
-    """Each BTYD family member fitted on ``summary`` (every customer at the window's cutoff, ``BTYD_INPUTS``),
+    """Each BTYD family member fitted on ``summary`` (every buyer at the window's cutoff, ``btyd_summary``),
     predicting the window for the window's customers."""
     out = {}
     for family in BTYD_FAMILY:
@@ -488,7 +481,7 @@ def run_value_models(
     fits: dict[str, BtydFit] = {}
     card: dict = {"windows": {"value_window_days": L, "clv_horizon_days": H, "test_cutoff": str(windows.value_test),
                               "selection_cutoff": str(windows.value_train)}}
-    now = data.features(as_of, BTYD_INPUTS)
+    now = data.btyd_summary(as_of)
     test_ids = data.sample(windows.value_test, max_eval_rows, seed=1)
     train_ids = data.sample(windows.value_train, max_train_rows)
     test = _window(data, windows.value_test, test_ids)
@@ -512,7 +505,7 @@ def run_value_models(
     chosen, chosen_on = None, None
     factors = {"purchases": float("nan"), "spend": float("nan")}
     if sel.ready:
-        cands = _family_predictions(data.features(sel.cutoff, BTYD_INPUTS), sel, window_days=L, churn_horizon_days=h, leads=LeadRates(),
+        cands = _family_predictions(data.btyd_summary(sel.cutoff), sel, window_days=L, churn_horizon_days=h, leads=LeadRates(),
                                     notes=notes, label="selection")
         deviance = {}
         for family, (fit, pred) in cands.items():
@@ -546,7 +539,7 @@ def run_value_models(
         backtest[NAIVE_MODEL] = naive_spend
         scores[NAIVE_MODEL] = value_metrics(test.spend, naive_spend)
         purchase_scores[NAIVE_MODEL] = _purchase_metrics(test.purchases, naive_orders)
-        test_summary = data.features(test.cutoff, BTYD_INPUTS)
+        test_summary = data.btyd_summary(test.cutoff)
         fam = _family_predictions(test_summary, test, window_days=L, churn_horizon_days=h, leads=leads_sel, notes=notes,
                                   label="back-test")
         for family, (fit, pred) in fam.items():
@@ -576,7 +569,7 @@ def run_value_models(
                     factors[what] = float("nan")
             # 80 % intervals: coverage of what happened in the test window
             try:
-                boot = bootstrap_fits(chosen, *_summary_arrays(test_summary), n_boot=bootstrap, seed=0)
+                boot = bootstrap_fits(chosen, test_summary, n_boot=bootstrap, seed=0)
                 buyer, x, tx, T, m = _buyers(test.features)
                 iv = predictive_intervals(chosen, boot, x, tx, T, m, horizon=L, level=INTERVAL_LEVEL, seed=1)
                 pc = purchase_scores[champion]
@@ -641,7 +634,7 @@ def run_value_models(
                          _interval_draws(production, now, bootstrap, notes), factors, learned, levels, batch_rows)
     card.update(
         champion=champion, btyd_model=btyd_model_name(chosen), btyd_chosen_on=chosen_on or "log-likelihood at the as-of date",
-        parameters=production.as_dict(), gamma_gamma_independence=gamma_gamma_independence(now),
+        parameters=production.as_dict(), gamma_gamma_independence=now.corr,
         bias_factors={k: (v if np.isfinite(v) else None) for k, v in factors.items()}, leads=leads_now.source,
     )
     return ValueResult(scorer, data, performance, champion, fits, notes, backtest, chosen, card)
@@ -651,19 +644,13 @@ def _safe_ratio(a: float, b: float) -> float:
     return float(a / b) if b > 0 else float("nan")
 
 
-def _summary_arrays(features: pd.DataFrame):
-    _, x, tx, T, m = _buyers(features)
-    return x, tx, T, m
-
-
-def _best_by_likelihood(now: pd.DataFrame, notes: list[str]) -> str:
+def _best_by_likelihood(now: BtydSummary, notes: list[str]) -> str:
     """Without a back-test window: the family member with the highest log-likelihood (same parameter count)."""
-    _, x, tx, T, _ = _buyers(now)
     best, best_ll = "bgnbd", -np.inf
     for family in BTYD_FAMILY:
         try:
             with threadpool_limits(1, user_api="blas"):
-                ll = MODELS[family].fit(x, tx, T).log_likelihood
+                ll = MODELS[family].fit(now.x, now.tx, now.T, weights=now.n).log_likelihood
         except (btyd.BtydFitError, FloatingPointError, ValueError):
             continue
         if ll > best_ll:
@@ -672,12 +659,11 @@ def _best_by_likelihood(now: pd.DataFrame, notes: list[str]) -> str:
     return best
 
 
-def _interval_draws(fit: BtydFit, now: pd.DataFrame, bootstrap: int, notes: list[str]) -> list | None:
+def _interval_draws(fit: BtydFit, now: BtydSummary, bootstrap: int, notes: list[str]) -> list | None:
     """The parameter draws the production intervals simulate from: the point fit and ``bootstrap`` refits on
     resampled customers (None, noted, when they cannot be had: intervals are then the point predictions)."""
-    _, x, tx, T, m = _buyers(now)
     try:
-        return [(fit.params, fit.gg)] + bootstrap_fits(fit.model, x, tx, T, m, n_boot=bootstrap, seed=0)
+        return [(fit.params, fit.gg)] + bootstrap_fits(fit.model, now, n_boot=bootstrap, seed=0)
     except (btyd.BtydFitError, ValueError) as exc:
         notes.append(f"intervals from the point fit only: {exc}")
         return None

@@ -215,20 +215,30 @@ def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duc
     ``engine="spark"`` they read the marts dbt built on Spark and write their tables into Spark's catalog. The same
     three steps on a copy of the DuckDB reference (each side training its models in a registry of its own) must
     write the same tables: the same columns and rows, floats within 1e-6, texts equal once each run's id is
-    replaced by the same word."""
+    replaced by the same word. Last night's segments come from the publication: DuckDB's serving file, and on
+    Spark the view ``serving.customer_scores`` (here a table of the same rows, for this test only)."""
     from orchestration.settings import PipelineSettings
+    from orchestration.warehouse_spark import spark_ready
 
+    with duckdb.connect(str(duckdb_run / "serving.duckdb"), read_only=True) as con:
+        last_night = con.sql("select * from customer_scores").to_arrow_table()
+    spark.sql("create database if not exists serving")
+    spark.createDataFrame(spark_ready(last_night)).write.mode("overwrite").format("parquet") \
+        .saveAsTable("serving.customer_scores")
     sides = {}
-    for engine in ("duckdb", "spark"):
-        folder = tmp_path / engine
-        folder.mkdir()
-        shutil.copyfile(reference[0], folder / "warehouse.duckdb")
-        shutil.copyfile(duckdb_run / "serving.duckdb", folder / "serving.duckdb")  # last night's segments
-        settings = PipelineSettings(engine=engine, warehouse_path=str(folder / "warehouse.duckdb"),
-                                    serving_path=str(folder / "serving.duckdb"),
-                                    model_registry_dir=str(folder / "models"),
-                                    spark_dir=str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
-        sides[engine] = _model_steps(settings), folder
+    try:
+        for engine in ("duckdb", "spark"):
+            folder = tmp_path / engine
+            folder.mkdir()
+            shutil.copyfile(reference[0], folder / "warehouse.duckdb")
+            shutil.copyfile(duckdb_run / "serving.duckdb", folder / "serving.duckdb")  # last night's segments
+            settings = PipelineSettings(engine=engine, warehouse_path=str(folder / "warehouse.duckdb"),
+                                        serving_path=str(folder / "serving.duckdb"),
+                                        model_registry_dir=str(folder / "models"),
+                                        spark_dir=str(Path(spark.conf.get("spark.sql.warehouse.dir")).parent))
+            sides[engine] = _model_steps(settings), folder
+    finally:
+        spark.sql("drop table if exists serving.customer_scores")
     (duck_run, duck_folder), (spark_run, _) = sides["duckdb"], sides["spark"]
 
     def read(engine: str, table: str):
@@ -245,6 +255,7 @@ def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duc
         assert ours.num_rows > 0, table
         differences += _table_differences(table, ours, read("spark", table), (duck_run, spark_run), rel=1e-6)
     assert not differences, "\n".join(map(str, differences))
+    assert read("spark", "scores.customer_scores").column("previous_potential_rank").null_count == 0
 
 
 def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(small_sample, duckdb_run, spark,

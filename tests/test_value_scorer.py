@@ -63,3 +63,24 @@ def test_intervals_are_simulated_per_block_and_hold_their_point(value_result):
     sizes = blocks[BLOCK].value_counts()
     assert len(sizes) == 16 and sizes.max() < 2 * sizes.mean()
     assert np.isfinite(whole.select_dtypes("number").to_numpy()).all()
+
+
+def test_the_btyd_fits_read_the_engines_unique_rows_and_fit_what_every_customer_gives(value_result):
+    """The BTYD fits read the buyers' summaries as unique rows counted by the engine (``btyd_summary``), not
+    every customer: the same rows and counts as every customer's features give, and the same fit."""
+    from ml.btyd_summary import BtydSummary
+    from ml.value_models import BTYD_INPUTS, fit_btyd
+
+    result, _ = value_result
+    data, as_of = result.data, result.scorer.as_of
+    engine = data.btyd_summary(as_of)
+    features = data.features(as_of, BTYD_INPUTS)
+    local = BtydSummary.of_features(features)
+    buyers = int((features.n_orders > 0).sum())
+    assert engine.customers == local.customers == buyers
+    assert len(engine.x) < buyers and engine.n.max() > 1  # buyers share rows (a quarter of them at a million)
+    for name in ("x", "tx", "T", "n", "spend_x", "spend_m", "spend_n"):
+        np.testing.assert_array_equal(getattr(engine, name), getattr(local, name), err_msg=name)
+    assert engine.spend_of == local.spend_of and abs(engine.corr - local.corr) < 1e-12
+    a, b = fit_btyd(engine, "bgnbd"), fit_btyd(features, "bgnbd")
+    assert a.params.as_dict() == b.params.as_dict() and a.gg.as_dict() == b.gg.as_dict()
