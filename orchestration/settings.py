@@ -336,9 +336,10 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     scoring_batch_rows: int = Field(
         default=_default("scoring_batch_rows", 500_000), gt=0,
-        description="Customers whose per-customer texts (reasons, actions, next category) the scoring step writes "
-        "at a time. The whole-population figures (percentiles, ranks, tiers, clusters) are computed over everyone "
-        "first, so the scores do not depend on it; smaller batches use less memory.",
+        description="Customers one call of the scoring step's per-customer passes takes (DuckDB: a batch through "
+        "the process; Spark: the Arrow batches of its executors). What compares a customer with everyone "
+        "(percentiles, ranks, tiers, clusters, means) is SQL over every customer, so the scores do not depend on "
+        "it; smaller batches use less memory.",
     )
     max_drift_psi: float = Field(
         default=_default("max_drift_psi", 0.5),

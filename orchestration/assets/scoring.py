@@ -1,5 +1,7 @@
-"""Customer scores: reads ``marts.customer_features`` and writes ``scores.customer_scores``; then back-tests
-``next_category`` at the churn test cutoff (``ml/next_category.py``) into ``ops.model_performance``.
+"""Customer scores: reads ``marts.customer_features`` and the model steps' tables and writes
+``scores.customer_scores`` where the data is (``ml/scoring.py`` ``score_in_warehouse``: SQL window functions
+and mapped passes, on DuckDB or Spark); then back-tests ``next_category`` at the churn test cutoff
+(``ml/next_category.py``) into ``ops.model_performance``.
 
 scikit-learn (clusters) is imported when the step runs (see ``value_models.py``)."""
 
@@ -137,12 +139,20 @@ CATEGORIES_AT = ("select customer_id, product_category, n_orders, last_ordered_a
                  "from intermediate.int_customer_categories where cutoff_date = ?")
 
 
+def _categories_of(warehouse: Warehouse, day, customers) -> pd.DataFrame:
+    """``CATEGORIES_AT`` ``day`` for ``customers`` (an array of ids; None: every customer)."""
+    if customers is None:
+        return warehouse.frame(CATEGORIES_AT, [day])
+    return warehouse.frame(CATEGORIES_AT + " and customer_id in (select customer_id from _wanted_customers)", [day],
+                           {"_wanted_customers": pa.table({"customer_id": customers})})
+
+
 def next_category_backtest(context: dg.AssetExecutionContext, settings: PipelineSettings, windows: Windows) -> dict:
-    """Back-tests ``next_category`` at the churn test cutoff against the popular and most-frequent baselines,
-    replaces this run's ``next_category`` rows in ``ops.model_performance`` and returns asset metadata.
+    """Back-tests ``next_category`` at the churn test cutoff against the popular and most-frequent baselines
+    (on a sample of at most ``EVAL_ROWS`` customers known at the cutoff, drawn by the engine), replaces this run's ``next_category`` rows in ``ops.model_performance`` and returns asset metadata.
     Writes no rows (and says why) when the cutoff or its categories are missing or nobody can be evaluated."""
     from ml.clusters import behaviour_clusters
-    from ml.cutoff_data import CutoffData
+    from ml.cutoff_data import EVAL_ROWS, CutoffData
     from ml.next_category import (CLUSTER_COLUMNS, TASK, backtest_next_category, beats_baselines, performance_rows,
                                   summary_markdown)
 
@@ -150,9 +160,10 @@ def next_category_backtest(context: dg.AssetExecutionContext, settings: Pipeline
     with settings.open_warehouse(for_models=True) as warehouse:
         known = warehouse.scalar("select count(*) from intermediate.int_cutoffs where cutoff_date = ?", [cutoff])
         if known:
-            features = CutoffData(warehouse).features(cutoff, CLUSTER_COLUMNS)
-            at_cutoff = warehouse.frame(CATEGORIES_AT, [cutoff])
-            now = warehouse.frame(CATEGORIES_AT, [as_of])
+            data = CutoffData(warehouse)
+            customers = data.sample(cutoff, EVAL_ROWS, seed=2)  # None: every customer
+            features = data.features(cutoff, CLUSTER_COLUMNS, customers=customers)
+            at_cutoff, now = (_categories_of(warehouse, day, customers) for day in (cutoff, as_of))
     rows, why = [], None
     if not known:
         why = f"the cutoff {cutoff} is not among the run's cutoffs (int_cutoffs)"
