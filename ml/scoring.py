@@ -216,8 +216,8 @@ class MixSums:
 
 @dataclass
 class PassTwo:
-    """Pass two for whole blocks of customers (rows of ``_pass2_query``: one per customer and category bought):
-    every ``customer_scores`` column, in ``SCORE_COLUMNS`` order."""
+    """Pass two for whole blocks of customers (rows of ``_pass2_query``: one per customer, one per category a
+    customer bought): every ``customer_scores`` column, in ``SCORE_COLUMNS`` order."""
 
     rules: ScoringRules
     mix: CategoryMix
@@ -226,9 +226,10 @@ class PassTwo:
     run_id: str
 
     def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
-        cats = rows.loc[rows["cat_category"].notna(), ["customer_id", "cat_category", "cat_orders", "cat_last_ordered_at"]]
+        category = rows["score_row"].eq("g").to_numpy()
+        cats = rows.loc[category, ["customer_id", "cat_category", "cat_orders", "cat_last_ordered_at"]]
         cats = cats.set_axis(["customer_id", "product_category", "n_orders", "last_ordered_at"], axis=1)
-        out = rows.drop_duplicates("customer_id").sort_values("customer_id").reset_index(drop=True)
+        out = rows.loc[~category].sort_values("customer_id").reset_index(drop=True)
         out["run_id"] = self.run_id
         out["priority_tier"] = tier_of(out["tier_pct"], self.rules.tier_bounds)
         parts = pd.DataFrame({p: out[f"part_{p}"].astype(float) for p in PARTS})
@@ -253,7 +254,10 @@ class PassTwo:
         return out[SCORE_COLUMNS]
 
 
-def _pass2_query(src: ScoringSources, customers: int) -> str:
+def _pass2_query(src: ScoringSources, customers: int, pass1_columns: list[str]) -> str:
+    """A row per customer (``score_row = 'c'``: pass one's columns, rank, tier position, reasons, key, last
+    publication's segments) and a row per category a customer bought (``'g'``: the id and ``cat_*`` only, so the
+    customer's columns are not repeated per category), each with the customer's block."""
     def joined(table: str | None, alias: str, columns: dict[str, str]) -> tuple[str, str]:
         if table is None:
             return ", ".join(f"cast(null as {kind}) as {name}" for name, kind in columns.items()), ""
@@ -264,6 +268,9 @@ def _pass2_query(src: ScoringSources, customers: int) -> str:
     prev_cols, prev_join = joined(src.previous, "pv", {f"previous_{k}": "bigint" if k == "potential_rank" else "string"
                                                        for k in PREVIOUS})
     key_cols, key_join = joined(src.pseudonyms, "k", {"customer_key": "string"})
+    customer = [*pass1_columns, "potential_rank", "tier_pct"]
+    joined_names = ["top_reasons", "customer_key", *(f"previous_{k}" for k in PREVIOUS)]
+    nulls = ", ".join(f"null as {c}" for c in customer[1:] + joined_names)
     return f"""
 with ranked as (
     select p.*, row_number() over (order by potential_score desc, clv desc, customer_id) as potential_rank
@@ -274,15 +281,18 @@ tiered as (
                 / count(*) over (partition by tier_group) as tier_pct
     from ranked r
 )
-select t.*, rs.churn_reasons as top_reasons, {key_cols}, {prev_cols},
-       g.product_category as cat_category, g.n_orders as cat_orders, g.last_ordered_at as cat_last_ordered_at,
+select {', '.join('t.' + c for c in customer)}, rs.churn_reasons as top_reasons, {key_cols}, {prev_cols},
+       null as cat_category, null as cat_orders, null as cat_last_ordered_at, 'c' as score_row,
        {block_key('t.customer_id', customers)} as {BLOCK}
 from tiered t
 left join {src.churn} rs on rs.customer_id = t.customer_id
 {key_join}
 {prev_join}
-left join (select customer_id, product_category, n_orders, last_ordered_at from {src.categories}
-           where cutoff_date = ?) g on g.customer_id = t.customer_id"""
+union all
+select g.customer_id, {nulls}, g.product_category, g.n_orders, g.last_ordered_at, 'g',
+       {block_key('g.customer_id', customers)}
+from {src.categories} g
+where g.cutoff_date = ? and g.customer_id in (select customer_id from {PASS1})"""
 
 
 def _clusters(warehouse, src: ScoringSources) -> ClusterModel:
@@ -334,7 +344,7 @@ def score_in_warehouse(warehouse, *, as_of: date, run_id: str, target: str, sour
         mix = _mix(warehouse, src, clusters, as_of, rows)
         population = _population(warehouse)
         warehouse.execute(f"drop table if exists {target}")
-        warehouse.write_mapped(target, _pass2_query(src, customers), [str(as_of)],
+        warehouse.write_mapped(target, _pass2_query(src, customers, warehouse.columns(PASS1)), [str(as_of)],
                                PassTwo(rules, mix, population, as_of, run_id), rows, on_batch=on_batch, group=BLOCK)
     finally:
         for table in (PASS1, MIX):
