@@ -30,9 +30,8 @@ EFFICIENCY = 0.5  # of the cluster's cores doing useful work in a stage that sca
 # stages whose per-customer work stays in one process as the code stands (the driver, or the DuckDB landing
 # file); every other stage runs its per-customer work on Spark's executors
 ONE_PROCESS = {"ingest": "the source read into the DuckDB landing file (Spark's executors read it as Parquet)",
-               "value models": "the BTYD fits and their bootstrap read every customer's summary on the driver "
-                               "(the predictions run on the executors)",
-               "scoring": "every customer's features on the driver"}
+               "scoring": "the window functions over every customer (percentiles, rank: no partition, one task "
+                          "sorts them; the passes run on the executors)"}
 FIXED = ("start-up (imports, definitions)", "shut-down")
 ONCE_FROM = 1_000_000  # from this size, one run per engine
 

@@ -91,6 +91,22 @@ class CutoffData:
             f"order by md5(concat(customer_id, '/{int(seed)}')) limit {int(n)}", [str(cutoff)])
         return np.sort(picked.customer_id.to_numpy())
 
+    def _leads(self) -> str:
+        return (f"from {self.outcomes_table} o where o.as_of_date = cast(? as date) and o.customer_id in "
+                f"(select customer_id from {self.features_table} where as_of_date = cast(? as date) and n_orders = 0)")
+
+    def lead_count(self, cutoff: date) -> int:
+        """Customers without a purchase at ``cutoff`` (leads) that have outcomes there."""
+        return int(self.warehouse.scalar(f"select count(*) {self._leads()}", [str(cutoff)] * 2))
+
+    def lead_outcomes(self, cutoff: date, columns: list[str], limit: int) -> pd.DataFrame:
+        """The outcome ``columns`` of the leads at ``cutoff``, in customer order: at most ``limit`` of them, a
+        sample drawn by the engine (by ``md5`` of the id) when there are more."""
+        cols = ", ".join(f"o.{c}" for c in columns)
+        sample = "" if self.lead_count(cutoff) <= limit else f" order by md5(o.customer_id) limit {int(limit)}"
+        return self.warehouse.frame(f"select * from (select {cols} {self._leads()}{sample}) l order by customer_id",
+                                    [str(cutoff)] * 2)
+
     def btyd_summary(self, cutoff: date):
         """The buyers' BTYD summaries at ``cutoff``, aggregated by the engine (``ml/btyd_summary.py``)."""
         from ml.btyd_summary import SPEND_ROWS, BtydSummary

@@ -236,9 +236,14 @@ class ValueResult:
         return warehouse.write_mapped(table, sql, params, self.scorer, self.scorer.batch, on_batch, group=BLOCK)
 
 
-def lead_rates(features: pd.DataFrame, outcomes: pd.DataFrame, window: str) -> LeadRates:
+LEAD_COLUMNS = ["customer_id", "as_of_date", "purchase_days_value_window", "spend_value_window", "churned",
+                "value_window_complete", "churn_window_complete"]
+
+
+def lead_rates(features: pd.DataFrame, outcomes: pd.DataFrame, window: str, total: int | None = None) -> LeadRates:
     """Empirical lead behaviour at one cutoff (``features`` and ``outcomes`` of that cutoff); ``window`` is
-    ``value`` (purchases and spend in the value window) or ``churn`` (share without a purchase)."""
+    ``value`` (purchases and spend in the value window) or ``churn`` (share without a purchase); ``total``: the
+    number of leads when ``outcomes`` holds a sample of them."""
     leads = features.loc[features.n_orders == 0, ["customer_id"]].merge(outcomes, on="customer_id")
     complete = leads[f"{window}_window_complete"].all() if len(leads) else False
     if len(leads) < 20 or not complete:
@@ -250,7 +255,8 @@ def lead_rates(features: pd.DataFrame, outcomes: pd.DataFrame, window: str) -> L
         no_purchase_share=float(leads.churned.mean()),
         purchases_high=float(leads.purchase_days_value_window.quantile(q)),
         spend_high=float(leads.spend_value_window.quantile(q)),
-        source=f"{len(leads)} leads at {outcomes.as_of_date.iloc[0]}",
+        source=(f"{len(leads)} leads at {outcomes.as_of_date.iloc[0]}" if total is None or total <= len(leads) else
+                f"a sample of {len(leads):,} of {total:,} leads at {outcomes.as_of_date.iloc[0]}"),
     )
 
 
@@ -374,9 +380,15 @@ def rhythm_ratios(features: pd.DataFrame) -> dict[str, np.ndarray]:
         }
 
 
+LEAD_ROWS = EVAL_ROWS  # leads read for their rates, at most (a sample drawn by the engine beyond)
+
+
 def leads_at(data: CutoffData, cutoff, window: str) -> LeadRates:
-    """``lead_rates`` over every customer of a cutoff."""
-    return lead_rates(data.features(cutoff, ["customer_id", "n_orders"]), data.outcomes(cutoff), window)
+    """``lead_rates`` over the leads of a cutoff (at most ``LEAD_ROWS`` of them, drawn by the engine): only the
+    leads' outcome columns leave the warehouse."""
+    outcomes = data.lead_outcomes(cutoff, LEAD_COLUMNS, LEAD_ROWS)
+    features = pd.DataFrame({"customer_id": outcomes.customer_id, "n_orders": 0})
+    return lead_rates(features, outcomes, window, total=data.lead_count(cutoff))
 
 
 @model_threads()

@@ -84,3 +84,21 @@ def test_the_btyd_fits_read_the_engines_unique_rows_and_fit_what_every_customer_
     assert engine.spend_of == local.spend_of and abs(engine.corr - local.corr) < 1e-12
     a, b = fit_btyd(engine, "bgnbd"), fit_btyd(features, "bgnbd")
     assert a.params.as_dict() == b.params.as_dict() and a.gg.as_dict() == b.gg.as_dict()
+
+
+def test_lead_rates_read_only_the_leads_and_at_most_a_sample_of_them(value_result):
+    """The lead rates read the leads' outcome columns only (the engine picks the leads), the same rates as every
+    customer's rows give; beyond ``limit`` leads, a sample the engine draws (the same each time)."""
+    from ml.value_models import LEAD_COLUMNS, lead_rates, leads_at
+
+    result, _ = value_result
+    data = result.data
+    cutoff = data.warehouse.scalar("select max(as_of_date) from marts.customer_outcomes where value_window_complete")
+    everyone = lead_rates(data.features(cutoff, ["customer_id", "n_orders"]), data.outcomes(cutoff), "value")
+    assert leads_at(data, cutoff, "value") == everyone and everyone.purchases_per_lead > 0
+    n = data.lead_count(cutoff)
+    sample = data.lead_outcomes(cutoff, LEAD_COLUMNS, n // 3)
+    assert len(sample) == n // 3 and sample.customer_id.is_monotonic_increasing
+    assert sample.customer_id.tolist() == data.lead_outcomes(cutoff, LEAD_COLUMNS, n // 3).customer_id.tolist()
+    assert set(sample.customer_id) <= set(data.lead_outcomes(cutoff, LEAD_COLUMNS, n).customer_id)
+    assert list(sample.columns) == LEAD_COLUMNS
