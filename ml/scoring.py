@@ -91,6 +91,8 @@ VALUE_COLUMNS = ["p_alive", "expected_purchases", "expected_spend", "clv", "clv_
 CHURN_COLUMNS = ["churn_probability", "churn_flag", "churn_model"]
 PASS1 = "scores.scoring_pass1"  # work tables, dropped when the step ends
 MIX = "scores.scoring_mix"
+RANKS = "scores.scoring_ranks"
+NEXT = "scores.scoring_next"
 CLUSTER_ROWS = 5 * FIT_SAMPLE  # buyers pulled to fit the clusters' scaling (k-means: FIT_SAMPLE of them)
 BLOCK = "score_block"
 
@@ -215,33 +217,55 @@ class MixSums:
 
 
 @dataclass
+class NextCategories:
+    """``next_category`` and its probability for whole blocks of customers (rows of ``_next_query``: a
+    customer's id and cluster, once per category bought or once without any)."""
+
+    mix: CategoryMix
+    as_of: date
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        customers = rows.drop_duplicates("customer_id").sort_values("customer_id")
+        cats = rows.loc[rows["product_category"].notna(),
+                        ["customer_id", "product_category", "n_orders", "last_ordered_at"]]
+        nxt = next_category(customers["customer_id"], customers["behaviour_cluster"].to_numpy(np.int64), cats,
+                            self.as_of, mix=self.mix)
+        return pd.DataFrame({"customer_id": customers["customer_id"].to_numpy(),
+                             "next_category": nxt["next_category"].to_numpy(),
+                             "next_category_probability": nxt["next_category_probability"].to_numpy(float)})
+
+
+def _next_query(src: ScoringSources, customers: int) -> str:
+    """A row per customer and category bought (one per customer without any), narrow, with the block: the
+    categories of a customer reach one call (``group=BLOCK``) without pass one's columns sorted along."""
+    return f"""
+select p.customer_id, p.behaviour_cluster, g.product_category, g.n_orders, g.last_ordered_at,
+       {block_key('p.customer_id', customers)} as {BLOCK}
+from {PASS1} p
+left join (select customer_id, product_category, n_orders, last_ordered_at from {src.categories}
+           where cutoff_date = ?) g on g.customer_id = p.customer_id"""
+
+
+@dataclass
 class PassTwo:
-    """Pass two for whole blocks of customers (rows of ``_pass2_query``: one per customer, one per category a
-    customer bought): every ``customer_scores`` column, in ``SCORE_COLUMNS`` order."""
+    """Pass two for any customers' rows of ``_pass2_query``: every ``customer_scores`` column, in
+    ``SCORE_COLUMNS`` order."""
 
     rules: ScoringRules
-    mix: CategoryMix
     population: Population
-    as_of: date
     run_id: str
 
     def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
-        category = rows["score_row"].eq("g").to_numpy()
-        cats = rows.loc[category, ["customer_id", "cat_category", "cat_orders", "cat_last_ordered_at"]]
-        cats = cats.set_axis(["customer_id", "product_category", "n_orders", "last_ordered_at"], axis=1)
-        out = rows.loc[~category].sort_values("customer_id").reset_index(drop=True)
+        out = rows.sort_values("customer_id").reset_index(drop=True)
         out["run_id"] = self.run_id
         out["priority_tier"] = tier_of(out["tier_pct"], self.rules.tier_bounds)
         parts = pd.DataFrame({p: out[f"part_{p}"].astype(float) for p in PARTS})
         sub = pd.DataFrame({c: out[f"sub_{c}"].astype(float)
                             for c in (*HEADROOM_PARTS, "growth", "trend", "n_categories", "n_sold")})
-        nxt = next_category(out["customer_id"], out["behaviour_cluster"].to_numpy(np.int64), cats, self.as_of,
-                            mix=self.mix)
         actions = next_best_actions(out, out["marketing_consent"], out["preferred_channel"], self.rules.action_rules)
         for col in ("next_best_action", "action_channel", "action_reason"):
             out[col] = actions[col].to_numpy()
-        out["next_category"] = nxt["next_category"].to_numpy()
-        out["next_category_probability"] = np.round(nxt["next_category_probability"].to_numpy(float), 4)
+        out["next_category_probability"] = np.round(out["next_category_probability"].astype(float).to_numpy(), 4)
         churn = out["churn_probability"].to_numpy(float)
         out["potential_drivers"] = potential_drivers(parts, out, churn, self.rules.weights)
         out["value_reasons"] = value_reasons(parts, out, out, self.rules.weights, sub=sub, population=self.population)
@@ -251,48 +275,42 @@ class PassTwo:
             out[col] = out[col].astype("Int64")
         for col in ("churn_flag", "previous_rfm_segment", "previous_lifecycle_stage", "previous_priority_tier"):
             out[col] = out[col].astype("string")
+        out["next_category"] = out["next_category"].astype(object)
         return out[SCORE_COLUMNS]
 
 
-def _pass2_query(src: ScoringSources, customers: int, pass1_columns: list[str]) -> str:
-    """A row per customer (``score_row = 'c'``: pass one's columns, rank, tier position, reasons, key, last
-    publication's segments) and a row per category a customer bought (``'g'``: the id and ``cat_*`` only, so the
-    customer's columns are not repeated per category), each with the customer's block."""
+def _pass2_query(src: ScoringSources, pass1_columns: list[str]) -> str:
+    """A row per customer: pass one's columns, rank, tier position, next category, reasons, key and last
+    publication's segments."""
     def joined(table: str | None, alias: str, columns: dict[str, str]) -> tuple[str, str]:
         if table is None:
             return ", ".join(f"cast(null as {kind}) as {name}" for name, kind in columns.items()), ""
         picked = ", ".join(f"{alias}.{column} as {name}" for name, column in
                            ((n, n.removeprefix("previous_")) for n in columns))
-        return picked, f"left join {table} {alias} on {alias}.customer_id = t.customer_id"
+        return picked, f"left join {table} {alias} on {alias}.customer_id = p.customer_id"
 
     prev_cols, prev_join = joined(src.previous, "pv", {f"previous_{k}": "bigint" if k == "potential_rank" else "string"
                                                        for k in PREVIOUS})
     key_cols, key_join = joined(src.pseudonyms, "k", {"customer_key": "string"})
-    customer = [*pass1_columns, "potential_rank", "tier_pct"]
-    joined_names = ["top_reasons", "customer_key", *(f"previous_{k}" for k in PREVIOUS)]
-    nulls = ", ".join(f"null as {c}" for c in customer[1:] + joined_names)
     return f"""
-with ranked as (
-    select p.*, row_number() over (order by potential_score desc, clv desc, customer_id) as potential_rank
-    from {PASS1} p
-),
-tiered as (
-    select r.*, cast(row_number() over (partition by tier_group order by potential_rank) as double)
-                / count(*) over (partition by tier_group) as tier_pct
-    from ranked r
-)
-select {', '.join('t.' + c for c in customer)}, rs.churn_reasons as top_reasons, {key_cols}, {prev_cols},
-       null as cat_category, null as cat_orders, null as cat_last_ordered_at, 'c' as score_row,
-       {block_key('t.customer_id', customers)} as {BLOCK}
-from tiered t
-left join {src.churn} rs on rs.customer_id = t.customer_id
+select {', '.join('p.' + c for c in pass1_columns)}, r.potential_rank, r.tier_pct, n.next_category,
+       n.next_category_probability, rs.churn_reasons as top_reasons, {key_cols}, {prev_cols}
+from {PASS1} p
+join {RANKS} r on r.customer_id = p.customer_id
+join {NEXT} n on n.customer_id = p.customer_id
+left join {src.churn} rs on rs.customer_id = p.customer_id
 {key_join}
-{prev_join}
-union all
-select g.customer_id, {nulls}, g.product_category, g.n_orders, g.last_ordered_at, 'g',
-       {block_key('g.customer_id', customers)}
-from {src.categories} g
-where g.cutoff_date = ? and g.customer_id in (select customer_id from {PASS1})"""
+{prev_join}"""
+
+
+# the rank over everyone and the tier's rank percentile within the tier group, on the few columns they need
+RANKS_QUERY = f"""
+select customer_id, potential_rank,
+       cast(row_number() over (partition by tier_group order by potential_rank) as double)
+       / count(*) over (partition by tier_group) as tier_pct
+from (select customer_id, tier_group,
+             row_number() over (order by potential_score desc, clv desc, customer_id) as potential_rank
+      from {PASS1}) ranked"""
 
 
 def _clusters(warehouse, src: ScoringSources) -> ClusterModel:
@@ -343,11 +361,14 @@ def score_in_warehouse(warehouse, *, as_of: date, run_id: str, target: str, sour
         say(f"pass one: the numbers of {customers:,} customers; {clusters.k} behavioural clusters")
         mix = _mix(warehouse, src, clusters, as_of, rows)
         population = _population(warehouse)
+        warehouse.create_table_as(RANKS, RANKS_QUERY)
+        warehouse.write_mapped(NEXT, _next_query(src, customers), [str(as_of)], NextCategories(mix, as_of), rows,
+                               group=BLOCK)
         warehouse.execute(f"drop table if exists {target}")
-        warehouse.write_mapped(target, _pass2_query(src, customers, warehouse.columns(PASS1)), [str(as_of)],
-                               PassTwo(rules, mix, population, as_of, run_id), rows, on_batch=on_batch, group=BLOCK)
+        warehouse.write_mapped(target, _pass2_query(src, warehouse.columns(PASS1)), [],
+                               PassTwo(rules, population, run_id), rows, on_batch=on_batch)
     finally:
-        for table in (PASS1, MIX):
+        for table in (PASS1, MIX, RANKS, NEXT):
             warehouse.execute(f"drop table if exists {table}")
     return {"clusters_k": clusters.k, "clusters_silhouette": clusters.silhouette,
             "cluster_descriptions": clusters.descriptions, "customers": customers}

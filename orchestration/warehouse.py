@@ -68,6 +68,10 @@ class Warehouse:
         their rows in no particular order."""
         raise NotImplementedError
 
+    def create_table_as(self, table: str, sql: str, params: Sequence = ()) -> None:
+        """The query's rows as ``table`` (created or replaced, its schema created when missing), where the data is."""
+        raise NotImplementedError
+
     def replace_rows(self, table: str, data: Data, where: Mapping[str, object]) -> None:
         """Delete the rows of ``table`` whose columns equal ``where``'s values, then add ``data``'s rows (matched to
         the table's columns by name; a column ``data`` lacks is null). For small log tables (a run's rows)."""
@@ -198,6 +202,10 @@ class DuckDBWarehouse(Warehouse):
         if not done:  # no rows: the table, empty, with the columns fn gives
             self.write(table, fn(self.arrow(f"select * from ({sql}) q limit 0", params).to_pandas()))
         return done
+
+    def create_table_as(self, table, sql, params=()):
+        self._create_schema(table)
+        self.con.execute(f"create or replace table {table} as {sql}", list(params) or None)
 
     @contextmanager
     def _transaction(self):

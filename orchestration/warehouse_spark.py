@@ -123,6 +123,11 @@ class SparkWarehouse(Warehouse):
             self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
         return int(self.scalar(f"select count(*) from {table}"))
 
+    def create_table_as(self, table, sql, params=()):
+        self._create_schema(table)
+        self.session.sql(f"drop table if exists {table}")
+        self._sql(f"create table {table} using parquet as {sql}", params)
+
     def replace_rows(self, table, data, where):
         schema = self.session.table(table).schema
         current = self.arrow(f"select * from {table}")
