@@ -23,11 +23,14 @@ How (``score_in_warehouse``; one path on every engine, so no step pulls every cu
    parts, the potential score, RFM, value segment and cluster (``scores.scoring_pass1``);
 3. the categories' mix per cluster is summed where the data is (``MixSums``, then a ``group by``), and the
    population means behind ``value_reasons`` are one ``avg`` query;
-4. **pass two**: ``potential_rank`` and the tier's rank percentile within its group are window functions;
-   ``PassTwo`` writes every ``customer_scores`` column for a block of customers (``ml/blocks.py``) with their
-   reasons, keys, category rows and last publication's segments joined in.
+4. ``potential_rank`` and the tier's rank percentile within its group are window functions on a narrow table
+   (``RANKS_QUERY``); the next category is a mapped pass of its own (``NextCategories``) over narrow rows, a
+   customer's id and cluster once per category bought, grouped by block (``ml/blocks.py``) so that a
+   customer's categories reach one call;
+5. **pass two**: ``PassTwo`` writes every ``customer_scores`` column for any customers, with their rank, tier
+   position, next category, reasons, key and last publication's segments joined in.
 
-The functions of pass one and two depend on each customer's row (and the small state they carry) alone:
+The mapped functions depend on each customer's rows (and the small state they carry) alone:
 DuckDB runs them batch by batch in this process, Spark on its executors (``Warehouse.write_mapped``).
 ``score_customers`` scores frames in memory through the same path (an in-memory DuckDB).
 """

@@ -335,7 +335,7 @@ class PipelineSettings(dg.ConfigurableResource):
         "the models less room).",
     )
     scoring_batch_rows: int = Field(
-        default=_default("scoring_batch_rows", 500_000), gt=0,
+        default=_default("scoring_batch_rows", 200_000), gt=0,
         description="Customers one call of the scoring step's per-customer passes takes (DuckDB: a batch through "
         "the process; Spark: the Arrow batches of its executors). What compares a customer with everyone "
         "(percentiles, ranks, tiers, clusters, means) is SQL over every customer, so the scores do not depend on "
