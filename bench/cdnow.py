@@ -64,7 +64,23 @@ def read_master(wheel: Path) -> pd.DataFrame:
 
 
 def download_master(cache: Path, python: str = sys.executable) -> pd.DataFrame:
-    return read_master(download_wheel(cache, python))
+    """The raw CDNOW rows: from the installed ``lifetimes`` 0.11.3 (``make venv`` installs it as the baseline;
+    the same file the wheel holds), else from the wheel, downloaded if missing (a venv made by uv has no pip)."""
+    installed = _installed_master()
+    return parse_master(installed) if installed is not None else read_master(download_wheel(cache, python))
+
+
+def _installed_master() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    try:
+        if version("lifetimes") != WHEEL_REQUIREMENT.split("==")[1]:
+            return None
+    except PackageNotFoundError:
+        return None
+    path = Path(find_spec("lifetimes").origin).parent.parent / MASTER_MEMBER
+    return path.read_text(encoding="ascii") if path.exists() else None
 
 
 def parse_master(text: str) -> pd.DataFrame:
