@@ -53,14 +53,6 @@ class BtydSummary:
                    spend_n.astype(float), int(repeat.sum()), corr)
 
     @classmethod
-    def of_features(cls, features: pd.DataFrame) -> BtydSummary:
-        """From feature rows (``n_orders``, ``frequency``, ``btyd_recency_days``, ``btyd_t_days``,
-        ``repeat_spend_mean``) of any customers."""
-        buyer = (features.n_orders > 0).to_numpy()
-        return cls.of(*(features[c].to_numpy(float)[buyer] for c in
-                        ("frequency", "btyd_recency_days", "btyd_t_days", "repeat_spend_mean")))
-
-    @classmethod
     def from_rows(cls, rows: pd.DataFrame, spend: pd.DataFrame, spend_of: int, corr) -> BtydSummary:
         """From the engine's aggregates: ``rows`` (x, tx, T, n) and ``spend`` (x, m, n)."""
         return cls(*(rows[c].to_numpy(float) for c in ("x", "tx", "T", "n")),

@@ -99,11 +99,13 @@ class CutoffData:
         """Customers without a purchase at ``cutoff`` (leads) that have outcomes there."""
         return int(self.warehouse.scalar(f"select count(*) {self._leads()}", [str(cutoff)] * 2))
 
-    def lead_outcomes(self, cutoff: date, columns: list[str], limit: int) -> pd.DataFrame:
+    def lead_outcomes(self, cutoff: date, columns: list[str], limit: int, total: int | None = None) -> pd.DataFrame:
         """The outcome ``columns`` of the leads at ``cutoff``, in customer order: at most ``limit`` of them, a
-        sample drawn by the engine (by ``md5`` of the id) when there are more."""
+        sample drawn by the engine (by ``md5`` of the id) when there are more (``total``: ``lead_count``, when
+        the caller has it)."""
         cols = ", ".join(f"o.{c}" for c in columns)
-        sample = "" if self.lead_count(cutoff) <= limit else f" order by md5(o.customer_id) limit {int(limit)}"
+        total = self.lead_count(cutoff) if total is None else total
+        sample = "" if total <= limit else f" order by md5(o.customer_id) limit {int(limit)}"
         return self.warehouse.frame(f"select * from (select {cols} {self._leads()}{sample}) l order by customer_id",
                                     [str(cutoff)] * 2)
 

@@ -272,7 +272,7 @@ def fit_btyd(summary: BtydSummary | pd.DataFrame, model: str = "bgnbd") -> BtydF
 
     BLAS runs single-threaded here: the fits' small dot products were 10-20 times slower with OpenBLAS
     threads on a busy machine."""
-    s = summary if isinstance(summary, BtydSummary) else BtydSummary.of_features(summary)
+    s = summary if isinstance(summary, BtydSummary) else BtydSummary.of(*_buyers(summary)[1:])
     with threadpool_limits(1, user_api="blas"):
         params = MODELS[model].fit(s.x, s.tx, s.T, weights=s.n, time_unit="days")
         return BtydFit(model, params, btyd.fit_gamma_gamma(s.spend_x, s.spend_m, weights=s.spend_n))
@@ -386,9 +386,10 @@ LEAD_ROWS = EVAL_ROWS  # leads read for their rates, at most (a sample drawn by 
 def leads_at(data: CutoffData, cutoff, window: str) -> LeadRates:
     """``lead_rates`` over the leads of a cutoff (at most ``LEAD_ROWS`` of them, drawn by the engine): only the
     leads' outcome columns leave the warehouse."""
-    outcomes = data.lead_outcomes(cutoff, LEAD_COLUMNS, LEAD_ROWS)
+    total = data.lead_count(cutoff)
+    outcomes = data.lead_outcomes(cutoff, LEAD_COLUMNS, LEAD_ROWS, total)
     features = pd.DataFrame({"customer_id": outcomes.customer_id, "n_orders": 0})
-    return lead_rates(features, outcomes, window, total=data.lead_count(cutoff))
+    return lead_rates(features, outcomes, window, total=total)
 
 
 @model_threads()

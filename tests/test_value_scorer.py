@@ -69,13 +69,13 @@ def test_the_btyd_fits_read_the_engines_unique_rows_and_fit_what_every_customer_
     """The BTYD fits read the buyers' summaries as unique rows counted by the engine (``btyd_summary``), not
     every customer: the same rows and counts as every customer's features give, and the same fit."""
     from ml.btyd_summary import BtydSummary
-    from ml.value_models import BTYD_INPUTS, fit_btyd
+    from ml.value_models import BTYD_INPUTS, _buyers, fit_btyd
 
     result, _ = value_result
     data, as_of = result.data, result.scorer.as_of
     engine = data.btyd_summary(as_of)
     features = data.features(as_of, BTYD_INPUTS)
-    local = BtydSummary.of_features(features)
+    local = BtydSummary.of(*_buyers(features)[1:])
     buyers = int((features.n_orders > 0).sum())
     assert engine.customers == local.customers == buyers
     assert len(engine.x) < buyers and engine.n.max() > 1  # buyers share rows (a quarter of them at a million)
