@@ -19,8 +19,8 @@
       group of suppressed rows must reach k too).
 
     `<prefix>_final` holds `key`, the generalised quasi-identifiers and `quasi_identifiers_suppressed`.
-    Plain SQL (window counts, CASE) on purpose: it runs unchanged on DuckDB and Spark. With fewer than k
-    rows in all, k-anonymity is impossible: every row is suppressed and the k_anonymous test fails. -#}
+    Plain SQL (window counts, CASE) on purpose: it runs unchanged on DuckDB and Spark; the one ranking over
+    everything ranks the distinct groups, not the rows. With fewer than k rows in all, k-anonymity is impossible: every row is suppressed and the k_anonymous test fails. -#}
 {% macro k_anonymous_ctes(source, key, quasi_identifiers, steps, k, prefix='k_anonymous') -%}
 {%- set qis = quasi_identifiers | join(', ') -%}
 {{ prefix }}_0 as (
@@ -63,16 +63,32 @@
 
 ),
 
-{{ prefix }}_ranked as (
+{{ prefix }}_groups as (
 
+    -- the ranking below is over the groups, not the rows: a window over every row without a partition
+    -- would run in one task on a distributed engine
     select
-        *,
-        sum(case when is_suppressed then 1 else 0 end) over () as n_suppressed,
+        is_suppressed, group_size, {{ qis }},
+        sum(case when is_suppressed then count(*) else 0 end) over () as n_suppressed,
         -- 1 = the smallest group that reached k (suppressed rows rank last)
         dense_rank() over (
             order by case when is_suppressed then 1 else 0 end, group_size, {{ qis }}
         ) as group_rank
     from {{ prefix }}_suppressed
+    group by is_suppressed, group_size, {{ qis }}
+
+),
+
+{{ prefix }}_ranked as (
+
+    select rows_.*, groups_.n_suppressed, groups_.group_rank
+    from {{ prefix }}_suppressed as rows_
+    inner join {{ prefix }}_groups as groups_
+        on rows_.is_suppressed = groups_.is_suppressed
+        and rows_.group_size = groups_.group_size
+        {%- for column in quasi_identifiers %}
+        and rows_.{{ column }} = groups_.{{ column }}
+        {%- endfor %}
 
 ),
 
