@@ -18,13 +18,13 @@ How (``score_in_warehouse``; one path on every engine, so no step pulls every cu
 
 1. the clusters are fitted on a sample of buyers pulled to this process (``ml/clusters.py``);
 2. **pass one** (SQL, then a mapped function): the percentiles that compare a customer with everyone (CLV,
-   spend growth, R, F and M among buyers; pandas' average-rank percentile, written as window functions) and
-   the most categories anyone bought come from the engine; ``PassOne`` turns each customer's row into the
+   spend growth, R, F and M among buyers; pandas' average-rank percentile, in exact bucketed SQL,
+   ``ml/ranks.py``) and the most categories anyone bought come from the engine; ``PassOne`` turns each customer's row into the
    parts, the potential score, RFM, value segment and cluster (``scores.scoring_pass1``);
 3. the categories' mix per cluster is summed where the data is (``MixSums``, then a ``group by``), and the
    population means behind ``value_reasons`` are one ``avg`` query;
-4. ``potential_rank`` and the tier's rank percentile within its group are window functions on a narrow table
-   (``RANKS_QUERY``); the next category is a mapped pass of its own (``NextCategories``) over narrow rows, a
+4. ``potential_rank`` and the tier's rank percentile within its group are bucketed window functions
+   (``ml/ranks.py``) on a narrow table; the next category is a mapped pass of its own (``NextCategories``) over narrow rows, a
    customer's id and cluster once per category bought, grouped by block (``ml/blocks.py``) so that a
    customer's categories reach one call;
 5. **pass two**: ``PassTwo`` writes every ``customer_scores`` column for any customers, with their rank, tier
@@ -51,6 +51,7 @@ from ml.next_category import CLUSTER_COLUMNS, CategoryMix, category_weight, next
 from ml.potential import (DEFAULT_WEIGHTS, HEADROOM_PARTS, PARTS, Population, headroom_parts, potential_drivers,
                           potential_parts, potential_score, value_reasons)
 from ml.ranking import DEFAULT_TIER_BOUNDS, tier_group, tier_of
+from ml.ranks import cut_points, percentile_query, rank_query, sample_rows
 from ml.segments import rfm_from_percentiles, rfm_segment
 
 RULES_VERSION = "rules-3"
@@ -72,23 +73,6 @@ FEATURE_COLUMNS = [
     "n_orders", "recency_days", "monetary_total", "orders_last_90d", "orders_last_365d", "order_trend",
     "spend_last_365d", "n_categories", "n_interactions_90d", "n_interactions_365d",
 ]
-
-
-@dataclass
-class ScoringRules:
-    """The configurable parts of scoring (settings: potential_weights, tier_bounds, action_rules_file)."""
-
-    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    tier_bounds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIER_BOUNDS))
-    action_rules: pd.DataFrame = field(default_factory=load_rules)
-
-
-def value_segment(clv: pd.Series) -> pd.Series:
-    pct = clv.rank(method="average", pct=True)
-    out = np.where(clv <= 0, "none", np.where(pct > 0.8, "high", np.where(pct > 0.5, "medium", "low")))
-    return pd.Series(out, index=clv.index, dtype=object)
-
-
 VALUE_COLUMNS = ["p_alive", "expected_purchases", "expected_spend", "clv", "clv_model", "expected_purchases_low",
                  "expected_purchases_high", "clv_low", "clv_high"]
 CHURN_COLUMNS = ["churn_probability", "churn_flag", "churn_model"]
@@ -131,34 +115,53 @@ def value_segment(clv: pd.Series, pct=None) -> pd.Series:
     return pd.Series(out, index=clv.index, dtype=object)
 
 
-def _percentile(column: str, descending: bool = False, among: str | None = None) -> str:
-    """SQL for pandas' ``rank(method="average", pct=True)`` of ``column`` (null stays null; the percentage is
-    of the non-null values), over every row or, with ``among``, within the rows that share its value: the
-    first rank of a value's ties plus half their number less one, over the count."""
-    over = f"partition by {among} " if among else ""
-    ties = f"partition by {among + ', ' if among else ''}{column}"
-    order = f"{column} {'desc' if descending else 'asc'} nulls last"
-    return (f"case when {column} is null then null else (cast(rank() over ({over}order by {order}) as double) "
-            f"+ (cast(count(*) over ({ties}) as double) - 1) / 2) / count({column}) over ({over.strip()}) end")
-
-
-def _pass1_query(src: ScoringSources) -> str:
+def _joined_query(src: ScoringSources) -> str:
+    """A row per customer: the features scoring reads, the value and churn predictions, spend growth, buyer."""
     return f"""
 with f as (select {', '.join(FEATURE_COLUMNS)} from {src.features}),
 v as (select customer_id, {', '.join(VALUE_COLUMNS)} from {src.value}),
-c as (select customer_id, {', '.join(CHURN_COLUMNS)} from {src.churn}),
-joined as (
-    select f.*, {', '.join('v.' + c for c in VALUE_COLUMNS)}, {', '.join('c.' + c for c in CHURN_COLUMNS)},
-           v.expected_spend - coalesce(f.spend_last_365d, 0) as growth,
-           case when f.n_orders > 0 then 1 else 0 end as buyer
-    from f left join v on v.customer_id = f.customer_id left join c on c.customer_id = f.customer_id
-)
-select j.*, {_percentile('clv')} as clv_pct, {_percentile('growth')} as growth_pct,
-       max(n_categories) over () as most_categories,
-       case when buyer = 1 then {_percentile('recency_days', True, 'buyer')} end as r_pct,
-       case when buyer = 1 then {_percentile('n_orders', False, 'buyer')} end as f_pct,
-       case when buyer = 1 then {_percentile('monetary_total', False, 'buyer')} end as m_pct
-from joined j"""
+c as (select customer_id, {', '.join(CHURN_COLUMNS)} from {src.churn})
+select f.*, {', '.join('v.' + c for c in VALUE_COLUMNS)}, {', '.join('c.' + c for c in CHURN_COLUMNS)},
+       v.expected_spend - coalesce(f.spend_last_365d, 0) as growth,
+       case when f.n_orders > 0 then 1 else 0 end as buyer
+from f left join v on v.customer_id = f.customer_id left join c on c.customer_id = f.customer_id"""
+
+
+# the percentiles that compare a customer with everyone (with the buyers, for R, F and M): name -> (column,
+# descending, buyers only); each a work table of value -> percentile (ml/ranks.py)
+PERCENTILES = {"clv_pct": ("clv", False, False), "growth_pct": ("growth", False, False),
+               "r_pct": ("recency_days", True, True), "f_pct": ("n_orders", False, True),
+               "m_pct": ("monetary_total", False, True)}
+
+
+def _pct_table(name: str) -> str:
+    return f"scores.scoring_{name}"
+
+
+def _percentiles(warehouse, src: ScoringSources) -> None:
+    """The work tables of ``PERCENTILES``, exact, in buckets where the engine wants them."""
+    buckets = warehouse.rank_buckets
+    columns = sorted({column for column, _, _ in PERCENTILES.values()})
+    sample = sample_rows(warehouse, _joined_query(src), [*columns, "buyer"], buckets)
+    for name, (column, descending, buyers) in PERCENTILES.items():
+        rows = sample if sample is None or not buyers else sample[sample["buyer"] == 1]
+        source = f"select * from ({_joined_query(src)}) j" + (" where buyer = 1" if buyers else "")
+        warehouse.create_table_as(_pct_table(name), percentile_query(
+            source, column, descending, cut_points(rows, [(column, descending)], buckets)))
+
+
+def _pass1_query(src: ScoringSources) -> str:
+    picked, joins = [], []
+    for name, (column, _, buyers) in PERCENTILES.items():
+        picked.append(f"{name}.pct as {name}")
+        joins.append(f"left join {_pct_table(name)} {name} on {name}.pct_value = j.{column}"
+                     + (" and j.buyer = 1" if buyers else ""))
+    lines = "\n".join(joins)
+    return f"""
+select j.*, {', '.join(picked)}, m.most_categories
+from ({_joined_query(src)}) j
+{lines}
+cross join (select max(n_categories) as most_categories from {src.features}) m"""
 
 
 @dataclass
@@ -306,14 +309,16 @@ left join {src.churn} rs on rs.customer_id = p.customer_id
 {prev_join}"""
 
 
-# the rank over everyone and the tier's rank percentile within the tier group, on the few columns they need
-RANKS_QUERY = f"""
-select customer_id, potential_rank,
-       cast(row_number() over (partition by tier_group order by potential_rank) as double)
-       / count(*) over (partition by tier_group) as tier_pct
-from (select customer_id, tier_group,
-             row_number() over (order by potential_score desc, clv desc, customer_id) as potential_rank
-      from {PASS1}) ranked"""
+# the rank over everyone (score, then CLV, then id) and the tier's rank percentile within the tier group
+RANK_KEYS = [("potential_score", True), ("clv", True), ("customer_id", False)]
+
+
+def _ranks(warehouse) -> None:
+    buckets = warehouse.rank_buckets
+    source = f"select customer_id, tier_group, potential_score, clv from {PASS1}"
+    points = cut_points(sample_rows(warehouse, source, [k for k, _ in RANK_KEYS], buckets), RANK_KEYS, buckets)
+    warehouse.create_table_as(RANKS, f"select customer_id, row_rank as potential_rank, group_pct as tier_pct "
+                                     f"from ({rank_query(source, RANK_KEYS, 'tier_group', points)}) r")
 
 
 def _clusters(warehouse, src: ScoringSources) -> ClusterModel:
@@ -360,18 +365,19 @@ def score_in_warehouse(warehouse, *, as_of: date, run_id: str, target: str, sour
     customers = int(missing[2])
     clusters = _clusters(warehouse, src)
     try:
+        _percentiles(warehouse, src)
         warehouse.write_mapped(PASS1, _pass1_query(src), [], PassOne(rules.weights, clusters), rows)
         say(f"pass one: the numbers of {customers:,} customers; {clusters.k} behavioural clusters")
         mix = _mix(warehouse, src, clusters, as_of, rows)
         population = _population(warehouse)
-        warehouse.create_table_as(RANKS, RANKS_QUERY)
+        _ranks(warehouse)
         warehouse.write_mapped(NEXT, _next_query(src, customers), [str(as_of)], NextCategories(mix, as_of), rows,
                                group=BLOCK)
         warehouse.execute(f"drop table if exists {target}")
         warehouse.write_mapped(target, _pass2_query(src, warehouse.columns(PASS1)), [],
                                PassTwo(rules, population, run_id), rows, on_batch=on_batch)
     finally:
-        for table in (PASS1, MIX, RANKS, NEXT):
+        for table in (PASS1, MIX, RANKS, NEXT, *map(_pct_table, PERCENTILES)):
             warehouse.execute(f"drop table if exists {table}")
     return {"clusters_k": clusters.k, "clusters_silhouette": clusters.silhouette,
             "cluster_descriptions": clusters.descriptions, "customers": customers}
@@ -388,14 +394,17 @@ def score_customers(
     previous: pd.DataFrame | None = None,
     rules: ScoringRules | None = None,
     batch_rows: int | None = None,
+    rank_buckets: int = 1,
 ) -> tuple[pd.DataFrame, dict]:
     """``score_in_warehouse`` on frames (in an in-memory DuckDB): one row per customer of ``features`` with every
     ``customer_scores`` column (in ``customer_id`` order), and the facts. ``categories``: the customers' rows of
-    int_customer_categories at the features' as-of date; ``batch_rows``: customers per mapped call."""
+    int_customer_categories at the features' as-of date; ``batch_rows``: customers per mapped call;
+    ``rank_buckets``: the buckets of the ranks over everyone (as a distributed engine cuts them)."""
     from orchestration.warehouse import DuckDBWarehouse
 
     as_of = pd.Timestamp(features["as_of_date"].iloc[0]).date() if len(features) else date.today()
     warehouse = DuckDBWarehouse.in_memory()
+    warehouse.rank_buckets = rank_buckets
     try:
         cats = (categories if categories is not None else
                 pd.DataFrame({"customer_id": pd.Series(dtype=str), "product_category": pd.Series(dtype=str),

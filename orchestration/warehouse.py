@@ -23,6 +23,8 @@ class Warehouse:
     """What every engine provides; ``frame``, ``scalar`` and ``batches`` are the same everywhere."""
 
     engine: str
+    # buckets a rank over every row is cut into (ml/ranks.py): 1 where the engine runs such a window in parallel
+    rank_buckets: int = 1
 
     def arrow(self, sql: str, params: Sequence = (), inputs: Mapping[str, pa.Table] | None = None) -> pa.Table:
         """The query's result. ``inputs``: tables the query reads by name, visible to this query only."""

@@ -45,6 +45,13 @@ class SparkWarehouse(Warehouse):
     def __init__(self, session):
         self.session = session
 
+    @property
+    def rank_buckets(self):
+        # a window without a partition is one task: as many buckets as a shuffle has partitions (Databricks
+        # may say "auto": then the cores)
+        setting = str(self.session.conf.get("spark.sql.shuffle.partitions", "")).strip()
+        return max(int(setting) if setting.isdigit() else self.session.sparkContext.defaultParallelism, 1)
+
     def _sql(self, sql: str, params=()):
         return self.session.sql(sql, args=list(params)) if params else self.session.sql(sql)
 

@@ -177,25 +177,52 @@ def test_the_scoring_step_writes_the_same_scores_in_batches(two_publications, tm
     whole, _ = score_customers(**inputs, run_id=second, categories=categories)
     parts, _ = score_customers(**inputs, run_id=second, categories=categories, batch_rows=199)
     pd.testing.assert_frame_equal(whole, parts)
+    # and the ranks over everyone cut into 16 buckets, as Spark cuts them, give the same scores
+    bucketed, _ = score_customers(**inputs, run_id=second, categories=categories, rank_buckets=16)
+    pd.testing.assert_frame_equal(whole, bucketed)
 
 
-def test_the_engine_percentiles_are_pandas_average_rank_percentiles():
-    """Scoring computes the percentiles that compare a customer with everyone in SQL (ml/scoring.py
-    ``_percentile``, so the engine does it where the data is): they equal pandas' ``rank(method="average",
-    pct=True)``, ties, nulls, descending order and groups included."""
-    from ml.scoring import _percentile
+@pytest.mark.parametrize("buckets", [1, 2, 7, 64])
+def test_the_engine_percentiles_and_ranks_are_exact_in_any_number_of_buckets(buckets):
+    """Scoring computes the percentiles that compare a customer with everyone, and the rank, in SQL cut into
+    buckets by value so that a distributed engine ranks in parallel (ml/ranks.py): whatever the buckets, the
+    percentiles equal pandas' ``rank(method="average", pct=True)`` (ties, nulls, descending order, a subset),
+    the rank equals ``row_number()`` over the whole order and the group position equals the one-window one."""
+    from ml.ranks import cut_points, percentile_query, rank_query, sample_rows
     from orchestration.warehouse import DuckDBWarehouse
 
     rng = np.random.default_rng(3)
-    x = pd.Series(rng.integers(0, 40, 2000).astype(float))
-    x[rng.random(2000) < 0.05] = np.nan
-    frame = pd.DataFrame({"i": np.arange(2000), "x": x, "g": rng.integers(0, 2, 2000)})
+    n = 2000
+    x = pd.Series(rng.integers(0, 40, n).astype(float))
+    x[rng.random(n) < 0.05] = np.nan
+    score = np.round(rng.random(n) * 10, 1)  # ties in the first key, broken by the second and the id
+    frame = pd.DataFrame({"customer_id": [f"C{i:05d}" for i in rng.permutation(n)], "x": x, "g": rng.integers(0, 2, n),
+                          "score": score, "clv": np.round(rng.random(n), 1), "grp": rng.choice(["a", "b", "c"], n)})
     warehouse = DuckDBWarehouse.in_memory()
     warehouse.write("t", frame)
-    got = warehouse.frame(f"select i, {_percentile('x')} as up, {_percentile('x', True)} as down, "
-                          f"{_percentile('x', False, 'g')} as within from t order by i")
-    np.testing.assert_array_equal(got.up.to_numpy(), x.rank(method="average", pct=True).to_numpy())
-    np.testing.assert_array_equal(got.down.to_numpy(), x.rank(method="average", pct=True, ascending=False).to_numpy())
-    np.testing.assert_array_equal(got.within.to_numpy(),
-                                  x.groupby(frame.g).rank(method="average", pct=True).to_numpy())
-    assert got.up.isna().sum() == x.isna().sum() > 0
+    sample = sample_rows(warehouse, "select * from t", list(frame.columns), max(buckets, 2))
+
+    def percentiles(descending, g_one=False):
+        rows = sample[sample.g == 1] if g_one else sample
+        points = cut_points(rows, [("x", descending)], buckets)
+        assert (len(points) > 1) == (buckets > 2)
+        table = warehouse.frame(percentile_query(f"select * from t {'where g = 1' if g_one else ''}", "x",
+                                                 descending, points))
+        return dict(zip(table.pct_value, table.pct))
+
+    up, down, within = percentiles(False), percentiles(True), percentiles(False, g_one=True)
+    np.testing.assert_array_equal(x.map(up).to_numpy(), x.rank(method="average", pct=True).to_numpy())
+    np.testing.assert_array_equal(x.map(down).to_numpy(), x.rank(method="average", pct=True, ascending=False).to_numpy())
+    np.testing.assert_array_equal(x[frame.g == 1].map(within).to_numpy(),
+                                  x[frame.g == 1].rank(method="average", pct=True).to_numpy())
+    assert x.map(up).isna().sum() == x.isna().sum() > 0
+
+    keys = [("score", True), ("clv", True), ("customer_id", False)]
+    got = warehouse.frame(f"select * from ({rank_query('select * from t', keys, 'grp', cut_points(sample, keys, buckets))}"
+                          ") r order by customer_id")
+    want = warehouse.frame("""
+        select customer_id, row_rank, cast(row_number() over (partition by grp order by row_rank) as double)
+               / count(*) over (partition by grp) as group_pct
+        from (select *, row_number() over (order by score desc, clv desc, customer_id) as row_rank from t) r
+        order by customer_id""")
+    pd.testing.assert_frame_equal(got, want)
