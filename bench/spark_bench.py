@@ -29,9 +29,8 @@ CLUSTER_CORES = 200  # e.g. 25 executors x 8 cores
 EFFICIENCY = 0.5  # of the cluster's cores doing useful work in a stage that scales out (shuffles, skew, stragglers)
 # stages whose per-customer work stays in one process as the code stands (the driver, or the DuckDB landing
 # file); every other stage runs its per-customer work on Spark's executors
-ONE_PROCESS = {"ingest": "the source read into the DuckDB landing file (Spark's executors read it as Parquet)",
-               "scoring": "the window functions over every customer (percentiles, rank: no partition, one task "
-                          "sorts them; the passes run on the executors)"}
+ONE_PROCESS = {"ingest": "the source read into the DuckDB landing file (Spark's executors read it as Parquet)"}
+REMAINING = "ingest straight into Spark"  # what would move the ONE_PROCESS stages onto the executors
 FIXED = ("start-up (imports, definitions)", "shut-down")
 ONCE_FROM = 1_000_000  # from this size, one run per engine
 
@@ -151,7 +150,5 @@ def _projection(measured: dict[int, list[RunMeasure]]) -> list[str]:
     lines += ["", f"Where the time goes: {one / max(total, 1e-9):.0%} of the projected night is in the stages that stay in "
               f"one process ({', '.join(f'{s} {w / 3600:.1f} h' for s, w in bottlenecks)}); the stages on the "
               f"executors take {(total - one) / 3600:.1f} h. A night at {TARGET / 1e6:,.0f}M customers fits a night "
-              "only once those stages run on the executors too (issue 18's remaining work: ingest straight into "
-              "Spark, the BTYD fits on unique summary rows aggregated by Spark, ranks in SQL and scoring with mapInPandas as "
-              "churn and the value predictions already do).", ""]
+              f"only once those stages run on the executors too (issue 18's remaining work: {REMAINING}).", ""]
     return lines
