@@ -385,7 +385,7 @@ def read_project(serving: Path) -> ProjectScores:
         need = {"customer_id", "expected_purchases", "expected_spend", "churn_probability"}
         if need - cols:
             raise ValueError(f"customer_scores lacks {sorted(need - cols)}")
-        extra = [c for c in ("p_alive", "clv_model", "as_of_date") if c in cols]
+        extra = [c for c in ("p_alive", "clv_model", "as_of_date", *INTERVAL_COLUMNS) if c in cols]
         frame = con.execute(f"select {', '.join(sorted(need) + extra)} from customer_scores").df()
         perf = con.execute("select * from model_performance").df() if "model_performance" in tables else None
         record = None
@@ -398,8 +398,32 @@ def read_project(serving: Path) -> ProjectScores:
         raise ValueError(f"customer_scores has {preds.index.duplicated().sum():,} duplicate customer ids")
     models = preds["clv_model"].value_counts().to_dict() if "clv_model" in preds else {}
     as_of = str(pd.Timestamp(preds["as_of_date"].iloc[0]).date()) if "as_of_date" in preds and len(preds) else "?"
-    return ProjectScores(preds.astype({c: float for c in ("expected_purchases", "expected_spend", "churn_score")}),
+    floats = ("expected_purchases", "expected_spend", "churn_score", *(c for c in INTERVAL_COLUMNS if c in preds))
+    return ProjectScores(preds.astype({c: float for c in floats}),
                          len(preds), as_of, models, perf, record)
+
+
+INTERVAL_COLUMNS = ("expected_purchases_low", "expected_purchases_high", "clv", "clv_low", "clv_high")
+
+
+def interval_coverage(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> dict[str, float] | None:
+    """Shares of ``outcomes``' customers whose hold-out outcome lies in the published 80 % interval (ends
+    included, as ``ml/intervals.py`` counts it): purchases in ``expected_purchases_low..high``; spend in the CLV
+    interval divided by the customer's discount factor (``clv / expected_spend``: the interval is the spend
+    interval times the horizon's mean discount factor, which differs from the point's by about 1 % at most;
+    customers with no expected spend have no factor and count with the spend interval [0, 0]). None when the
+    scores carry no intervals."""
+    if any(c not in predictions for c in INTERVAL_COLUMNS):
+        return None
+    pred = predictions.reindex(outcomes.index)
+    purchases = outcomes.purchases.to_numpy(float)
+    covered = (pred.expected_purchases_low.to_numpy() <= purchases) & (purchases <= pred.expected_purchases_high.to_numpy())
+    spend_mean = pred.expected_spend.to_numpy(float)
+    factor = np.divide(pred.clv.to_numpy(float), spend_mean, out=np.ones(len(pred)), where=spend_mean > 0)
+    low, high = pred.clv_low.to_numpy(float) / factor, pred.clv_high.to_numpy(float) / factor
+    spend = outcomes.spend.to_numpy(float)
+    spend_covered = (low <= spend) & (spend <= high)
+    return {"purchases": float(covered.mean()), "spend": float(spend_covered.mean()), "customers": len(pred)}
 
 
 def champions(perf: pd.DataFrame | None) -> dict[str, str]:
@@ -411,7 +435,8 @@ def champions(perf: pd.DataFrame | None) -> dict[str, str]:
     return {str(t): ", ".join(sorted(set(g["model_name"].astype(str)))) for t, g in chosen.groupby("task")}
 
 
-BACKTEST_METRICS = ("normalised_gini", "spearman", "total_ratio", "roc_auc", "pr_auc", "brier")
+BACKTEST_METRICS = ("normalised_gini", "spearman", "total_ratio", "roc_auc", "pr_auc", "brier", "interval_coverage",
+                    "interval_probability")
 
 
 def backtest_lines(perf: pd.DataFrame | None) -> list[str]:
@@ -660,6 +685,12 @@ def render(b: Bench) -> str:
         lines += ["- Its own back-test (`model_performance`): " + ("" if back else
                   "no rows (the pipeline ran no back-test on this history).")]
         lines += [f"  - {x}" for x in back]
+        cover = interval_coverage(project.predictions, truth)
+        if cover is not None:
+            lines.append(f"- The published 80 % intervals on the hold-out ({cover['customers']:,} customers): purchases "
+                         f"({CLV_DAYS} days) cover {cover['purchases']:.1%}, spend {cover['spend']:.1%} (ends "
+                         "included; to be compared with the intervals' model probability, `interval_probability` "
+                         "on the back-test above, which is at least 80 % because counts tie).")
     warnings = [ln.strip() for ln in run.output.splitlines()
                 if re.search(r"\bWARN(ING)?\b", ln) and "dbt |" not in ln][:10]
     if warnings:

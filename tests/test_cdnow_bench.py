@@ -210,6 +210,20 @@ def test_pipeline_backtest_rows_are_summarised():
     assert mb.champions(perf.iloc[:0]) == {} and mb.backtest_lines(None) == []
 
 
+def test_interval_coverage_counts_the_ends_and_undoes_the_discount():
+    truth = pd.DataFrame({"purchases": [0.0, 2.0, 5.0, 1.0], "spend": [0.0, 40.0, 200.0, 10.0]},
+                         index=pd.Index(["a", "b", "c", "d"], name="customer_id"))
+    pred = pd.DataFrame({"expected_purchases_low": [0.0, 1.0, 0.0, 2.0], "expected_purchases_high": [0.0, 2.0, 3.0, 4.0],
+                         "expected_spend": [0.0, 50.0, 60.0, 20.0], "clv": [0.0, 45.0, 54.0, 18.0],
+                         "clv_low": [0.0, 9.0, 0.0, 9.0], "clv_high": [0.0, 36.0, 90.0, 27.0]},
+                        index=["d", "a", "b", "c"])  # another order: aligned by customer
+    got = mb.interval_coverage(pred, truth)
+    # purchases: a [1,2] misses 0, b [0,3] holds 2, c [2,4] misses 5, d [0,0] misses 1
+    # spend (clv interval / 0.9): a [10,40] misses 0, b [0,100] holds 40, c [10,30] misses 200, d [0,0] misses 10
+    assert got == {"purchases": 0.25, "spend": 0.25, "customers": 4}
+    assert mb.interval_coverage(pred.drop(columns="clv_low"), truth) is None
+
+
 def test_read_project_reads_a_serving_file(tmp_path):
     import duckdb
 
