@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import cdnow  # noqa: E402
+from ml.intervals import interval_coverage as covered_share  # noqa: E402
 from ml.metrics import normalised_gini  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache" / "cdnow"
@@ -370,6 +371,9 @@ class ProjectScores:
             return {}
 
 
+INTERVAL_COLUMNS = ("expected_purchases_low", "expected_purchases_high", "clv", "clv_low", "clv_high")
+
+
 def read_project(serving: Path) -> ProjectScores:
     """``customer_scores`` (and ``model_performance``, ``pipeline_runs`` when present) of a serving file."""
     import duckdb
@@ -403,9 +407,6 @@ def read_project(serving: Path) -> ProjectScores:
                          len(preds), as_of, models, perf, record)
 
 
-INTERVAL_COLUMNS = ("expected_purchases_low", "expected_purchases_high", "clv", "clv_low", "clv_high")
-
-
 def interval_coverage(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> dict[str, float] | None:
     """Shares of ``outcomes``' customers whose hold-out outcome lies in the published 80 % interval (ends
     included, as ``ml/intervals.py`` counts it): purchases in ``expected_purchases_low..high``; spend in the CLV
@@ -416,14 +417,12 @@ def interval_coverage(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> dict
     if any(c not in predictions for c in INTERVAL_COLUMNS):
         return None
     pred = predictions.reindex(outcomes.index)
-    purchases = outcomes.purchases.to_numpy(float)
-    covered = (pred.expected_purchases_low.to_numpy() <= purchases) & (purchases <= pred.expected_purchases_high.to_numpy())
     spend_mean = pred.expected_spend.to_numpy(float)
     factor = np.divide(pred.clv.to_numpy(float), spend_mean, out=np.ones(len(pred)), where=spend_mean > 0)
-    low, high = pred.clv_low.to_numpy(float) / factor, pred.clv_high.to_numpy(float) / factor
-    spend = outcomes.spend.to_numpy(float)
-    spend_covered = (low <= spend) & (spend <= high)
-    return {"purchases": float(covered.mean()), "spend": float(spend_covered.mean()), "customers": len(pred)}
+    return {"purchases": covered_share(pred.expected_purchases_low, pred.expected_purchases_high, outcomes.purchases),
+            "spend": covered_share(pred.clv_low.to_numpy(float) / factor, pred.clv_high.to_numpy(float) / factor,
+                                   outcomes.spend),
+            "customers": len(pred)}
 
 
 def champions(perf: pd.DataFrame | None) -> dict[str, str]:

@@ -39,9 +39,7 @@ def cut_points(sample: pd.DataFrame | None, keys: Sequence[Key], buckets: int) -
     names = [name for name, _ in keys]
     rows = sample[names].dropna().sort_values(names, ascending=[not desc for _, desc in keys], kind="stable")
     points: list[tuple] = []
-    for i in range(1, buckets):
-        if len(rows) == 0:
-            break
+    for i in range(1, buckets if len(rows) else 1):
         point = tuple(_plain(v) for v in rows.iloc[len(rows) * i // buckets])
         if not points or point != points[-1]:
             points.append(point)

@@ -19,14 +19,15 @@ How (``score_in_warehouse``; one path on every engine, so no step pulls every cu
 1. the clusters are fitted on a sample of buyers pulled to this process (``ml/clusters.py``);
 2. **pass one** (SQL, then a mapped function): the percentiles that compare a customer with everyone (CLV,
    spend growth, R, F and M among buyers; pandas' average-rank percentile, in exact bucketed SQL,
-   ``ml/ranks.py``) and the most categories anyone bought come from the engine; ``PassOne`` turns each customer's row into the
-   parts, the potential score, RFM, value segment and cluster (``scores.scoring_pass1``);
+   ``ml/ranks.py``) and the most categories anyone bought come from the engine; ``PassOne`` turns each
+   customer's row into the parts, the potential score, RFM, value segment and cluster
+   (``scores.scoring_pass1``);
 3. the categories' mix per cluster is summed where the data is (``MixSums``, then a ``group by``), and the
    population means behind ``value_reasons`` are one ``avg`` query;
 4. ``potential_rank`` and the tier's rank percentile within its group are bucketed window functions
-   (``ml/ranks.py``) on a narrow table; the next category is a mapped pass of its own (``NextCategories``) over narrow rows, a
-   customer's id and cluster once per category bought, grouped by block (``ml/blocks.py``) so that a
-   customer's categories reach one call;
+   (``ml/ranks.py``) on a narrow table; the next category is a mapped pass of its own (``NextCategories``)
+   over narrow rows, a customer's id and cluster once per category bought, grouped by block
+   (``ml/blocks.py``) so that a customer's categories reach one call;
 5. **pass two**: ``PassTwo`` writes every ``customer_scores`` column for any customers, with their rank, tier
    position, next category, reasons, key and last publication's segments joined in.
 

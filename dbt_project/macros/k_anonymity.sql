@@ -20,7 +20,8 @@
 
     `<prefix>_final` holds `key`, the generalised quasi-identifiers and `quasi_identifiers_suppressed`.
     Plain SQL (window counts, CASE) on purpose: it runs unchanged on DuckDB and Spark; the one ranking over
-    everything ranks the distinct groups, not the rows. With fewer than k rows in all, k-anonymity is impossible: every row is suppressed and the k_anonymous test fails. -#}
+    everything ranks the distinct groups, not the rows. With fewer than k rows in all, k-anonymity is
+    impossible: every row is suppressed and the k_anonymous test fails. -#}
 {% macro k_anonymous_ctes(source, key, quasi_identifiers, steps, k, prefix='k_anonymous') -%}
 {%- set qis = quasi_identifiers | join(', ') -%}
 {{ prefix }}_0 as (
