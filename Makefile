@@ -129,7 +129,7 @@ java:  ## install Debian's Java runtime if missing (Spark needs Java 17)
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q default-jre-headless >/dev/null; } || \
 	  echo "could not install Java (not Debian?): the Spark tests will be skipped; install Java 17"; }
 
-test-spark: $(SPARK_STAMP) java  ## the Spark engine's tests: the dbt project on a local Spark session against DuckDB
+test-spark: $(SPARK_STAMP) java postgres  ## the Spark engine's tests: the nightly job on a local Spark session against DuckDB
 	$(SPARK_VENV)/bin/python -m pytest -m spark $(PYTEST_ARGS)
 
 ui: $(RUN_STAMP) sample  ## open the Dagster UI on the same definitions (development: reloads the code)

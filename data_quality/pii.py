@@ -20,9 +20,13 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ERASURE_SOURCE_FILE = "erasure_requests.csv"
 PERSONAL_TABLES_WITH_CUSTOMER_ID = ("customers", "orders", "interactions")
@@ -88,6 +92,15 @@ def rows_of(con: duckdb.DuckDBPyConnection, table: str, ids: list[str], column: 
     return n
 
 
+def count_rows_of(warehouse, table: str, ids: list[str], column: str = "customer_id") -> int:
+    """``rows_of``'s count in the warehouse of either engine (``orchestration/warehouse.py``)."""
+    if not ids:
+        return 0
+    found = warehouse.arrow(f"select count(*) as n from {table} where trim({column}) in (select value from erase_ids)",
+                            inputs={"erase_ids": pa.table({"value": pa.array(ids, type=pa.string())})})
+    return int(found.column("n")[0].as_py())
+
+
 def erase_from(con: duckdb.DuckDBPyConnection, table: str, ids: list[str], column: str = "customer_id") -> int:
     """Delete the customers' rows from ``table`` (matching ``trim(<column>)``); returns rows deleted."""
     return rows_of(con, table, ids, column, delete=True)
@@ -102,6 +115,13 @@ def profile_pseudonymise(ids, key: bytes) -> list[str]:
     and through it to customer_id, without the key."""
     return pseudonymise(ids, hashlib.sha256(PROFILE_KEY_LABEL + key).digest())
 
+
+
+def pseudonym_rows(ids: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """``ops.customer_pseudonyms``' rows for a frame of ``customer_id``: both keyed pseudonyms of each id."""
+    values = ids["customer_id"].tolist()
+    return ids[["customer_id"]].assign(customer_key=pseudonymise(values, key),
+                                       profile_key=profile_pseudonymise(values, key))
 
 # --- no personal data in messages, logs and kept files ----------------------------------------------------
 #

@@ -26,7 +26,7 @@ def quarantine_counts(warehouse) -> dict[str, dict[str, int]]:
 
 def raw_counts(warehouse) -> dict[str, int]:
     """Rows per entity in the source: the rows loaded into ``raw`` plus the lines the ingest could not read as
-    records (``raw.<entity>_rejects``, when there is one). ``warehouse``: where ingest landed them (DuckDB)."""
+    records (``raw.<entity>_rejects``, when there is one), in the warehouse of the run's engine."""
     tables = set(warehouse.tables("raw"))
     counts = {}
     for entity in ENTITIES:

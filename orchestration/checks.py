@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 
 from data_quality.contract import ENTITIES, Entity, Rule
 from data_quality.quarantine import name_rows, rows_of_rule
-from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, erased_ids, rows_of
+from data_quality.pii import PERSONAL_TABLES_WITH_CUSTOMER_ID, count_rows_of, erased_ids
 from data_quality.score_rules import churn_violations, value_violations
 from ml.registry import population_stability, score_reference
 from orchestration.assets.churn import customer_churn
@@ -175,15 +175,10 @@ def build_row_count_check(entity: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=dg.AssetKey(["raw", entity]), name="row_count_within_band", blocking=True,
                     description=f"raw.{entity} has a row count within a band of the last published run.")
     def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
-        with settings.warehouse() as con:
-            now = int(con.execute(f"select count(*) from raw.{entity}").fetchall()[0][0])
-            has_runs = con.execute(
-                "select count(*) from information_schema.tables where table_schema = 'ops' and table_name = 'pipeline_runs'"
-            ).fetchall()[0][0]
-            last = con.execute(
-                "select rows_in from ops.pipeline_runs where published order by finished_at desc limit 1"
-            ).fetchall() if has_runs else []
-        previous = json.loads(last[0][0]).get(entity) if last else None
+        with settings.open_warehouse() as warehouse:
+            now = int(warehouse.scalar(f"select count(*) from raw.{entity}"))
+            last = _last_published_rows_in(settings, warehouse)
+        previous = json.loads(last).get(entity) if last else None
         band = settings.row_count_band
         if not previous:
             return dg.AssetCheckResult(passed=True, description=f"{now:,} rows; no published run to compare with",
@@ -199,6 +194,18 @@ def build_row_count_check(entity: str) -> dg.AssetChecksDefinition:
                                    metadata={"rows": now, "previous_rows": previous, "ratio": ratio})
 
     return _check
+
+
+def _last_published_rows_in(settings: PipelineSettings, warehouse) -> str | None:
+    """The source's rows per entity (JSON) of the last published run, from the run log of the run's engine."""
+    if settings.engine == "spark":
+        from orchestration.publication_spark import RUN_LOG as log
+    else:
+        log = "ops.pipeline_runs"
+    schema, table = log.split(".")
+    if table not in warehouse.tables(schema):
+        return None
+    return warehouse.scalar(f"select rows_in from {log} where published order by finished_at desc limit 1")
 
 
 @dg.asset_check(asset=publication, blocking=True,
@@ -278,8 +285,10 @@ def build_erasure_check(entity: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=dg.AssetKey(["raw", entity]), name="erasure_applied", blocking=True,
                     description=f"No customer of the erasure register is left in raw.{entity}.")
     def _check(settings: PipelineSettings) -> dg.AssetCheckResult:
-        with settings.warehouse() as con:
-            left = rows_of(con, f"raw.{entity}", erased_ids(con))
+        with settings.warehouse() as con:  # the erasure register
+            ids = erased_ids(con)
+        with settings.open_warehouse() as warehouse:
+            left = count_rows_of(warehouse, f"raw.{entity}", ids)
         return _result({f"erased customers' rows left in raw.{entity}": left})
 
     return _check
@@ -288,11 +297,11 @@ def build_erasure_check(entity: str) -> dg.AssetChecksDefinition:
 @dg.asset_check(asset=CUSTOMER_PSEUDONYMS, blocking=True,
                 description="One pseudonym per known customer: none null, none shared by two customers.")
 def pseudonyms_one_per_customer(settings: PipelineSettings) -> dg.AssetCheckResult:
-    with settings.warehouse() as con:
-        n_ids, n_keys, n_null, n_customers = con.execute(
+    with settings.open_warehouse() as warehouse:
+        n_ids, n_keys, n_null, n_customers = warehouse.rows(
             "select count(distinct customer_id), count(distinct customer_key), count(*) - count(customer_key), "
             "(select count(distinct trim(customer_id)) from raw.customers where nullif(trim(customer_id), '') is not null) "
-            "from ops.customer_pseudonyms").fetchall()[0]
+            "from ops.customer_pseudonyms")[0]
     return _result({"null pseudonyms": n_null, "pseudonyms shared by several customers": n_ids - n_keys,
                     "customers without a pseudonym": n_customers - n_ids})
 

@@ -197,12 +197,10 @@ def print_stage_table(stage_seconds: dict, stage_rows: dict, run_id: str) -> Non
 def _quarantine_lines(settings: "PipelineSettings") -> list[str]:
     """What the quarantine holds after a failed run (the usual reason a dbt gate stops it)."""
     from data_quality.quarantine import describe, quarantine_counts, raw_counts
-    from orchestration.warehouse import DuckDBWarehouse
 
     try:
-        with settings.warehouse() as con:
-            landed = DuckDBWarehouse(con)
-            return describe(quarantine_counts(landed), raw_counts(landed), settings.max_bad_row_share)
+        with settings.open_warehouse() as warehouse:
+            return describe(quarantine_counts(warehouse), raw_counts(warehouse), settings.max_bad_row_share)
     except Exception:  # the warehouse may be what broke; the failure messages above still stand
         return []
 
@@ -503,7 +501,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from data_quality.pii import scrub_text
     from data_quality.quarantine import describe, quarantine_counts, raw_counts
-    from orchestration.warehouse import DuckDBWarehouse
     from orchestration.failures import run_outcome
     from orchestration.jobs import VALIDATE_JOB_NAME
 
@@ -530,8 +527,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         lines = [re.sub(r"; dbt log: \S+", "", scrub_text(line))
                  for line in run_outcome(result.all_events, warehouse=settings.warehouse_path).lines]
         try:
-            with settings.warehouse() as con:
-                quarantined, read = quarantine_counts(DuckDBWarehouse(con)), raw_counts(DuckDBWarehouse(con))
+            with settings.open_warehouse() as warehouse:
+                quarantined, read = quarantine_counts(warehouse), raw_counts(warehouse)
                 lines += [] if result.success else describe(quarantined, read, settings.max_bad_row_share)
         except Exception:
             quarantined, read = {}, {}
@@ -790,9 +787,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--warehouse", metavar="PATH", help="DuckDB file to build in ({env:warehouse_path}; default data/warehouse.duckdb)")
     run.add_argument("--engine", choices=["duckdb", "spark"],
-                     help="where dbt, the models, the checks and the publication run ({env:engine}; default duckdb). "
-                     "spark: a local Spark session (its catalog in {env:spark_dir}, default spark/ beside the "
-                     "warehouse); the source still lands in the DuckDB file first; readers query the views serving.*")
+                     help="where ingest, dbt, the models, the checks and the publication run ({env:engine}; default "
+                     "duckdb). spark: a local Spark session (its catalog in {env:spark_dir}, default spark/ beside "
+                     "the warehouse), source files read a file per task; readers query the views serving.*")
     run.add_argument("--export-parquet", metavar="DIR",
                      help="also write each release as Parquet files into DIR ({env:export_parquet_dir}): "
                      "runs/<run id>/<table>.parquet with manifest.json; DIR/latest points at the newest")

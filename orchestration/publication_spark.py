@@ -223,7 +223,8 @@ def _scrub_kept(warehouse, release: str, erased: dict[str, list[str]]) -> None:
 
 def record_run(warehouse, record: run_log.RunRecord) -> None:
     """The run's row in the run log (``serving_releases.pipeline_runs_log``) that each release publishes as its
-    ``pipeline_runs``; a failed run's row shows in the next release's."""
+    ``pipeline_runs``; a failed run's row shows in the next release's (the first night's too)."""
+    warehouse.execute(f"create database if not exists {RELEASES}")
     warehouse.execute(RUNS_DDL)
     warehouse.replace_rows(RUN_LOG, pa.table({c: [v] for c, v in zip(run_log.COLUMNS, record.row())}),
                            {"run_id": record.run_id})

@@ -794,7 +794,7 @@ class PipelineSettings(dg.ConfigurableResource):
         found = warehouse.scalar("select windows from ops.run_windows where run_id = ?", [run_id])
         return windows_from_json(found) if found else self.record_windows(warehouse, run_id)
 
-    def provisional_windows(self, con: duckdb.DuckDBPyConnection) -> Windows:
+    def provisional_windows(self, warehouse: Warehouse) -> Windows:
         """A guess at the run's windows from the raw orders, for the contract step's dbt vars only.
 
         The contract models read no window var, so the guess changes nothing they build. It is passed so that
@@ -806,14 +806,14 @@ class PipelineSettings(dg.ConfigurableResource):
         if self.run_as_of_date:
             as_of = date.fromisoformat(self.run_as_of_date)
         else:
-            latest = con.execute(
+            latest = warehouse.scalar(
                 "select max(cast(try_cast(trim(ordered_at) as timestamp) as date)) from raw.orders "
                 "where try_cast(trim(ordered_at) as timestamp) between cast(? as date) and cast(? as date)",
-                [self.earliest_date, self.today()]).fetchall()[0][0]
+                [self.earliest_date, self.today()])
             as_of = latest or self.today()
-        first = con.execute(
-            "select min(d) from (select cast(try_cast(trim(ordered_at) as timestamp) as date) as d from raw.orders) "
-            "where d between cast(? as date) and ?", [self.earliest_date, as_of]).fetchall()[0][0]
+        first = warehouse.scalar(
+            "select min(d) from (select cast(try_cast(trim(ordered_at) as timestamp) as date) as d from raw.orders) o "
+            "where d between cast(? as date) and ?", [self.earliest_date, as_of])
         return self._plan(as_of, first)
 
     def _plan(self, as_of: date, first: date | None) -> Windows:

@@ -118,7 +118,7 @@ def _missing_columns_error(entity: Entity, path: Path, found: list[str], missing
     return SourceError(f"{entity.name} ({path}): required column(s) {', '.join(missing)} missing. {first_line}{fix}")
 
 
-def _read_error(entity: Entity, names: str, exc: Exception) -> SourceError:
+def read_error(entity: Entity, names: str, exc: Exception) -> SourceError:
     # the first line of DuckDB's message names the problem; the lines after it may quote the data
     return SourceError(
         f"{entity.name}: cannot read {names}: {str(exc).splitlines()[0][:300]}. The contract expects UTF-8 "
@@ -146,8 +146,9 @@ def create_tables(con: duckdb.DuckDBPyConnection, entity: Entity) -> None:
                 f"({', '.join(f'{c} {t}' for c, t in REJECTS_COLUMNS)})")
 
 
-def _load_csv(con, entity: Entity, files: list[Path]) -> tuple[set[str], list[tuple[str, Reject]]]:
-    """Every file's header first (a missing column stops the run before anything loads), then the rows."""
+def csv_headers(entity: Entity, files: list[Path]) -> dict[Path, tuple[int, dict[str, str]]]:
+    """Every file's header (its width, and contract name -> positional column ``c<i>``), read before any row so
+    that a missing column stops the run before anything loads."""
     headers = {}
     for path in files:
         try:
@@ -161,17 +162,59 @@ def _load_csv(con, entity: Entity, files: list[Path]) -> tuple[set[str], list[tu
         if missing:
             raise _missing_columns_error(entity, path, found, missing)
         headers[path] = (len(found), by_name)
+    return headers
+
+
+def read_csv_rows(con, entity: Entity, path: Path, width: int, by_name: dict[str, str]) -> tuple[str, list[Reject]]:
+    """One CSV file's records into the temp table ``crm_file_rows``: (the query of its rows as the contract's
+    text columns, ``_source_file`` and ``_row`` = 1, 2, ... in the file, the lines that are not records)."""
+    try:
+        rejects = read_csv_file(con, path, width, _FILE_ROWS)
+    except NotUtf8 as exc:
+        raise _not_utf8(entity, exc) from exc
+    except duckdb.Error as exc:
+        raise read_error(entity, str(path), exc) from exc
+    return f"select {select_contract(entity, by_name)}, {quote_literal(path)} as _source_file, _row from {_FILE_ROWS}", rejects
+
+
+def parquet_columns(con, entity: Entity, files: list[Path]) -> dict[str, str]:
+    """Contract name -> quoted source column over the files' columns (by name, the first spelling wins); a
+    missing required column stops the run before anything loads."""
+    paths = "[" + ", ".join(quote_literal(p) for p in files) + "]"
+    names = ", ".join(str(p) for p in files)
+    try:
+        found = con.sql(f"select * from read_parquet({paths}, union_by_name = true)").columns
+    except duckdb.Error as exc:
+        raise read_error(entity, names, exc) from exc
+    by_name: dict[str, str] = {}
+    for original in found:
+        by_name.setdefault(normalise_column(original), quote_ident(original))
+    missing = [c for c in entity.required_columns if c not in by_name]
+    if missing:
+        raise _missing_columns_error(entity, Path(names), found, missing)
+    return by_name
+
+
+def parquet_rows_sql(con, entity: Entity, path: Path, by_name: dict[str, str]) -> str:
+    """The query of one Parquet file's rows as the contract's text columns, ``_source_file`` and ``_row`` = 1, 2,
+    ... in the file; a column another file of the entity has and this one lacks is null."""
+    reader = f"read_parquet({quote_literal(path)})"
+    try:
+        here = {quote_ident(c) for c in con.sql(f"select * from {reader}").columns}
+    except duckdb.Error as exc:
+        raise read_error(entity, str(path), exc) from exc
+    mapped = {name: column for name, column in by_name.items() if column in here}
+    return (f"select {select_contract(entity, mapped)}, {quote_literal(path)} as _source_file, "
+            f"row_number() over () as _row from {reader}")
+
+
+def _load_csv(con, entity: Entity, files: list[Path]) -> tuple[set[str], list[tuple[str, Reject]]]:
+    headers = csv_headers(entity, files)
     rejects: list[tuple[str, Reject]] = []
     offset = 0
     for path, (width, by_name) in headers.items():
-        try:
-            file_rejects = read_csv_file(con, path, width, _FILE_ROWS)
-        except NotUtf8 as exc:
-            raise _not_utf8(entity, exc) from exc
-        except duckdb.Error as exc:
-            raise _read_error(entity, str(path), exc) from exc
-        con.execute(f"insert into raw.{entity.name} select {select_contract(entity, by_name)}, {quote_literal(path)}, "
-                    f"{offset} + _row from {_FILE_ROWS}")
+        sql, file_rejects = read_csv_rows(con, entity, path, width, by_name)
+        con.execute(f"insert into raw.{entity.name} select * exclude (_row), {offset} + _row from ({sql})")
         offset += con.execute(f"select count(*) from {_FILE_ROWS}").fetchall()[0][0]
         con.execute(f"drop table {_FILE_ROWS}")
         rejects += [(str(path), r) for r in file_rejects]
@@ -186,24 +229,16 @@ def _not_utf8(entity: Entity, exc: NotUtf8) -> SourceError:
 
 
 def _load_parquet(con, entity: Entity, files: list[Path]) -> set[str]:
-    paths = "[" + ", ".join(quote_literal(p) for p in files) + "]"
-    reader = f"read_parquet({paths}, filename = true, union_by_name = true)"
-    names = ", ".join(str(p) for p in files)
-    try:
-        found = [c for c in con.sql(f"select * from {reader}").columns if c != "filename"]
-    except duckdb.Error as exc:
-        raise _read_error(entity, names, exc) from exc
-    by_name: dict[str, str] = {}
-    for original in found:
-        by_name.setdefault(normalise_column(original), quote_ident(original))
-    missing = [c for c in entity.required_columns if c not in by_name]
-    if missing:
-        raise _missing_columns_error(entity, Path(names), found, missing)
-    try:
-        con.execute(f"insert into raw.{entity.name} select {select_contract(entity, by_name)}, filename, "
-                    f"row_number() over () from {reader}")
-    except duckdb.Error as exc:
-        raise _read_error(entity, names, exc) from exc
+    """File by file, rows numbered on across the files (as the CSV files, and as Spark's ingest reads them)."""
+    by_name = parquet_columns(con, entity, files)
+    offset = 0
+    for path in files:
+        sql = parquet_rows_sql(con, entity, path, by_name)
+        try:
+            con.execute(f"insert into raw.{entity.name} select * exclude (_row), {offset} + _row from ({sql})")
+        except duckdb.Error as exc:
+            raise read_error(entity, str(path), exc) from exc
+        offset = con.execute(f"select count(*) from raw.{entity.name}").fetchall()[0][0]
     return set(by_name)
 
 
@@ -227,19 +262,14 @@ def missing_file(entity: Entity, source_dir: Path) -> SourceError:
                        f"{entity.name}.parquet or a folder {entity.name}/ of .csv or .parquet files.")
 
 
-def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path) -> LoadResult:
-    """Load one entity into ``raw.<entity>`` (and its malformed lines into ``raw.<entity>_rejects``); raise
-    ``SourceError`` when the contract is broken at the file level."""
-    source_dir = Path(source_dir)
+def source_files(entity: Entity, source_dir: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """(the entity's files to read, its empty files, warnings); ``SourceError`` for the faults found before
+    reading: no source folder, a required entity without files, a required entity's empty file."""
     if not source_dir.is_dir():
         raise SourceError(f"Source folder {source_dir} does not exist. Pass --source DIR (or CRM_SOURCE_DIR).")
     files = find_files(source_dir, entity.name)
-    create_tables(con, entity)
-    if not files:
-        if entity.required:
-            raise missing_file(entity, source_dir)
-        return LoadResult(entity.name, [], 0, list(entity.optional_columns), [], present=False)
-
+    if not files and entity.required:
+        raise missing_file(entity, source_dir)
     empty = [p for p in files if _is_empty(p)]
     if empty and entity.required:
         raise SourceError(
@@ -248,24 +278,25 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
         )
     warnings = [f"{entity.name} ({p}): the file is empty (0 bytes); read as no rows. If {entity.name} should "
                 "not be empty, export it again." for p in empty]
-    files = [p for p in files if p not in empty]
-    if not files:
-        return LoadResult(entity.name, [str(p) for p in empty], 0, list(entity.optional_columns), [],
-                          warnings=warnings)
+    return [p for p in files if p not in empty], empty, warnings
 
-    rejects: list[tuple[str, Reject]] = []
-    if files[0].suffix.lower() == ".parquet":
-        columns = _load_parquet(con, entity, files)
-    else:
-        columns, rejects = _load_csv(con, entity, files)
-    _store_rejects(con, entity.name, rejects)
-    rows = con.execute(f"select count(*) from raw.{entity.name}").fetchall()[0][0]
+
+def nothing_to_read(entity: Entity, empty: list[Path], warnings: list[str]) -> LoadResult:
+    """The result of an optional entity without files (absent) or with empty files only."""
+    return LoadResult(entity.name, [str(p) for p in empty], 0, list(entity.optional_columns), [],
+                      present=bool(empty), warnings=warnings)
+
+
+def loaded(entity: Entity, files: list[Path], rows: int, columns: set[str], rejected: int,
+           first_rejects: list[tuple[str, Reject]], warnings: list[str]) -> LoadResult:
+    """What a load read (``first_rejects``: the first few rejected lines, in file and line order), or the
+    ``SourceError`` of a required entity that loaded no row."""
     names = ", ".join(str(p) for p in files)
     if rows == 0 and entity.required:
-        if rejects:
-            first = rejects[0][1]
+        if rejected:
+            first = first_rejects[0][1]
             raise SourceError(
-                f"{entity.name} ({names}): none of the {len(rejects):,} data line(s) is a CSV record with the "
+                f"{entity.name} ({names}): none of the {rejected:,} data line(s) is a CSV record with the "
                 f"header's fields (line {first.line}: {first.reason}); they are in {rejects_table(entity.name)}. "
                 "Export the file again as comma-delimited CSV, one record per line."
             )
@@ -276,9 +307,34 @@ def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path
     return LoadResult(
         entity.name, [str(p) for p in files], rows,
         [c for c in entity.optional_columns if c not in columns], sorted(columns - set(entity.columns)),
-        rejected_lines=len(rejects), warnings=warnings,
-        rejects=[f"{Path(f).name} line {r.line}: {r.reason}" for f, r in rejects[:10]],
+        rejected_lines=rejected, warnings=warnings,
+        rejects=[f"{Path(f).name} line {r.line}: {r.reason}" for f, r in first_rejects[:10]],
     )
+
+
+def load_entity(con: duckdb.DuckDBPyConnection, entity: Entity, source_dir: Path) -> LoadResult:
+    """Load one entity into ``raw.<entity>`` (and its malformed lines into ``raw.<entity>_rejects``); raise
+    ``SourceError`` when the contract is broken at the file level."""
+    source_dir = Path(source_dir)
+    create_tables(con, entity)
+    files, empty, warnings = source_files(entity, source_dir)
+    if not files:
+        return nothing_to_read(entity, empty, warnings)
+    rejects: list[tuple[str, Reject]] = []
+    if files[0].suffix.lower() == ".parquet":
+        columns = _load_parquet(con, entity, files)
+    else:
+        columns, rejects = _load_csv(con, entity, files)
+    _store_rejects(con, entity.name, rejects)
+    rows = con.execute(f"select count(*) from raw.{entity.name}").fetchall()[0][0]
+    return loaded(entity, files, rows, columns, len(rejects), rejects[:10], warnings)
+
+
+def rejected_line_names(text: str | None, wanted: set[str]) -> bool:
+    """Whether a rejected line holds one of ``wanted`` as one of its fields (read as CSV, or split at commas)."""
+    fields = {f.strip().strip('"').strip() for f in next(csv.reader([text or ""]), [])}
+    fields |= {f.strip() for f in (text or "").split(",")}
+    return bool(fields & wanted)
 
 
 def erase_from_rejects(con: duckdb.DuckDBPyConnection, entity: str, ids: list[str]) -> int:
@@ -290,12 +346,7 @@ def erase_from_rejects(con: duckdb.DuckDBPyConnection, entity: str, ids: list[st
     if not wanted:
         return 0
     lines = con.execute(f"select _source_file, _source_line, raw_line from {rejects_table(entity)}").fetchall()
-    doomed = []
-    for source_file, line, text in lines:
-        fields = {f.strip().strip('"').strip() for f in next(csv.reader([text or ""]), [])}
-        fields |= {f.strip() for f in (text or "").split(",")}
-        if fields & wanted:
-            doomed.append((source_file, line))
+    doomed = [(source_file, line) for source_file, line, text in lines if rejected_line_names(text, wanted)]
     if doomed:
         con.executemany(f"delete from {rejects_table(entity)} where _source_file = ? and _source_line = ?", doomed)
     return len(doomed)

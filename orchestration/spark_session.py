@@ -77,7 +77,15 @@ def dbt_sources(manifest: Path) -> list[tuple[str, str]]:
 def copy_sources(session, warehouse: Path | str, manifest: Path, skip: tuple[str, ...] = (),
                  staging: Path | str | None = None) -> list[tuple[str, str]]:
     """The dbt sources of a DuckDB warehouse (but those in the schemas ``skip``) copied into the session's catalog
-    as Parquet tables (replacing them): what a Spark build of the project reads. Returns the tables copied.
+    (``copy_tables``): what a Spark build of the project reads. Returns the tables copied."""
+    tables = [(schema, table) for schema, table in dbt_sources(manifest) if schema not in skip]
+    return copy_tables(session, warehouse, tables, staging)
+
+
+def copy_tables(session, warehouse: Path | str, tables: list[tuple[str, str]],
+                staging: Path | str | None = None) -> list[tuple[str, str]]:
+    """Tables (schema, name) of a DuckDB warehouse copied into the session's catalog as Parquet tables (replacing
+    them). Returns the tables copied.
 
     DuckDB writes each table as Parquet files under ``staging`` (by default ``landing/`` in the session's
     warehouse folder) and Spark's executors read them and write the catalog table: nothing passes through the
@@ -89,7 +97,6 @@ def copy_sources(session, warehouse: Path | str, manifest: Path, skip: tuple[str
     import duckdb
 
     staging = local_path(session.conf.get("spark.sql.warehouse.dir")) / "landing" if staging is None else local_path(staging)
-    tables = [(schema, table) for schema, table in dbt_sources(manifest) if schema not in skip]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for schema, table in tables:
             files = staging / schema / table

@@ -16,6 +16,7 @@ Debian), not under ``make test``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import shutil
 from pathlib import Path
@@ -260,8 +261,8 @@ def test_the_model_steps_on_spark_write_what_they_write_on_duckdb(reference, duc
 
 def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(small_sample, duckdb_run, spark,
                                                                                tmp_path, capsys, monkeypatch):
-    """``crm-potential run --engine spark`` on the same source: ingest lands the files in the DuckDB file, the
-    contract step copies the landed tables into Spark, the three dbt steps build on Spark in this process, the model
+    """``crm-potential run --engine spark`` on the same source: ingest lands the files in the Spark catalog (a task
+    per file) and keys the pseudonyms there, the three dbt steps build on Spark in this process, the model
     steps and the checks read and write there, publication writes, audits and publishes a release in the Spark
     catalog, and the run report reads it there. Every model's table, the scores, the run's model_performance rows
     and the published views must equal the DuckDB night's (the same pseudonym key; each side trains in its own
@@ -285,8 +286,9 @@ def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(s
         duck_run = con.execute("select run_id from ops.pipeline_runs where published").fetchall()[0][0]
         tables = [tuple(r) for r in con.execute(
             "select table_schema, table_name from information_schema.tables where table_schema in "
-            "('staging', 'quarantine', 'intermediate', 'marts', 'analytics', 'scores')").fetchall()]
-    assert len(tables) >= 30
+            "('raw', 'staging', 'quarantine', 'intermediate', 'marts', 'analytics', 'scores') "
+            "or (table_schema, table_name) = ('ops', 'customer_pseudonyms')").fetchall()]
+    assert len(tables) >= 39 and ("raw", "orders_rejects") in tables
     differences = []
     for schema, name in tables:
         query = f"select * from {schema}.{name}"
@@ -310,6 +312,13 @@ def test_a_night_on_spark_equals_the_duckdb_night_and_publishes_in_the_catalog(s
         theirs = spark.sql(query.replace(" from ", " from serving.", 1).format(run_id)).toArrow()
         differences += _table_differences(f"serving.{name}", ours, theirs, (duck_run, run_id), rel=1e-6)
     assert not differences, "\n".join(map(str, differences))
+    # the next night's row-count band compares with this night's source, read from the catalog's run log
+    from orchestration.checks import _last_published_rows_in
+    from orchestration.settings import PipelineSettings
+    from orchestration.warehouse_spark import SparkWarehouse
+
+    rows_in = json.loads(_last_published_rows_in(PipelineSettings(engine="spark"), SparkWarehouse(spark)))
+    assert rows_in["orders"] == spark.sql("select count(*) from raw.orders").collect()[0][0] > 0
 
     # a gate that fails on Spark (the churn model's AUC floor) stops the night before publication
     monkeypatch.setenv("CRM_MIN_CHURN_AUC", "0.999")

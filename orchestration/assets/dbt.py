@@ -72,21 +72,6 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSet
         yield from dbt.cli(args, context=context, target_path=target).stream()
 
 
-def _land_on_engine(context: dg.AssetExecutionContext, settings: PipelineSettings) -> None:
-    """On Spark: the tables ingest landed in the DuckDB file that dbt reads (the raw text, the pseudonyms) copied
-    into the Spark catalog (DuckDB writes Parquet under the Spark folder, the executors read it); the scores dbt
-    reads are the model steps' own, written there."""
-    if settings.engine != "spark":
-        return
-    from orchestration.dbt_project import dbt_project as project
-    from orchestration.spark_session import copy_sources
-
-    with settings.open_warehouse() as warehouse:
-        copied = copy_sources(warehouse.session, settings.warehouse_path, project.manifest_path, skip=("scores",),
-                              staging=settings.spark_folder / "landing")
-    context.log.info(f"copied {len(copied)} landed table(s) into Spark: {', '.join('.'.join(t) for t in copied)}")
-
-
 def _run_windows(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Windows:
     with settings.open_warehouse() as warehouse:
         return settings.run_windows(warehouse, context.run_id)
@@ -97,9 +82,8 @@ def _run_windows(context: dg.AssetExecutionContext, settings: PipelineSettings) 
 def dbt_contract(context: dg.AssetExecutionContext, dbt: DbtCli, settings: PipelineSettings):
     """The contract layer: every raw row typed and checked (staging/stg_*_checked) and the rows that break
     the contract (quarantine/*), with their tests. The run's as-of date comes from the rows it passes."""
-    with settings.warehouse() as con:
-        windows = settings.provisional_windows(con)  # the models here read no window var (see its docstring)
-    _land_on_engine(context, settings)
+    with settings.open_warehouse() as warehouse:  # the models here read no window var (see its docstring)
+        windows = settings.provisional_windows(warehouse)
     yield from _build(context, dbt, settings, windows)
     with settings.open_warehouse() as warehouse:  # the run's windows, once, from the rows that kept the contract
         windows = settings.record_windows(warehouse, context.run_id)

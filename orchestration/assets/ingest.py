@@ -1,20 +1,20 @@
 """Ingest assets: one per source entity, loading the source files into ``raw.<entity>``."""
 
 
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 
 from data_quality.contract import ENTITIES, Entity
 from data_quality.pii import (
-    ERASURE_SOURCE_FILE, PERSONAL_TABLES_WITH_CUSTOMER_ID, erase_from, erased_ids, profile_pseudonymise,
-    pseudonym_key, pseudonymise, read_id_file, record_requests,
+    ERASURE_SOURCE_FILE, PERSONAL_TABLES_WITH_CUSTOMER_ID, erase_from, erased_ids, pseudonym_key,
+    pseudonym_rows, pseudonymise, read_id_file, record_requests,
 )
 from orchestration.settings import PipelineSettings
 from orchestration.postgres_url import DatabaseError
 from orchestration.source_database import erase_from_mirror, load_entity_from_database
-from orchestration.source_files import SourceError, erase_from_rejects, load_entity, rejects_table
+from orchestration.source_files import LoadResult, SourceError, erase_from_rejects, load_entity, rejects_table
 
 ERASURE_REQUESTS = dg.AssetKey(["raw", "erasure_requests"])
 CUSTOMER_PSEUDONYMS = dg.AssetKey(["ops", "customer_pseudonyms"])
@@ -72,18 +72,10 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
     )
     def _ingest(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
         try:
-            with settings.warehouse() as con:
-                database = settings.source_database
-                if database is not None:
-                    result = load_entity_from_database(con, entity, database, run_id=context.run_id,
-                                                       full_refresh=settings.full_refresh)
-                else:
-                    result = load_entity(con, entity, Path(settings.source_dir))
-                erased = 0
-                if entity.name in PERSONAL_TABLES_WITH_CUSTOMER_ID:
-                    ids = erased_ids(con)
-                    erased = erase_from(con, f"raw.{entity.name}", ids) + erase_from_rejects(con, entity.name, ids)
-                    erase_from_mirror(con, entity.name, ids)  # a database source's merged history
+            if settings.engine == "spark" and settings.source_database is None:
+                result, erased = _load_files_on_spark(settings, entity)
+            else:
+                result, erased = _load_into_duckdb(settings, entity, context.run_id)
         except (SourceError, DatabaseError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         if result.rows_read is not None:
@@ -122,6 +114,42 @@ def build_ingest_asset(entity: Entity) -> dg.AssetsDefinition:
     return _ingest
 
 
+def _load_into_duckdb(settings: PipelineSettings, entity: Entity, run_id: str) -> tuple[LoadResult, int]:
+    """Files or the source database into the DuckDB file, erased customers deleted after. On Spark (a database
+    source: one connection reads it) the landed tables are then copied into the Spark catalog."""
+    with settings.warehouse() as con:
+        database = settings.source_database
+        if database is not None:
+            result = load_entity_from_database(con, entity, database, run_id=run_id,
+                                               full_refresh=settings.full_refresh)
+        else:
+            result = load_entity(con, entity, Path(settings.source_dir))
+        erased = 0
+        if entity.name in PERSONAL_TABLES_WITH_CUSTOMER_ID:
+            ids = erased_ids(con)
+            erased = erase_from(con, f"raw.{entity.name}", ids) + erase_from_rejects(con, entity.name, ids)
+            erase_from_mirror(con, entity.name, ids)  # a database source's merged history
+    if settings.engine == "spark":
+        from orchestration.spark_session import copy_tables
+
+        with settings.open_warehouse() as warehouse:
+            copy_tables(warehouse.session, settings.warehouse_path,
+                        [("raw", entity.name), ("raw", f"{entity.name}_rejects")], settings.spark_folder / "landing")
+    return result, erased
+
+
+def _load_files_on_spark(settings: PipelineSettings, entity: Entity) -> tuple[LoadResult, int]:
+    """Files straight into the Spark catalog, a task per file, erased customers left out in the tasks."""
+    from orchestration.source_files_spark import load_entity_on_spark
+
+    ids = []
+    if entity.name in PERSONAL_TABLES_WITH_CUSTOMER_ID:
+        with settings.warehouse() as con:  # the erasure register stays in the DuckDB file
+            ids = erased_ids(con)
+    with settings.open_warehouse() as warehouse:
+        return load_entity_on_spark(warehouse, entity, Path(settings.source_dir), ids)
+
+
 @dg.asset(key=CUSTOMER_PSEUDONYMS, deps=[dg.AssetKey(["raw", "customers"])], group_name="ingest", kinds={"duckdb"},
           description="customer_id -> customer_key (in customer_scores) and profile_key (in customer_profile): two "
           "keyed pseudonyms (HMAC-SHA256) that cannot be derived from each other without the key.")
@@ -129,18 +157,16 @@ def customer_pseudonyms(settings: PipelineSettings) -> dg.MaterializeResult:
     """customer_key lets the CRM act on customer_scores; profile_key keys the de-identified customer_profile.
     profile_key is keyed with a key of its own, derived from the pipeline's key (a hash, never published), so
     that the profile cannot be joined back to customer_scores, and through it to customer_id, in the serving
-    file."""
-    key = pseudonym_key(settings.pseudonym_key_file)
-    with settings.warehouse() as con:
-        ids = [r[0] for r in con.execute(
-            "select distinct trim(customer_id) from raw.customers where nullif(trim(customer_id), '') is not null"
-        ).fetchall()]
-        con.register("pseudonyms_df", pa.table({"customer_id": ids, "customer_key": pseudonymise(ids, key),
-                                                "profile_key": profile_pseudonymise(ids, key)}))
-        con.execute("create schema if not exists ops")
-        con.execute("create or replace table ops.customer_pseudonyms as select * from pseudonyms_df")
-        con.unregister("pseudonyms_df")
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(ids)})
+    file. Computed where the ids are (on Spark, in the executors)."""
+    fn = partial(pseudonym_rows, key=pseudonym_key(settings.pseudonym_key_file))
+    with settings.open_warehouse() as warehouse:
+        rows = warehouse.write_mapped(
+            "ops.customer_pseudonyms", "select distinct trim(customer_id) as customer_id from raw.customers "
+            "where nullif(trim(customer_id), '') is not null", (), fn, rows=PSEUDONYM_BATCH)
+    return dg.MaterializeResult(metadata={"dagster/row_count": rows})
+
+
+PSEUDONYM_BATCH = 200_000
 
 
 ingest_assets = [erasure_requests, *[build_ingest_asset(entity) for entity in ENTITIES.values()], customer_pseudonyms]

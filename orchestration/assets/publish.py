@@ -84,7 +84,7 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
     with settings.warehouse() as con:
         warehouse = DuckDBWarehouse(con)
         as_of = settings.run_windows(warehouse, context.run_id).as_of
-        record = _run_record(context, settings, facts, as_of, landed=warehouse, warehouse=warehouse)
+        record = _run_record(context, settings, facts, as_of, warehouse)
         quarantined = record.quarantined_by_rule
         # once publish() returns, the file is swapped in: what it could not finish comes back as warnings
         published = publish(con, settings.serving_file, record, keep=settings.serving_versions,
@@ -115,12 +115,10 @@ def publication(context: dg.AssetExecutionContext, settings: PipelineSettings) -
     )
 
 
-def _run_record(context: dg.AssetExecutionContext, settings: PipelineSettings, facts: dict, as_of, *, landed,
+def _run_record(context: dg.AssetExecutionContext, settings: PipelineSettings, facts: dict, as_of,
                 warehouse) -> RunRecord:
-    """The run's ``pipeline_runs`` row: the source's rows from where ingest landed them (the DuckDB file), the
-    rest from the warehouse of the run's engine (the same file on DuckDB)."""
+    """The run's ``pipeline_runs`` row, from the warehouse of the run's engine."""
     quarantined = quarantine_counts(warehouse)
-    layers = ("staging", "quarantine", "intermediate", "marts", "scores", "analytics")
     return RunRecord(
         run_id=context.run_id,
         as_of_date=as_of.isoformat(),
@@ -129,7 +127,7 @@ def _run_record(context: dg.AssetExecutionContext, settings: PipelineSettings, f
         published=True,
         source_dir=settings.source_display,
         parameters=settings.recorded_parameters(),
-        rows_in={name: landed.scalar(f"select count(*) from raw.{name}") for name in ENTITIES},
+        rows_in={name: warehouse.scalar(f"select count(*) from raw.{name}") for name in ENTITIES},
         rows_out=warehouse.scalar("select count(*) from scores.customer_scores"),
         checks_passed=facts["checks_passed"],
         checks_failed=facts["checks_failed"],
@@ -137,7 +135,7 @@ def _run_record(context: dg.AssetExecutionContext, settings: PipelineSettings, f
         stage_seconds=facts["stage_seconds"],
         rows_quarantined=sum(sum(rules.values()) for rules in quarantined.values()),
         quarantined_by_rule=quarantined,
-        stage_rows={**table_rows(landed, ("raw",)), **table_rows(warehouse, layers)},
+        stage_rows=table_rows(warehouse),
         message=(WARNING_PREFIX + "; ".join(facts["warnings"]))[:4000] if facts["warnings"] else "",
     )
 
@@ -146,9 +144,9 @@ def _publish_on_spark(context: dg.AssetExecutionContext, settings: PipelineSetti
     """Write, audit and publish the release in the Spark catalog (``orchestration/publication_spark.py``)."""
     from orchestration.publication_spark import SERVING, publish_on_spark
 
-    with settings.warehouse() as con, settings.open_warehouse() as warehouse:
+    with settings.warehouse() as con, settings.open_warehouse() as warehouse:  # con: the erasure register, cursors
         as_of = settings.run_windows(warehouse, context.run_id).as_of
-        record = _run_record(context, settings, facts, as_of, landed=DuckDBWarehouse(con), warehouse=warehouse)
+        record = _run_record(context, settings, facts, as_of, warehouse)
         counts = publish_on_spark(warehouse, record, keep=settings.serving_versions,
                                   erased=erased_keys(erased_ids(con), pseudonym_key(settings.pseudonym_key_file)),
                                   retention=Retention(settings.history_days, settings.history_months))
