@@ -116,12 +116,12 @@ def profile_pseudonymise(ids, key: bytes) -> list[str]:
     return pseudonymise(ids, hashlib.sha256(PROFILE_KEY_LABEL + key).digest())
 
 
-
 def pseudonym_rows(ids: pd.DataFrame, key: bytes) -> pd.DataFrame:
     """``ops.customer_pseudonyms``' rows for a frame of ``customer_id``: both keyed pseudonyms of each id."""
     values = ids["customer_id"].tolist()
     return ids[["customer_id"]].assign(customer_key=pseudonymise(values, key),
                                        profile_key=profile_pseudonymise(values, key))
+
 
 # --- no personal data in messages, logs and kept files ----------------------------------------------------
 #

@@ -84,7 +84,9 @@ def _read_file(con, entity: Entity, index: int, path: str, header: tuple, erased
         con.register("crm_erased", pa.table({"value": pa.array(erased, pa.string())}))
         where = "where not coalesce(trim(customer_id) in (select value from crm_erased), false)"
     wanted = set(erased)
-    kept = [r for r in rejects if not (wanted and rejected_line_names(r.text, wanted))]
+    kept, gone = [], []  # gone: erased customers' lines, their numbers and reasons only, for the load's report
+    for r in rejects:
+        (gone if wanted and rejected_line_names(r.text, wanted) else kept).append(r)
     reader = con.sql(f"select * from crm_file {where}").to_arrow_reader(_BATCH)
     left = 0
     for batch in reader:
@@ -96,7 +98,6 @@ def _read_file(con, entity: Entity, index: int, path: str, header: tuple, erased
         yield _batch(schema, "reject", index, len(kept), _source_file=pa.array([path] * len(kept)),
                      _source_line=pa.array([r.line for r in kept]), reject_reason=pa.array([r.reason for r in kept]),
                      raw_line=pa.array([r.text for r in kept]))
-    gone = [r for r in rejects if r not in kept]  # their line numbers and reasons only, for the load's report
     if gone:
         yield _batch(schema, "erased_reject", index, len(gone), _source_file=pa.array([path] * len(gone)),
                      _source_line=pa.array([r.line for r in gone]), reject_reason=pa.array([r.reason for r in gone]))
